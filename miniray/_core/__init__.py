@@ -1,0 +1,1 @@
+"""The runtime's private core: node runtime, workers, object store, protocol."""

@@ -1,0 +1,242 @@
+"""Actors: ``@remote`` classes, handles and method calls."""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+from .refs import get_client
+from .remote_function import check_feasible, check_options, validate_resources
+from .serialization import _collect_ref, serialize_function
+
+ACTOR_OPTIONS = {
+    "num_cpus", "num_gpus", "resources", "memory", "name", "namespace", "lifetime",
+    "max_restarts", "max_task_retries", "max_concurrency", "get_if_exists",
+    "scheduling_strategy", "runtime_env", "max_pending_calls", "concurrency_groups",
+    "accelerator_type", "label_selector",
+}
+METHOD_OPTIONS = {"num_returns", "name", "max_task_retries", "retry_exceptions",
+                  "concurrency_group"}
+
+
+def method(*args, **kwargs):
+    """Decorate an actor method to set its options, e.g. ``@method(num_returns=2)``."""
+    check_options(kwargs, METHOD_OPTIONS, "@miniray.method")
+
+    def decorate(fn):
+        fn.__miniray_method_options__ = kwargs
+        return fn
+
+    if args and callable(args[0]) and len(args) == 1 and not kwargs:
+        return decorate(args[0])
+    return decorate
+
+
+def _client():
+    client = get_client()
+    if client is None:
+        from .. import api
+
+        api._auto_init()
+        client = get_client()
+    return client
+
+
+def _method_meta(cls) -> dict:
+    meta = {}
+    for name, member in inspect.getmembers(cls, predicate=callable):
+        if name.startswith("__") and name != "__call__":
+            continue
+        options = getattr(member, "__miniray_method_options__", {})
+        meta[name] = {
+            "num_returns": options.get("num_returns", 1),
+            "is_async": inspect.iscoroutinefunction(member),
+            "options": {k: v for k, v in options.items() if k != "num_returns"},
+        }
+    return meta
+
+
+class ActorClass:
+    """A class turned into an actor factory by ``@miniray.remote``.
+
+    ``Cls.remote(*args)`` starts the actor in its own worker process and
+    returns an :class:`ActorHandle`; ``Cls.options(...)`` overrides options.
+    """
+
+    def __init__(self, cls, options: dict):
+        check_options(options, ACTOR_OPTIONS, f"actor class {cls.__name__}")
+        self._cls = cls
+        self._options = options
+        self._fn_id = os.urandom(16)
+        self._blob = None
+        self._meta = _method_meta(cls)
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__doc__ = cls.__doc__
+        self.__module__ = cls.__module__
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"Actors cannot be instantiated directly. Instead of '{self.__name__}()', "
+            f"use '{self.__name__}.remote()'.")
+
+    def _blob_getter(self) -> bytes:
+        if self._blob is None:
+            self._blob = serialize_function(self._cls)
+        return self._blob
+
+    def remote(self, *args, **kwargs) -> "ActorHandle":
+        """Create the actor; returns its handle."""
+        return self._remote(args, kwargs, self._options)
+
+    def options(self, **options):
+        """Return a factory with some options overridden."""
+        check_options(options, ACTOR_OPTIONS, f"actor class {self.__name__}")
+        merged = {**self._options, **options}
+        parent = self
+
+        class _Bound:
+            def remote(self_inner, *args, **kwargs):
+                return parent._remote(args, kwargs, merged)
+
+            def options(self_inner, **more):
+                return parent.options(**{**options, **more})
+
+        return _Bound()
+
+    def _remote(self, args, kwargs, options) -> "ActorHandle":
+        what = f"actor {self.__name__}"
+        resources = validate_resources(options, what, 0)
+        check_feasible(resources, what)
+        max_concurrency = options.get("max_concurrency")
+        if max_concurrency is not None and (not isinstance(max_concurrency, int)
+                                            or max_concurrency < 1):
+            raise ValueError(f"max_concurrency of {what} must be an int >= 1")
+        lifetime = options.get("lifetime")
+        if lifetime not in (None, "detached", "non_detached"):
+            raise ValueError("lifetime must be None, 'detached' or 'non_detached'")
+        name = options.get("name")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError("The actor name must be a non-empty string")
+        client = _client()
+        client.register_function(self._fn_id, self._blob_getter)
+        enc_args, enc_kwargs, contained, keepalive = client.encode_args(
+            args, kwargs, f"{self.__name__}.__init__")
+        node_options = {
+            "resources": {k: v for k, v in resources.items() if v},
+            "max_restarts": options.get("max_restarts", 0),
+            "max_task_retries": options.get("max_task_retries", 0),
+            "max_concurrency": max_concurrency,
+            "name": name,
+            "namespace": options.get("namespace"),
+            "lifetime": lifetime,
+            "get_if_exists": bool(options.get("get_if_exists")),
+            "_handle_meta": [self.__name__, self._meta],
+        }
+        actor_id = client.ids.new()
+        actual = client.generic("create_actor", actor_id, self._fn_id, enc_args, enc_kwargs,
+                                contained, node_options, self.__name__)
+        del keepalive
+        return ActorHandle(actual, self.__name__, self._meta, _counted=True)
+
+
+class ActorHandle:
+    """A handle to an actor; call methods with ``handle.method.remote(...)``.
+
+    Handles can be passed to tasks and other actors. Calls made through
+    handles in one process run in the order they were made.
+    """
+
+    def __init__(self, actor_id: bytes, class_name: str, meta: dict, _counted=False):
+        self._id = actor_id
+        self._class_name = class_name
+        self._meta = meta
+        client = get_client()
+        self._client = client
+        if client is not None:
+            client.add_local_ref(actor_id, _counted)
+
+    def __del__(self):
+        client = self._client
+        if client is not None:
+            try:
+                client.remove_local_ref(self._id)
+            except Exception:
+                pass
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        meta = self._meta.get(name)
+        if meta is None:
+            raise AttributeError(
+                f"Actor {self._class_name} has no method {name!r}; its methods are "
+                f"{sorted(m for m in self._meta if not m.startswith('_'))}.")
+        return ActorMethod(self, name, meta)
+
+    def __repr__(self):
+        return f"Actor({self._class_name}, {self._id.hex()})"
+
+    def __hash__(self):
+        return hash(self._id)
+
+    def __eq__(self, other):
+        return isinstance(other, ActorHandle) and other._id == self._id
+
+    def __reduce__(self):
+        _collect_ref(self)
+        return (ActorHandle, (self._id, self._class_name, self._meta))
+
+    @property
+    def _actor_id(self):
+        return self._id
+
+
+class ActorMethod:
+    """``handle.method``: call it with ``.remote(...)``; ``.options(num_returns=...)``."""
+
+    __slots__ = ("_handle", "_name", "_meta", "_overrides")
+
+    def __init__(self, handle, name, meta, overrides=None):
+        self._handle = handle
+        self._name = name
+        self._meta = meta
+        self._overrides = overrides or {}
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"Actor methods cannot be called directly. Instead of running "
+            f"'{self._name}()', try '{self._name}.remote()'.")
+
+    def options(self, **options):
+        check_options(options, METHOD_OPTIONS, f"actor method {self._name}")
+        return ActorMethod(self._handle, self._name, self._meta, {**self._overrides, **options})
+
+    def remote(self, *args, **kwargs):
+        handle = self._handle
+        client = handle._client or _client()
+        options = {**self._meta["options"], **self._overrides}
+        num_returns = options.pop("num_returns", self._meta["num_returns"])
+        what = f"{handle._class_name}.{self._name}"
+        enc_args, enc_kwargs, contained, keepalive = client.encode_args(args, kwargs, what)
+        node_options = {"name": options.get("name") or what}
+        if "max_task_retries" in options:
+            node_options["max_task_retries"] = options["max_task_retries"]
+        refs = client.submit_actor_task(handle._id, self._name, enc_args, enc_kwargs,
+                                        contained, node_options, num_returns)
+        del keepalive
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+
+def exit_actor():
+    """End the current actor from inside one of its methods (no restart)."""
+    from . import context
+    from .worker import _ExitActor
+
+    if context.current_actor_id is None:
+        raise TypeError("exit_actor() can only be called inside an actor method")
+    raise _ExitActor()

@@ -1,0 +1,54 @@
+"""Runtime context: what is running where (``miniray.get_runtime_context()``)."""
+
+from __future__ import annotations
+
+import os
+
+current_actor_id: bytes | None = None
+_worker_client = None
+
+
+def set_worker_context(client) -> None:
+    global _worker_client
+    _worker_client = client
+
+
+class RuntimeContext:
+    """Ray's ``RuntimeContext``: ids of the job, node, worker, task and actor."""
+
+    def __init__(self, namespace: str, node_pid: int):
+        self.namespace = namespace
+        self._node_pid = node_pid
+
+    def get_job_id(self) -> str:
+        return f"{self._node_pid:08x}"
+
+    def get_node_id(self) -> str:
+        return f"node-{self._node_pid}"
+
+    def get_worker_id(self) -> str:
+        return f"worker-{os.getpid()}"
+
+    def get_task_id(self) -> str | None:
+        client = _worker_client
+        if client is None or client.current_task is None:
+            return None
+        return client.current_task.hex()
+
+    def get_actor_id(self) -> str | None:
+        return current_actor_id.hex() if current_actor_id is not None else None
+
+    @property
+    def worker_mode(self) -> str:
+        return "WORKER_MODE" if _worker_client is not None else "SCRIPT_MODE"
+
+    def get_assigned_resources(self) -> dict:
+        return {}
+
+    def get_accelerator_ids(self) -> dict:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return {"GPU": visible.split(",") if visible else []}
+
+    @property
+    def was_current_actor_reconstructed(self) -> bool:
+        return False

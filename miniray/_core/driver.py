@@ -1,0 +1,273 @@
+"""The driver's client: the public API's door into the in-process node."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from ..exceptions import GetTimeoutError, ObjectLostError
+from .client import VALUE_INLINE, VALUE_SHM, ClientBase
+from .refs import ObjectRef
+from .runtime import DRIVER, PENDING, VALUE_SPILLED, ObjectEntry, VALUE_ERROR
+from .serialization import deserialize_view
+
+
+class DriverClient(ClientBase):
+    def __init__(self, runtime):
+        super().__init__()
+        self.runtime = runtime
+        self.store = runtime.store
+        self.objects = runtime.objects
+        self._state_lock = runtime._state_lock
+
+    # -- hooks ----------------------------------------------------------------
+    def _notify_add_ref(self, object_id: bytes) -> None:
+        self.runtime.post_lazy(self.runtime.rpc_add_ref, DRIVER, object_id)
+
+    def _notify_remove_ref(self, object_id: bytes) -> None:
+        self.runtime.post_lazy(self.runtime.rpc_remove_ref, DRIVER, object_id)
+
+    def register_function(self, fn_id: bytes, blob_getter) -> None:
+        if fn_id not in self._registered_functions:
+            self.runtime.functions[fn_id] = blob_getter()
+            self._registered_functions.add(fn_id)
+
+    # -- objects ----------------------------------------------------------------
+    def put_serialized(self, serialized) -> ObjectRef:
+        object_id = self.ids.new()
+        contained = [r._id for r in serialized.contained]
+        runtime = self.runtime
+        if contained:
+            # Contained refs must be held before the caller can drop them: the
+            # runtime takes the hold in order with later releases.
+            self.objects[object_id] = ObjectEntry(1)
+            data = serialized.to_inline() if serialized.is_small else self._write(serialized)
+            runtime.post(runtime.rpc_put, DRIVER, object_id, data, contained)
+            return ObjectRef(object_id, _counted=True)
+        entry = ObjectEntry(1)
+        if serialized.is_small:
+            entry.state = VALUE_INLINE
+            entry.data = serialized.to_inline()
+            self.objects[object_id] = entry
+        else:
+            location = self._write(serialized)
+            entry.state = VALUE_SHM
+            entry.data = location
+            entry.size = location[2]
+            self.objects[object_id] = entry
+            runtime.post_lazy(_account_put, runtime, entry.size)
+        return ObjectRef(object_id, _counted=True)
+
+    def _write(self, serialized) -> list:
+        self.runtime.make_room_threadsafe(serialized.shm_size())
+        return self.store.write(serialized)
+
+    def submit_task(self, fn_id, args, kwargs, contained, options, num_returns):
+        return_ids = [self.ids.new() for _ in range(num_returns or 1)]
+        objects = self.objects
+        for object_id in return_ids:
+            objects[object_id] = ObjectEntry(1)
+        runtime = self.runtime
+        runtime.post(runtime.rpc_submit, DRIVER, fn_id, args, kwargs, contained, options,
+                     return_ids)
+        return [ObjectRef(i, _counted=True) for i in return_ids]
+
+    def submit_actor_task(self, actor_id, method, args, kwargs, contained, options, num_returns):
+        return_ids = [self.ids.new() for _ in range(num_returns or 1)]
+        objects = self.objects
+        for object_id in return_ids:
+            objects[object_id] = ObjectEntry(1)
+        runtime = self.runtime
+        runtime.post(runtime.rpc_actor_call, DRIVER, actor_id, return_ids[0], method, args,
+                     kwargs, contained, return_ids, options)
+        return [ObjectRef(i, _counted=True) for i in return_ids]
+
+    def _entries(self, refs):
+        objects = self.objects
+        entries = []
+        for ref in refs:
+            entry = objects.get(ref._id)
+            if entry is None:
+                raise ObjectLostError(ref.hex(), "no reference to it is held by the node")
+            entries.append(entry)
+        return entries
+
+    def _value(self, object_id: bytes, entry: ObjectEntry):
+        with self._state_lock:
+            state = entry.state
+            data = entry.data
+            if state == VALUE_SHM:
+                entry.pins += 1
+        if state == VALUE_INLINE:
+            from .serialization import deserialize_inline
+
+            return deserialize_inline(data)
+        if state == VALUE_SHM:
+            runtime = self.runtime
+            try:
+                return self.store.read(data, lambda: runtime.unpin_threadsafe(object_id))
+            except BaseException:
+                runtime.unpin_threadsafe(object_id)
+                raise
+        if state == VALUE_SPILLED:
+            with open(data, "rb") as f:
+                return deserialize_view(memoryview(f.read()))
+        return self.decode_value(object_id, VALUE_ERROR, data)
+
+    def get(self, refs, timeout):
+        entries = self._entries(refs)
+        pending = [e for e in entries if e.state == PENDING]
+        if pending:
+            lock = threading.Lock()
+            lock.acquire()
+            count = [0]
+
+            def wake(object_id, entry):
+                count[0] -= 1
+                if count[0] == 0:
+                    lock.release()
+
+            with self._state_lock:
+                for entry in pending:
+                    if entry.state == PENDING:
+                        entry.waiters.append(wake)
+                        count[0] += 1
+                registered = count[0]
+            if registered and not lock.acquire(timeout=-1 if timeout is None else timeout):
+                raise GetTimeoutError(
+                    f"get() timed out after {timeout} s: "
+                    f"{sum(e.state == PENDING for e in entries)} of {len(entries)} "
+                    "objects are not ready yet.")
+        return [self._value(r._id, e) for r, e in zip(refs, entries)]
+
+    def get_async(self, refs, timeout, single=False):
+        return self._get_async(refs, timeout, single)
+
+    async def _get_async(self, refs, timeout, single):
+        entries = self._entries(refs)
+        loop = asyncio.get_running_loop()
+        runtime_loop = self.runtime.loop
+        pending = [e for e in entries if e.state == PENDING]
+        if pending:
+            future = loop.create_future()
+            count = [0]
+
+            def done():
+                if not future.done():
+                    future.set_result(None)
+
+            def wake(object_id, entry):
+                count[0] -= 1
+                if count[0] == 0:
+                    if loop is runtime_loop:
+                        done()
+                    else:
+                        loop.call_soon_threadsafe(done)
+
+            with self._state_lock:
+                for entry in pending:
+                    if entry.state == PENDING:
+                        entry.waiters.append(wake)
+                        count[0] += 1
+                registered = count[0]
+            if registered:
+                try:
+                    await asyncio.wait_for(future, timeout)
+                except asyncio.TimeoutError:
+                    raise GetTimeoutError(f"get() timed out after {timeout} s") from None
+        values = [self._value(r._id, e) for r, e in zip(refs, entries)]
+        return values[0] if single else values
+
+    def get_future(self, ref):
+        import concurrent.futures
+
+        future = concurrent.futures.Future()
+        entry = self._entries([ref])[0]
+
+        def resolve(*_):
+            try:
+                future.set_result(self._value(ref._id, entry))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        with self._state_lock:
+            if entry.state == PENDING:
+                entry.waiters.append(resolve)
+                return future
+        resolve()
+        return future
+
+    def wait(self, refs, num_returns, timeout, fetch_local):
+        ids = [r._id for r in refs]
+        ready = self.generic("wait", ids, num_returns, timeout)
+        return _split(refs, ready)
+
+    async def wait_async(self, refs, num_returns, timeout, fetch_local):
+        ids = [r._id for r in refs]
+        ready = await self.generic_async("wait", ids, num_returns, timeout)
+        return _split(refs, ready)
+
+    # -- generic rpc ----------------------------------------------------------------
+    def generic(self, method, *args):
+        runtime = self.runtime
+        fn = getattr(runtime, "rpc_" + method)
+        if not runtime.owns_loop and threading.get_ident() == runtime._user_loop_thread:
+            result = fn(DRIVER, *args)
+            if isinstance(result, asyncio.Future):
+                raise RuntimeError(
+                    f"miniray.{method}() would block the event loop the node runs on; "
+                    "await it instead.")
+            return result
+        import concurrent.futures
+
+        outer = concurrent.futures.Future()
+
+        def run():
+            try:
+                result = fn(DRIVER, *args)
+            except BaseException as exc:
+                outer.set_exception(exc)
+                return
+            if isinstance(result, asyncio.Future):
+                def copy(f):
+                    if f.exception() is not None:
+                        outer.set_exception(f.exception())
+                    else:
+                        outer.set_result(f.result())
+                result.add_done_callback(copy)
+            else:
+                outer.set_result(result)
+
+        runtime.post(run)
+        return outer.result()
+
+    async def generic_async(self, method, *args):
+        runtime = self.runtime
+        fn = getattr(runtime, "rpc_" + method)
+        loop = asyncio.get_running_loop()
+        if loop is runtime.loop:
+            result = fn(DRIVER, *args)
+            if isinstance(result, asyncio.Future):
+                return await result
+            return result
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(self._call_on_runtime(fn, args), runtime.loop))
+
+    async def _call_on_runtime(self, fn, args):
+        result = fn(DRIVER, *args)
+        if isinstance(result, asyncio.Future):
+            return await result
+        return result
+
+
+def _account_put(runtime, size: int) -> None:
+    runtime.store_used += size
+    if runtime.store_used > runtime.capacity:
+        runtime._spill(runtime.store_used - runtime.capacity)
+
+
+def _split(refs, ready_ids):
+    ready_set = set(ready_ids)
+    ready = [r for r in refs if r._id in ready_set]
+    not_ready = [r for r in refs if r._id not in ready_set]
+    return ready, not_ready

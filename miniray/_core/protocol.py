@@ -1,0 +1,50 @@
+"""Control messages between the node runtime and its workers.
+
+Messages are msgpack arrays whose first item is the kind. msgpack is
+self-delimiting, so a stream of packed arrays needs no length prefix and the
+C ``Unpacker`` splits it with no Python-level framing; many messages are
+written with one ``send`` (coalesced).
+
+Encoded argument forms (``args`` lists and ``kwargs`` values):
+    [ARG_VALUE, inline_bytes]               a value serialized by the caller
+    [ARG_REF, object_id]                    an ObjectRef, resolved by the node
+    [ARG_REF, object_id, data]              ... after resolution: data is inline
+                                            bytes or a shared-memory location
+Task results: ``[data, contained_ids]`` per return value.
+"""
+
+from __future__ import annotations
+
+import msgpack
+
+# node -> worker
+FUNCTION = 1  # [FUNCTION, fn_id, pickled]
+TASK = 2  # [TASK, task_id, fn_id, args, kwargs, return_ids, name]
+CANCEL = 3  # [CANCEL, task_id]
+FREE = 4  # [FREE, [location, ...]]
+REPLY = 5  # [REPLY, request_id, ok, payload]
+EXIT = 6  # [EXIT]
+ACTOR_CREATE = 7  # [ACTOR_CREATE, actor_id, fn_id, args, kwargs, options]
+ACTOR_CALL = 8  # [ACTOR_CALL, task_id, method, args, kwargs, return_ids, name]
+
+# worker -> node
+DONE = 20  # [DONE, task_id, results]
+FAILED = 21  # [FAILED, task_id, error_bytes, cancelled]
+REQUEST = 22  # [REQUEST, request_id, method, args]
+NOTIFY = 23  # [NOTIFY, method, args]
+READY = 24  # [READY, pid]
+ACTOR_READY = 25  # [ACTOR_READY, actor_id, error_bytes_or_None, is_async]
+
+ARG_VALUE = 0
+ARG_REF = 1
+
+
+def new_unpacker() -> msgpack.Unpacker:
+    return msgpack.Unpacker(raw=False, max_buffer_size=2**31 - 1)
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def pack(message) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)

@@ -1,0 +1,178 @@
+"""``@remote`` functions: option handling and submission."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from .refs import get_client
+from .serialization import serialize, serialize_function
+
+TASK_OPTIONS = {
+    "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
+    "name", "memory", "scheduling_strategy", "runtime_env", "max_calls",
+    "accelerator_type", "label_selector",
+}
+
+
+def validate_resources(options: dict, what: str, default_cpus: float) -> dict:
+    num_cpus = options.get("num_cpus", default_cpus)
+    num_gpus = options.get("num_gpus", 0)
+    for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{key} of {what} must be a non-negative number, got {value!r}")
+    resources = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
+    custom = options.get("resources") or {}
+    if not isinstance(custom, dict):
+        raise TypeError(f"resources of {what} must be a dict like {{'my_resource': 1}}, "
+                        f"got {type(custom).__name__}")
+    for key, value in custom.items():
+        if key in ("CPU", "GPU"):
+            raise ValueError(f"Use num_cpus/num_gpus instead of resources={{{key!r}: ...}} "
+                             f"for {what}")
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"resource {key!r} of {what} must be a non-negative number")
+        resources[key] = float(value)
+    if options.get("memory"):
+        resources["memory"] = float(options["memory"])
+    return resources
+
+
+def check_feasible(resources: dict, what: str) -> None:
+    client = get_client()
+    total = getattr(getattr(client, "runtime", None), "total", None)
+    if total is None:
+        return
+    for key, amount in resources.items():
+        if key == "memory" or not amount:
+            continue
+        if total.get(key, 0.0) < amount:
+            raise ValueError(
+                f"{what} asks for {amount:g} {key}, but this node has {total.get(key, 0.0):g} "
+                f"in total, so it could never run. Lower the request, or start the node with "
+                f"more, e.g. miniray.init(num_cpus=..., num_gpus=..., resources={{...}}).")
+
+
+def check_options(options: dict, allowed: set, what: str) -> None:
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(
+            f"Invalid option(s) {sorted(unknown)} for {what}; valid options are "
+            f"{sorted(allowed)}.")
+
+
+class RemoteFunction:
+    """A function turned into a task by ``@miniray.remote``.
+
+    Call it with ``.remote(*args, **kwargs)`` to run it as a task and get an
+    ``ObjectRef`` (a list of refs when ``num_returns > 1``); ``.options(...)``
+    overrides options for one call site.
+    """
+
+    def __init__(self, function, options: dict):
+        check_options(options, TASK_OPTIONS, f"remote function {function.__qualname__}")
+        self._function = function
+        self._options = options
+        self._fn_id = os.urandom(16)
+        self._blob = None
+        self._name = getattr(function, "__qualname__", "task")
+        self._prepared = None
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"Remote functions cannot be called directly. Instead of running "
+            f"'{self._name}()', try '{self._name}.remote()'.")
+
+    def _blob_getter(self) -> bytes:
+        if self._blob is None:
+            self._blob = serialize_function(self._function)
+        return self._blob
+
+    def _prepare(self, options: dict):
+        what = f"remote function {self._name}"
+        resources = validate_resources(options, what, 1)
+        check_feasible(resources, what)
+        num_returns = options.get("num_returns", 1)
+        if not isinstance(num_returns, int) or num_returns < 0:
+            raise ValueError(
+                f"num_returns of {what} must be a non-negative int, got {num_returns!r}")
+        retry = options.get("retry_exceptions", False)
+        if isinstance(retry, (list, tuple)):
+            for cls in retry:
+                if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+                    raise TypeError("retry_exceptions must be a bool or a list of exception "
+                                    f"classes, got {cls!r}")
+            retry = serialize(list(retry)).to_inline()
+        elif not isinstance(retry, bool):
+            raise TypeError("retry_exceptions must be a bool or a list of exception classes")
+        max_retries = options.get("max_retries", 3)
+        if not isinstance(max_retries, int) or max_retries < -1:
+            raise ValueError(f"max_retries of {what} must be an int >= -1, got {max_retries!r}")
+        task_options = {
+            "name": options.get("name") or self._name,
+            "resources": {k: v for k, v in resources.items() if v},
+            "max_retries": max_retries,
+            "retry_exceptions": retry,
+        }
+        return task_options, num_returns
+
+    def remote(self, *args, **kwargs):
+        """Run the function as a task; returns an ObjectRef (or a list of them)."""
+        return self._remote(args, kwargs)
+
+    def _remote(self, args, kwargs, prepared=None):
+        client = get_client()
+        if client is None:
+            from .. import api
+
+            api._auto_init()
+            client = get_client()
+        if prepared is None:
+            prepared = self._prepared
+            if prepared is None or prepared[2] is not client:
+                task_options, num_returns = self._prepare(self._options)
+                prepared = self._prepared = (task_options, num_returns, client)
+        task_options, num_returns = prepared[0], prepared[1]
+        client.register_function(self._fn_id, self._blob_getter)
+        enc_args, enc_kwargs, contained, keepalive = client.encode_args(
+            args, kwargs, self._name)
+        refs = client.submit_task(self._fn_id, enc_args, enc_kwargs, contained, task_options,
+                                  num_returns)
+        del keepalive  # held until the node has the submission queued, in order
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+    def options(self, **options):
+        """Return a copy of this function with some options overridden."""
+        check_options(options, TASK_OPTIONS, f"remote function {self._name}")
+        merged = {**self._options, **options}
+        parent = self
+
+        class _Bound:
+            def remote(self_inner, *args, **kwargs):
+                client = get_client()
+                if client is None:
+                    from .. import api
+
+                    api._auto_init()
+                    client = get_client()
+                task_options, num_returns = parent._prepare(merged)
+                return parent._remote(args, kwargs, (task_options, num_returns, client))
+
+            def options(self_inner, **more):
+                return parent.options(**{**options, **more})
+
+        return _Bound()
+
+    def __reduce__(self):
+        return (_rebuild_remote_function, (self._function, self._options, self._fn_id))
+
+
+def _rebuild_remote_function(function, options, fn_id):
+    rf = RemoteFunction(function, options)
+    rf._fn_id = fn_id
+    return rf

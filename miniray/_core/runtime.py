@@ -1,0 +1,1447 @@
+"""The node runtime: scheduler, object table, worker pool, actors.
+
+Everything here runs on one asyncio loop (the *runtime loop*): a background
+thread's uvloop in sync programs, or the caller's own loop when ``init()``
+runs inside one. Other threads never mutate runtime state directly: they
+append operations to ``_ops`` and wake the loop at most once per burst
+(``_wake``), so a tight ``f.remote()`` loop costs one wake-up, not one per call.
+
+Two things are shared with the driver's threads, under ``_state_lock``:
+object entries' ``state``/``data``/``waiters`` (so ``get`` of a ready object
+never waits on the loop) and the creation of entries for objects the driver
+itself creates.
+
+Invariants:
+- An entry's ``refcount`` counts holders: each process holding an ObjectRef
+  (counted once per process), each pending task using it as an argument, and
+  each stored object containing a ref to it. At zero the entry is deleted and
+  its storage freed once no reader pins it.
+- A worker's ``assigned`` tasks hold the worker's resource lease; the lease is
+  returned when ``assigned`` empties or the worker blocks in ``get``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from ..exceptions import (
+    ActorDiedError,
+    ObjectStoreFullError,
+    RayTaskError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
+from . import protocol as P
+from . import shm
+from .client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM
+from .object_store import LocalStore, _fmt
+from .serialization import deserialize_inline, serialize
+
+PENDING = -1
+VALUE_SPILLED = 3
+PIPELINE_DEPTH = 4
+DRIVER = None  # the caller id of the driver process in rpc methods
+
+
+class ObjectEntry:
+    __slots__ = ("state", "data", "refcount", "pins", "contained", "waiters", "size",
+                 "free_when_unpinned", "is_actor_handle")
+
+    def __init__(self, refcount: int = 1):
+        self.state = PENDING
+        self.data = None
+        self.refcount = refcount
+        self.pins = 0
+        self.contained = None
+        self.waiters = []
+        self.size = 0
+        self.free_when_unpinned = False
+        self.is_actor_handle = False
+
+
+class Task:
+    __slots__ = ("task_id", "fn_id", "args", "kwargs", "contained", "return_ids", "name",
+                 "resources", "retries_left", "retry_exceptions", "deps", "worker",
+                 "cancelled", "force_cancelled", "actor", "method", "pinned", "held",
+                 "submitter", "gpu_ids", "finished")
+
+    def __init__(self):
+        self.deps = 0
+        self.worker = None
+        self.cancelled = False
+        self.force_cancelled = False
+        self.actor = None
+        self.method = None
+        self.pinned = ()
+        self.gpu_ids = ()
+        self.finished = False
+
+
+class WorkerHandle:
+    def __init__(self, worker_id: int, proc, sock):
+        self.worker_id = worker_id
+        self.proc = proc
+        self.pid = proc.pid
+        self.sock = sock
+        self.transport = None
+        self.ready = False
+        self.dead = False
+        self.assigned: dict[bytes, Task] = {}
+        self.lease: dict | None = None
+        self.blocked = 0
+        self.known_functions: set[bytes] = set()
+        self.held: collections.Counter = collections.Counter()
+        self.pins: collections.Counter = collections.Counter()
+        self.actor = None
+        self.out: list[bytes] = []
+        self.started = time.monotonic()
+        self.exit_reason = ""
+
+
+class ActorState:
+    def __init__(self, actor_id, fn_id, args, kwargs, contained, options, class_name):
+        self.actor_id = actor_id
+        self.fn_id = fn_id
+        self.args = args
+        self.kwargs = kwargs
+        self.contained = contained
+        self.options = options
+        self.class_name = class_name
+        self.worker: WorkerHandle | None = None
+        self.state = "PENDING_CREATION"
+        max_restarts = options.get("max_restarts", 0)
+        self.restarts_left = float("inf") if max_restarts == -1 else max_restarts
+        max_task_retries = options.get("max_task_retries", 0)
+        self.max_task_retries = float("inf") if max_task_retries == -1 else max_task_retries
+        self.queue: collections.deque = collections.deque()
+        self.inflight: dict[bytes, Task] = {}
+        self.death_cause = ""
+        self.death_error: bytes | None = None
+        self.num_restarts = 0
+        self.name = options.get("name")
+        self.namespace = options.get("namespace")
+        self.is_async = False
+        self.no_restart = False
+
+
+class NodeRuntime:
+    def __init__(self, num_cpus, num_gpus, resources, object_store_memory, namespace,
+                 arena_size=None, spill_dir=None):
+        self.node_pid = os.getpid()
+        self.namespace = namespace
+        self.total = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
+        self.total.update({k: float(v) for k, v in (resources or {}).items()})
+        self.available = dict(self.total)
+        self.free_gpu_ids = list(range(int(num_gpus)))
+        self.capacity = int(object_store_memory)
+        self.store = LocalStore(self.node_pid, self.capacity,
+                                arena_size or min(self.capacity, 512 * 1024 * 1024))
+        self.spill_dir = spill_dir or tempfile.mkdtemp(prefix=f"miniray_spill_{self.node_pid}_")
+        self.objects: dict[bytes, ObjectEntry] = {}
+        self.functions: dict[bytes, bytes] = {}
+        self.tasks: dict[bytes, Task] = {}
+        self.ready: collections.deque[Task] = collections.deque()
+        self.workers: dict[int, WorkerHandle] = {}
+        self.workers_by_pid: dict[int, WorkerHandle] = {}
+        self.idle: list[WorkerHandle] = []
+        self.actors: dict[bytes, ActorState] = {}
+        self.named_actors: dict[tuple, bytes] = {}
+        self.adopted: dict[str, int] = {}
+        self._pinned_garbage: dict[bytes, ObjectEntry] = {}
+        self._user_loop_thread = None
+        self.store_used = 0
+        self._state_lock = threading.Lock()
+        self._ops: collections.deque = collections.deque()
+        self._wake_pending = False
+        self._next_worker_id = 0
+        self._flush_pending: set = set()
+        self._flush_scheduled = False
+        self._worker_target = int(num_cpus)
+        self._closing = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.owns_loop = False
+        self.counters = collections.Counter()
+        self.arena_size = self.store.arena_size
+        self.watchdog = None
+        self.worker_env = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        shm.sweep_dead()
+        self._start_watchdog()
+        env = dict(os.environ)
+        # Workers import miniray from wherever the driver did.
+        pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
+        self.worker_env = env
+        if loop is None:
+            from .loop import new_event_loop
+
+            self.loop = new_event_loop()
+            self.owns_loop = True
+            started = threading.Event()
+
+            def run():
+                asyncio.set_event_loop(self.loop)
+                self.loop.call_soon(started.set)
+                self.loop.run_forever()
+
+            self.thread = threading.Thread(target=run, name="miniray-node", daemon=True)
+            self.thread.start()
+            started.wait()
+            self.call_threadsafe_wait(self._on_started)
+        else:
+            self.loop = loop
+            self._user_loop_thread = threading.get_ident()
+            self._on_started()
+
+    def _on_started(self) -> None:
+        self.loop.call_later(0.05, self._tick)
+        for _ in range(self._worker_target):
+            self._spawn_worker()
+
+    def _start_watchdog(self) -> None:
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-m", "miniray._core.watchdog", str(self.node_pid), self.spill_dir],
+            stdin=subprocess.PIPE, start_new_session=True,
+            env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(
+                os.path.abspath(__file__)))) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+        )
+
+    def _watchdog_note(self, line: str) -> None:
+        try:
+            self.watchdog.stdin.write((line + "\n").encode())
+            self.watchdog.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    def shutdown(self) -> None:
+        if self.owns_loop:
+            if self.thread.is_alive():
+                try:
+                    self.call_threadsafe_wait(self._stop_workers, timeout=10)
+                except Exception:
+                    pass
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self.thread.join(5)
+            if not self.loop.is_running():
+                self.loop.close()
+        else:
+            self._stop_workers()
+        self._reap_workers()
+        self.store.close()
+        shm.sweep_node(self.node_pid)
+        import shutil
+
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
+        if self.watchdog is not None:
+            try:
+                self.watchdog.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.watchdog.wait(5)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                self.watchdog.kill()
+                self.watchdog.wait()
+
+    def _stop_workers(self) -> None:
+        self._closing = True
+        for worker in list(self.workers.values()):
+            if not worker.dead:
+                worker.out.append(P.pack([P.EXIT]))
+                self._flush_worker(worker)
+
+    def _reap_workers(self) -> None:
+        deadline = time.monotonic() + 2.0
+        for worker in list(self.workers.values()):
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                worker.proc.wait(remaining)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                worker.proc.wait()
+            try:
+                worker.sock.close()
+            except OSError:
+                pass
+
+    # -- cross-thread plumbing -----------------------------------------------------
+    def post(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the runtime loop, batching wake-ups."""
+        self._ops.append((fn, args))
+        if not self._wake_pending:
+            self._wake_pending = True
+            if self.owns_loop or threading.get_ident() != self._loop_thread_id():
+                self.loop.call_soon_threadsafe(self._drain_ops)
+            else:
+                self.loop.call_soon(self._drain_ops)
+
+    def post_lazy(self, fn, *args) -> None:
+        """Like post, but no wake-up: for bookkeeping that may wait for the next tick."""
+        self._ops.append((fn, args))
+
+    def _loop_thread_id(self):
+        return self.thread.ident if self.thread is not None else self._user_loop_thread
+
+    def call_threadsafe_wait(self, fn, *args, timeout=None):
+        import concurrent.futures
+
+        future = concurrent.futures.Future()
+
+        def run():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(run)
+        return future.result(timeout)
+
+    def _drain_ops(self) -> None:
+        self._wake_pending = False
+        ops = self._ops
+        while ops:
+            fn, args = ops.popleft()
+            try:
+                fn(*args)
+            except Exception:  # pragma: no cover - a runtime bug must not kill the loop
+                import traceback
+
+                traceback.print_exc()
+        self._schedule()
+
+    def _tick(self) -> None:
+        if self._ops:
+            self._drain_ops()
+        if not self._closing:
+            self.loop.call_later(0.05, self._tick)
+
+    # -- workers ---------------------------------------------------------------------
+    def _spawn_worker(self, actor: ActorState | None = None) -> WorkerHandle:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._next_worker_id += 1
+        worker_id = self._next_worker_id
+        env = self.worker_env
+        if actor is not None and actor.options.get("_gpu_ids"):
+            env = dict(env, CUDA_VISIBLE_DEVICES=",".join(map(str, actor.options["_gpu_ids"])))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "miniray._core.worker", str(child.fileno()),
+             str(self.node_pid), str(self.capacity), str(self.arena_size), str(worker_id)],
+            pass_fds=[child.fileno()], start_new_session=True, env=env,
+        )
+        child.close()
+        worker = WorkerHandle(worker_id, proc, parent)
+        worker.actor = actor
+        self.workers[worker_id] = worker
+        self.workers_by_pid[proc.pid] = worker
+        self._watchdog_note(f"+{proc.pid}")
+        self.counters["workers_started"] += 1
+        runtime = self
+
+        class Protocol(asyncio.Protocol):
+            def __init__(self):
+                self.unpacker = P.new_unpacker()
+
+            def connection_made(self, transport):
+                worker.transport = transport
+
+            def data_received(self, data):
+                self.unpacker.feed(data)
+                for message in self.unpacker:
+                    runtime._on_message(worker, message)
+                runtime._schedule()
+
+            def connection_lost(self, exc):
+                runtime._on_worker_lost(worker)
+
+        parent.setblocking(False)
+        self.loop.create_task(self.loop.create_unix_connection(Protocol, sock=parent))
+        return worker
+
+    def _send(self, worker: WorkerHandle, message) -> None:
+        worker.out.append(P.pack(message))
+        self._flush_pending.add(worker)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_all)
+
+    def _flush_all(self) -> None:
+        self._flush_scheduled = False
+        pending = self._flush_pending
+        self._flush_pending = set()
+        for worker in pending:
+            self._flush_worker(worker)
+
+    def _flush_worker(self, worker: WorkerHandle) -> None:
+        if worker.out and worker.transport is not None and not worker.dead:
+            data = b"".join(worker.out)
+            worker.out.clear()
+            worker.transport.write(data)
+
+    def _on_message(self, worker: WorkerHandle, message) -> None:
+        kind = message[0]
+        if kind == P.DONE:
+            self._on_task_done(worker, message[1], message[2])
+        elif kind == P.NOTIFY:
+            getattr(self, "rpc_" + message[1])(worker, *message[2])
+        elif kind == P.REQUEST:
+            self._on_request(worker, message[1], message[2], message[3])
+        elif kind == P.FAILED:
+            self._on_task_failed(worker, message[1], message[2], message[3])
+        elif kind == P.READY:
+            worker.ready = True
+            if worker.transport is not None and worker.out:
+                self._flush_worker(worker)
+            if worker.actor is not None:
+                self._start_actor_on(worker.actor, worker)
+            else:
+                self.idle.append(worker)
+        elif kind == P.ACTOR_READY:
+            self._on_actor_ready(worker, message[1], message[2], message[3])
+
+    def _on_request(self, worker, request_id, method, args) -> None:
+        try:
+            result = getattr(self, "rpc_" + method)(worker, *args)
+        except BaseException as exc:
+            self._send(worker, [P.REPLY, request_id, False, serialize(exc).to_inline()])
+            return
+        if isinstance(result, asyncio.Future):
+            def reply(fut):
+                if worker.dead:
+                    return
+                exc = fut.exception()
+                if exc is not None:
+                    self._send(worker, [P.REPLY, request_id, False, serialize(exc).to_inline()])
+                else:
+                    self._send(worker, [P.REPLY, request_id, True, fut.result()])
+            result.add_done_callback(reply)
+        else:
+            self._send(worker, [P.REPLY, request_id, True, result])
+
+    def _on_worker_lost(self, worker: WorkerHandle) -> None:
+        if worker.dead:
+            return
+        worker.dead = True
+        self.workers.pop(worker.worker_id, None)
+        self.workers_by_pid.pop(worker.pid, None)
+        self._watchdog_note(f"-{worker.pid}")
+        if worker in self.idle:
+            self.idle.remove(worker)
+        code = worker.proc.poll()
+        if code is None:
+            try:
+                code = worker.proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                code = None
+        reason = _describe_exit(code)
+        worker.exit_reason = reason
+        if self._closing:
+            return
+        self.counters["workers_died"] += 1
+        # Its objects survive it: the node adopts its segments.
+        for name in shm.list_segments(self.node_pid):
+            parsed = shm.parse_name(name)
+            if parsed and parsed[1] == worker.pid:
+                self.adopted.setdefault(name, 0)
+        for object_id, n in worker.pins.items():
+            entry = self.objects.get(object_id)
+            if entry is not None:
+                entry.pins -= n
+                self._maybe_free_unpinned(object_id, entry)
+        worker.pins.clear()
+        self._release_lease(worker)
+        tasks = list(worker.assigned.values())
+        worker.assigned.clear()
+        if worker.actor is not None:
+            self._on_actor_worker_lost(worker.actor, worker, reason)
+        for task in tasks:
+            if task.finished:
+                continue
+            task.worker = None
+            if task.force_cancelled or task.cancelled:
+                self._fail_task(task, _error_bytes(TaskCancelledError(task.task_id.hex())))
+            elif task.retries_left > 0:
+                task.retries_left -= 1
+                self.counters["tasks_retried"] += 1
+                self.ready.appendleft(task)
+            else:
+                self._fail_task(task, _error_bytes(WorkerCrashedError(
+                    f"The worker running {task.name} died ({reason}) and the task has no "
+                    "retries left; raise max_retries to retry it.")))
+        for object_id, n in list(worker.held.items()):
+            self._decref(object_id, 1)
+        worker.held.clear()
+        if worker.actor is None:
+            task_workers = sum(1 for w in self.workers.values() if w.actor is None)
+            if task_workers < self._worker_target:
+                self._spawn_worker()
+        self._schedule()
+
+    # -- scheduling ----------------------------------------------------------------
+    def _fits(self, resources: dict) -> bool:
+        available = self.available
+        for key, amount in resources.items():
+            if amount and available.get(key, 0.0) < amount - 1e-9:
+                return False
+        return True
+
+    def _acquire(self, resources: dict) -> None:
+        for key, amount in resources.items():
+            if amount:
+                self.available[key] = self.available.get(key, 0.0) - amount
+
+    def _release(self, resources: dict) -> None:
+        for key, amount in resources.items():
+            if amount:
+                self.available[key] = self.available.get(key, 0.0) + amount
+
+    def _release_lease(self, worker: WorkerHandle) -> None:
+        if worker.lease is not None and not worker.blocked:
+            self._release(worker.lease)
+            gpu_ids = worker.lease.get("_gpu_ids")
+            if gpu_ids:
+                self.free_gpu_ids.extend(gpu_ids)
+        worker.lease = None
+
+    def _schedule(self) -> None:
+        ready = self.ready
+        if not ready:
+            return
+        idle = self.idle
+        blocked = []
+        while ready:
+            task = ready[0]
+            if task.cancelled:
+                ready.popleft()
+                self._fail_task(task, _error_bytes(TaskCancelledError(task.task_id.hex())))
+                continue
+            resources = task.resources
+            worker = None
+            if idle and self._fits(resources):
+                worker = idle.pop()
+                lease = dict(resources)
+                self._acquire(resources)
+                ngpu = int(resources.get("GPU", 0))
+                if ngpu:
+                    lease["_gpu_ids"] = [self.free_gpu_ids.pop(0) for _ in range(ngpu)]
+                    task.gpu_ids = lease["_gpu_ids"]
+                worker.lease = lease
+            elif len(ready) > 1 or not idle:
+                worker = self._pipeline_target(resources)
+            if worker is None:
+                if not self._fits(resources) or not idle:
+                    # Head of line waits for resources; others of other shapes may fit.
+                    blocked.append(ready.popleft())
+                    if len(blocked) > 64:
+                        break
+                    continue
+                break
+            ready.popleft()
+            self._dispatch(task, worker)
+        if blocked:
+            ready.extendleft(reversed(blocked))
+        if ready and not idle:
+            self._maybe_grow_pool()
+
+    def _pipeline_target(self, resources: dict):
+        best = None
+        for worker in self.workers.values():
+            if (worker.actor is None and worker.lease is not None and not worker.blocked
+                    and worker.ready and len(worker.assigned) < PIPELINE_DEPTH
+                    and _same_shape(worker.lease, resources)):
+                if best is None or len(worker.assigned) < len(best.assigned):
+                    best = worker
+        return best
+
+    def _maybe_grow_pool(self) -> None:
+        # Workers blocked in get() lent their CPU back; start more workers so the
+        # tasks they wait for can run.
+        task_workers = [w for w in self.workers.values() if w.actor is None]
+        blocked = sum(1 for w in task_workers if w.blocked)
+        starting = sum(1 for w in task_workers if not w.ready)
+        if blocked and starting == 0 and len(task_workers) < self._worker_target + blocked:
+            self._spawn_worker()
+
+    def _dispatch(self, task: Task, worker: WorkerHandle) -> None:
+        task.worker = worker
+        worker.assigned[task.task_id] = task
+        if task.fn_id not in worker.known_functions:
+            worker.known_functions.add(task.fn_id)
+            self._send(worker, [P.FUNCTION, task.fn_id, self.functions[task.fn_id]])
+        args, kwargs, pinned = self._resolve_args(task)
+        task.pinned = pinned
+        self.counters["tasks_dispatched"] += 1
+        if task.actor is not None:
+            self._send(worker, [P.ACTOR_CALL, task.task_id, task.method, args, kwargs,
+                                task.return_ids, task.name])
+        else:
+            self._send(worker, [P.TASK, task.task_id, task.fn_id, args, kwargs,
+                                task.return_ids, task.name])
+
+    def _resolve_args(self, task: Task):
+        pinned = []
+
+        def resolve(arg):
+            if arg[0] == P.ARG_VALUE:
+                return arg
+            object_id = arg[1]
+            entry = self.objects[object_id]
+            if entry.state == VALUE_SPILLED:
+                self._restore(object_id, entry)
+            if entry.state == VALUE_SHM:
+                entry.pins += 1
+                pinned.append(object_id)
+            return [P.ARG_REF, object_id, entry.state, entry.data]
+
+        args = [resolve(a) for a in task.args]
+        kwargs = {k: resolve(v) for k, v in task.kwargs.items()} if task.kwargs else None
+        return args, kwargs, pinned
+
+    # -- object table --------------------------------------------------------------
+    def new_entry_threadsafe(self, object_id: bytes, refcount: int = 1) -> ObjectEntry:
+        entry = ObjectEntry(refcount)
+        self.objects[object_id] = entry
+        return entry
+
+    def _set_value(self, object_id: bytes, state: int, data, contained=None, size=0) -> None:
+        entry = self.objects.get(object_id)
+        if entry is None:
+            # Nobody holds a ref any more: drop the value at once.
+            if state == VALUE_SHM:
+                self._free_storage(data)
+            self._release_contained(contained)
+            return
+        if entry.state != PENDING:  # a retried task finished twice; keep the first
+            if state == VALUE_SHM:
+                self._free_storage(data)
+            self._release_contained(contained)
+            return
+        entry.contained = contained
+        entry.size = size
+        if state == VALUE_SHM:
+            self.store_used += size
+        with self._state_lock:
+            entry.state = state
+            entry.data = data
+            waiters = entry.waiters
+            entry.waiters = None
+        for waiter in waiters:
+            waiter(object_id, entry)
+        if state == VALUE_SHM and self.store_used > self.capacity:
+            self._spill(self.store_used - self.capacity)
+
+    def _release_contained(self, contained) -> None:
+        if contained:
+            for object_id in contained:
+                self._decref(object_id, 1)
+
+    def _incref(self, object_id: bytes, n: int = 1) -> None:
+        entry = self.objects.get(object_id)
+        if entry is not None:
+            entry.refcount += n
+
+    def _decref(self, object_id: bytes, n: int = 1) -> None:
+        entry = self.objects.get(object_id)
+        if entry is None:
+            return
+        entry.refcount -= n
+        if entry.refcount <= 0:
+            self._delete(object_id, entry)
+
+    def _delete(self, object_id: bytes, entry: ObjectEntry) -> None:
+        del self.objects[object_id]
+        if entry.is_actor_handle:
+            self._on_actor_handles_gone(object_id)
+            return
+        self.counters["objects_freed"] += 1
+        if entry.state == VALUE_SHM:
+            if entry.pins > 0:
+                entry.free_when_unpinned = True
+                self._pinned_garbage[object_id] = entry
+            else:
+                self._free_entry_storage(entry)
+        elif entry.state == VALUE_SPILLED:
+            try:
+                os.unlink(entry.data)
+            except OSError:
+                pass
+        self._release_contained(entry.contained)
+        entry.contained = None
+
+    def _free_entry_storage(self, entry: ObjectEntry) -> None:
+        self.store_used -= entry.size
+        self._free_storage(entry.data)
+
+    def _maybe_free_unpinned(self, object_id, entry) -> None:
+        if entry.free_when_unpinned and entry.pins <= 0:
+            entry.free_when_unpinned = False
+            self._pinned_garbage.pop(object_id, None)
+            self._free_entry_storage(entry)
+
+    def _free_storage(self, location) -> None:
+        name = location[0]
+        if self.store.owns(name):
+            self.store.free(location)
+            return
+        parsed = shm.parse_name(name)
+        owner = self.workers_by_pid.get(parsed[1]) if parsed else None
+        if owner is not None and not owner.dead:
+            self._send(owner, [P.FREE, [location]])
+            return
+        # Owner is gone: the segment is adopted; unlink it when its last object goes.
+        if not shm.is_arena(name):
+            shm.unlink(name)
+            self.store.forget_segment(name)
+            return
+        live = sum(1 for e in list(self.objects.values())
+                   if e.state == VALUE_SHM and e.data[0] == name)
+        live += sum(1 for e in list(self._pinned_garbage.values()) if e.data[0] == name)
+        if live == 0:
+            shm.unlink(name)
+            self.store.forget_segment(name)
+            self.adopted.pop(name, None)
+
+    def unpin_threadsafe(self, object_id: bytes) -> None:
+        self.post_lazy(self._unpin, object_id)
+
+    def _unpin(self, object_id: bytes, n: int = 1) -> None:
+        entry = self.objects.get(object_id) or self._pinned_garbage.get(object_id)
+        if entry is None:
+            return
+        entry.pins -= n
+        self._maybe_free_unpinned(object_id, entry)
+
+    # -- spilling ----------------------------------------------------------------------
+    def _spill(self, need: int) -> int:
+        freed = 0
+        for object_id, entry in list(self.objects.items()):
+            if freed >= need:
+                break
+            if entry.state != VALUE_SHM or entry.pins > 0:
+                continue
+            path = os.path.join(self.spill_dir, object_id.hex())
+            region, view = self.store.map(entry.data)
+            try:
+                with open(path, "wb") as f:
+                    f.write(view)
+            finally:
+                view.release()
+                region.close()
+            location = entry.data
+            with self._state_lock:
+                if entry.pins > 0:  # a reader got in first
+                    os.unlink(path)
+                    continue
+                entry.state = VALUE_SPILLED
+                entry.data = path
+            self._free_storage(location)
+            self.store_used -= entry.size
+            freed += entry.size
+            self.counters["objects_spilled"] += 1
+        return freed
+
+    def _restore(self, object_id: bytes, entry: ObjectEntry) -> None:
+        with open(entry.data, "rb") as f:
+            data = f.read()
+        if self.store_used + len(data) > self.capacity:
+            self._spill(self.store_used + len(data) - self.capacity)
+        location = self.store.write_raw(data)
+        path = entry.data
+        with self._state_lock:
+            entry.state = VALUE_SHM
+            entry.data = location
+        os.unlink(path)
+        self.store_used += entry.size
+        self.counters["objects_restored"] += 1
+
+    def make_room_threadsafe(self, size: int) -> None:
+        """Called by the driver before writing a large object."""
+        if size > self.capacity:
+            raise ObjectStoreFullError(
+                f"An object of {_fmt(size)} does not fit in the object store of "
+                f"{_fmt(self.capacity)}; raise miniray.init(object_store_memory=...).")
+        if self.store_used + size <= self.capacity:
+            return
+        freed = self.call_threadsafe_wait(self._spill, self.store_used + size - self.capacity) \
+            if threading.get_ident() != self._loop_thread_id() else \
+            self._spill(self.store_used + size - self.capacity)
+        pinned = sum(e.size for e in list(self.objects.values())
+                     if e.state == VALUE_SHM and e.pins)
+        if self.store_used + size > self.capacity and pinned + size > self.capacity:
+            raise ObjectStoreFullError(
+                f"The object store is full: {_fmt(self.store_used)} of {_fmt(self.capacity)} "
+                f"in use, {_fmt(pinned)} of it pinned by live views, and {_fmt(size)} more was "
+                f"asked for (spilling freed {_fmt(freed)}). Drop references to objects you no "
+                "longer need, or raise miniray.init(object_store_memory=...).")
+
+    # -- rpc methods (driver ops and worker requests/notifications) ----------------
+    def rpc_register_function(self, caller, fn_id: bytes, blob: bytes) -> None:
+        self.functions[fn_id] = blob
+
+    def rpc_add_ref(self, caller, object_id: bytes) -> None:
+        entry = self.objects.get(object_id)
+        if entry is None:
+            return
+        entry.refcount += 1
+        if caller is not DRIVER:
+            caller.held[object_id] += 1
+
+    def rpc_remove_ref(self, caller, object_id: bytes) -> None:
+        if caller is not DRIVER:
+            if caller.held.get(object_id, 0) <= 0:
+                return
+            caller.held[object_id] -= 1
+            if caller.held[object_id] == 0:
+                del caller.held[object_id]
+        self._decref(object_id, 1)
+
+    def rpc_pin(self, caller, object_id: bytes) -> None:
+        entry = self.objects.get(object_id)
+        if entry is not None:
+            entry.pins += 1
+            caller.pins[object_id] += 1
+
+    def rpc_unpin(self, caller, object_id: bytes) -> None:
+        if caller.pins.get(object_id, 0) > 0:
+            caller.pins[object_id] -= 1
+            if caller.pins[object_id] == 0:
+                del caller.pins[object_id]
+            self._unpin(object_id)
+
+    def rpc_put(self, caller, object_id: bytes, data, contained) -> None:
+        if caller is not DRIVER:
+            self.objects[object_id] = ObjectEntry(1)
+            caller.held[object_id] += 1
+        for c in contained:
+            self._incref(c)
+        if isinstance(data, list):
+            self._set_value(object_id, VALUE_SHM, data, contained or None, data[2])
+        else:
+            self._set_value(object_id, VALUE_INLINE, data, contained or None)
+
+    def rpc_submit(self, caller, fn_id, args, kwargs, contained, options, return_ids) -> None:
+        task = Task()
+        task.task_id = return_ids[0] if return_ids else os.urandom(16)
+        task.fn_id = fn_id
+        task.args = args
+        task.kwargs = kwargs
+        task.contained = contained
+        task.return_ids = return_ids
+        task.name = options.get("name", "task")
+        task.resources = options["resources"]
+        task.retries_left = options.get("max_retries", 3)
+        if task.retries_left == -1:
+            task.retries_left = float("inf")
+        task.retry_exceptions = options.get("retry_exceptions", False)
+        if caller is not DRIVER:
+            for object_id in return_ids:
+                self.objects[object_id] = ObjectEntry(1)
+                caller.held[object_id] += 1
+        self.tasks[task.task_id] = task
+        self._hold_args(task)
+        self.counters["tasks_submitted"] += 1
+        if task.deps == 0:
+            self.ready.append(task)
+
+    def _hold_args(self, task: Task) -> None:
+        """Hold every ref the task uses; count the ones not ready yet."""
+        held = []
+        for arg in _iter_args(task):
+            if arg[0] == P.ARG_REF:
+                held.append(arg[1])
+        if task.contained:
+            held.extend(task.contained)
+        task.held = held
+        for object_id in held:
+            self._incref(object_id)
+        for arg in _iter_args(task):
+            if arg[0] != P.ARG_REF:
+                continue
+            entry = self.objects.get(arg[1])
+            if entry is None:
+                self._fail_task(task, _error_bytes(_lost(arg[1])), schedule=False)
+                return
+            if entry.state == PENDING:
+                task.deps += 1
+                entry.waiters.append(self._dependency_waiter(task))
+            elif entry.state == VALUE_ERROR:
+                task.deps += 1
+                self.loop.call_soon(self._dep_failed, task, entry.data)
+
+    def _dependency_waiter(self, task: Task):
+        def on_ready(object_id, entry):
+            if task.finished:
+                return
+            if entry.state == VALUE_ERROR:
+                self._dep_failed(task, entry.data)
+                return
+            task.deps -= 1
+            if task.deps == 0:
+                if task.actor is not None:
+                    self._actor_pump(task.actor)
+                else:
+                    self.ready.append(task)
+        return on_ready
+
+    def _dep_failed(self, task: Task, error: bytes) -> None:
+        if task.finished:
+            return
+        if task.actor is not None:
+            try:
+                task.actor.queue.remove(task)
+            except ValueError:
+                pass
+        self._fail_task(task, error)
+
+    def _finish_task(self, task: Task) -> None:
+        task.finished = True
+        self.tasks.pop(task.task_id, None)
+        for object_id in task.pinned:
+            self._unpin(object_id)
+        task.pinned = ()
+        for object_id in task.held:
+            self._decref(object_id, 1)
+        task.held = ()
+
+    def _fail_task(self, task: Task, error: bytes, schedule: bool = True) -> None:
+        if task.finished:
+            return
+        self._finish_task(task)
+        self.counters["tasks_failed"] += 1
+        for object_id in task.return_ids:
+            self._set_value(object_id, VALUE_ERROR, error)
+
+    def _on_task_done(self, worker: WorkerHandle, task_id: bytes, results) -> None:
+        task = worker.assigned.pop(task_id, None)
+        if task is None:
+            return
+        if task.actor is not None:
+            task.actor.inflight.pop(task_id, None)
+        elif not worker.assigned:
+            self._release_lease(worker)
+            if not worker.blocked:
+                self.idle.append(worker)
+        self.counters["tasks_finished"] += 1
+        self._finish_task(task)
+        for object_id, (data, contained) in zip(task.return_ids, results):
+            if contained:
+                for c in contained:
+                    self._incref(c)
+            if isinstance(data, list):
+                self._set_value(object_id, VALUE_SHM, data, contained, data[2])
+            else:
+                self._set_value(object_id, VALUE_INLINE, data, contained)
+
+    def _on_task_failed(self, worker, task_id, error: bytes, cancelled: bool) -> None:
+        task = worker.assigned.pop(task_id, None)
+        if task is None:
+            return
+        if task.actor is not None:
+            task.actor.inflight.pop(task_id, None)
+        elif not worker.assigned:
+            self._release_lease(worker)
+            if not worker.blocked:
+                self.idle.append(worker)
+        if not cancelled and task.actor is None and task.retries_left > 0 \
+                and self._should_retry(task, error):
+            task.retries_left -= 1
+            task.worker = None
+            self.counters["tasks_retried"] += 1
+            self.ready.append(task)
+            return
+        self._fail_task(task, error)
+
+    def _should_retry(self, task: Task, error: bytes) -> bool:
+        policy = task.retry_exceptions
+        if not policy:
+            return False
+        if policy is True:
+            return True
+        try:
+            exc = deserialize_inline(error)
+            classes = tuple(deserialize_inline(policy))
+        except Exception:
+            return False
+        cause = getattr(exc, "cause", exc)
+        return isinstance(cause, classes)
+
+    def rpc_requeue(self, worker: WorkerHandle, task_ids) -> None:
+        for task_id in reversed(task_ids):
+            task = worker.assigned.pop(task_id, None)
+            if task is not None:
+                task.worker = None
+                for object_id in task.pinned:
+                    self._unpin(object_id)
+                task.pinned = ()
+                self.ready.appendleft(task)
+
+    def _block(self, worker: WorkerHandle) -> None:
+        if worker.actor is not None:
+            return
+        if worker.blocked == 0:
+            if worker.lease is not None:
+                self._release(worker.lease)
+            if len(worker.assigned) > 1:
+                self._send(worker, [P.NOTIFY, "return_queued", []])
+        worker.blocked += 1
+
+    def _unblock(self, worker: WorkerHandle) -> None:
+        if worker.actor is not None or worker.dead:
+            return
+        worker.blocked -= 1
+        if worker.blocked == 0:
+            if worker.lease is not None:
+                self._acquire(worker.lease)  # may oversubscribe briefly, as in Ray
+            elif not worker.assigned and worker not in self.idle:
+                self.idle.append(worker)
+
+    def value_of(self, entry: ObjectEntry):
+        if entry.state == VALUE_SPILLED:
+            return [entry.state, entry.data]
+        return [entry.state, entry.data]
+
+    def rpc_get(self, caller, object_ids, timeout):
+        entries = []
+        missing = []
+        for object_id in object_ids:
+            entry = self.objects.get(object_id)
+            if entry is None:
+                entry = ObjectEntry(0)
+                entry.state = VALUE_ERROR
+                entry.data = _error_bytes(_lost(object_id))
+            entries.append(entry)
+            if entry.state == PENDING:
+                missing.append(entry)
+        if not missing:
+            return self._reply_values(object_ids, entries)
+        future = self.loop.create_future()
+        remaining = [len(missing)]
+        if caller is not DRIVER:
+            self._block(caller)
+
+        def on_ready(object_id, entry):
+            remaining[0] -= 1
+            if remaining[0] == 0 and not future.done():
+                future.set_result(self._reply_values(object_ids, entries))
+
+        for entry in missing:
+            entry.waiters.append(on_ready)
+        if timeout is not None:
+            self.loop.call_later(timeout, lambda: future.done() or future.set_result(None))
+        if caller is not DRIVER:
+            future.add_done_callback(lambda f: self._unblock(caller))
+        return future
+
+    def _reply_values(self, object_ids, entries):
+        out = []
+        for object_id, entry in zip(object_ids, entries):
+            if entry.state == VALUE_SPILLED:
+                self._restore(object_id, entry)
+            out.append([entry.state, entry.data])
+        return out
+
+    def rpc_wait(self, caller, object_ids, num_returns, timeout):
+        def ready_ids():
+            return [i for i in object_ids
+                    if (e := self.objects.get(i)) is None or e.state != PENDING]
+
+        done = ready_ids()
+        if len(done) >= num_returns or timeout == 0:
+            return done[:num_returns]
+        future = self.loop.create_future()
+        if caller is not DRIVER:
+            self._block(caller)
+            future.add_done_callback(lambda f: self._unblock(caller))
+
+        def check(*_):
+            if future.done():
+                return
+            ready = ready_ids()
+            if len(ready) >= num_returns:
+                future.set_result(ready[:num_returns])
+
+        for object_id in object_ids:
+            entry = self.objects.get(object_id)
+            if entry is not None and entry.state == PENDING:
+                entry.waiters.append(check)
+        if timeout is not None:
+            self.loop.call_later(
+                timeout, lambda: future.done() or future.set_result(ready_ids()[:num_returns]))
+        return future
+
+    def rpc_cancel(self, caller, object_id: bytes, force: bool, recursive: bool) -> None:
+        task = self.tasks.get(object_id)
+        if task is None or task.finished:
+            return
+        task.cancelled = True
+        if task.worker is None:
+            if task.actor is not None:
+                try:
+                    task.actor.queue.remove(task)
+                except ValueError:
+                    pass
+            try:
+                self.ready.remove(task)
+            except ValueError:
+                pass
+            self._fail_task(task, _error_bytes(TaskCancelledError(task.task_id.hex())))
+            return
+        worker = task.worker
+        if force:
+            if task.actor is not None:
+                raise ValueError("force=True is not supported for actor tasks; "
+                                 "use miniray.kill(actor) to stop the actor.")
+            task.force_cancelled = True
+            try:
+                os.kill(worker.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
+        self._send(worker, [P.CANCEL, task.task_id])
+        self._flush_all()
+        if worker.actor is None or not worker.actor.is_async:
+            try:
+                os.kill(worker.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+
+    def rpc_resources(self, caller):
+        return [self.total, self.available]
+
+    # -- actors --------------------------------------------------------------------------
+    def rpc_create_actor(self, caller, actor_id, fn_id, args, kwargs, contained, options,
+                         class_name):
+        name = options.get("name")
+        namespace = options.get("namespace") or self.namespace
+        options["namespace"] = namespace
+        if name:
+            key = (namespace, name)
+            existing = self.named_actors.get(key)
+            if existing is not None and self.actors[existing].state != "DEAD":
+                if options.get("get_if_exists"):
+                    return existing
+                raise ValueError(
+                    f"An actor named {name!r} already exists in namespace {namespace!r}; "
+                    "pick another name, or pass get_if_exists=True to reuse it.")
+            self.named_actors[key] = actor_id
+        actor = ActorState(actor_id, fn_id, args, kwargs, contained, options, class_name)
+        self.actors[actor_id] = actor
+        handle_entry = ObjectEntry(0 if caller is DRIVER else 1)
+        handle_entry.is_actor_handle = True
+        if options.get("lifetime") == "detached" or name:
+            handle_entry.refcount += 1  # lives until killed
+        if caller is DRIVER:
+            handle_entry.refcount += 1
+        else:
+            caller.held[actor_id] += 1
+        self.objects[actor_id] = handle_entry
+        task = Task()
+        task.args, task.kwargs, task.contained = args, kwargs, contained
+        task.held = ()
+        held = [a[1] for a in _iter_args(task) if a[0] == P.ARG_REF] + list(contained or ())
+        for object_id in held:
+            self._incref(object_id)
+        actor.held = held
+        pending = [self.objects[i] for i in held if i in self.objects
+                   and self.objects[i].state == PENDING]
+        resources = options.get("resources", {})
+        if not self._fits(resources):
+            if any(self.total.get(k, 0) < v for k, v in resources.items() if v):
+                raise ValueError(
+                    f"Actor {class_name} asks for {resources}, more than this node has "
+                    f"({self.total}); lower the request or start the node with more.")
+        actor.lease = dict(resources)
+        if pending:
+            remaining = [len(pending)]
+
+            def on_ready(object_id, entry):
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    self._launch_actor(actor)
+            for entry in pending:
+                entry.waiters.append(on_ready)
+        else:
+            self._launch_actor(actor)
+        return actor_id
+
+    def _launch_actor(self, actor: ActorState) -> None:
+        lease = actor.lease
+        self._acquire(lease)
+        ngpu = int(lease.get("GPU", 0))
+        if ngpu:
+            actor.options["_gpu_ids"] = [self.free_gpu_ids.pop(0) for _ in range(ngpu)]
+        actor.state = "PENDING_CREATION" if actor.num_restarts == 0 else "RESTARTING"
+        worker = self._spawn_worker(actor)
+        actor.worker = worker
+
+    def _start_actor_on(self, actor: ActorState, worker: WorkerHandle) -> None:
+        if actor.fn_id not in worker.known_functions:
+            worker.known_functions.add(actor.fn_id)
+            self._send(worker, [P.FUNCTION, actor.fn_id, self.functions[actor.fn_id]])
+        task = Task()
+        task.args, task.kwargs = actor.args, actor.kwargs
+        args, kwargs, pinned = self._resolve_args(task)
+        actor.init_pinned = pinned
+        options = {"max_concurrency": actor.options.get("max_concurrency")}
+        self._send(worker, [P.ACTOR_CREATE, actor.actor_id, actor.fn_id, args, kwargs, options])
+
+    def _on_actor_ready(self, worker, actor_id, error, is_async) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            return
+        for object_id in getattr(actor, "init_pinned", ()):
+            self._unpin(object_id)
+        actor.init_pinned = ()
+        actor.is_async = is_async
+        if error is not None:
+            actor.death_error = error
+            actor.death_cause = "the actor's __init__ raised"
+            self._actor_dead(actor)
+            os.kill(worker.pid, signal.SIGKILL) if not worker.dead else None
+            return
+        actor.state = "ALIVE"
+        self._actor_pump(actor)
+
+    def rpc_actor_call(self, caller, actor_id, task_id, method, args, kwargs, contained,
+                       return_ids, options) -> None:
+        actor = self.actors.get(actor_id)
+        task = Task()
+        task.task_id = task_id
+        task.fn_id = None
+        task.args, task.kwargs, task.contained = args, kwargs, contained
+        task.return_ids = return_ids
+        task.name = options.get("name") or method
+        task.method = method
+        task.resources = {}
+        retries = options.get("max_task_retries")
+        task.retries_left = (actor.max_task_retries if actor is not None else 0) \
+            if retries is None else (float("inf") if retries == -1 else retries)
+        task.retry_exceptions = options.get("retry_exceptions", False)
+        task.actor = actor
+        if caller is not DRIVER:
+            for object_id in return_ids:
+                self.objects[object_id] = ObjectEntry(1)
+                caller.held[object_id] += 1
+        self.tasks[task_id] = task
+        self.counters["actor_calls_submitted"] += 1
+        if actor is None:
+            self._fail_task(task, _error_bytes(ActorDiedError(
+                "No such actor (it was never created on this node or was removed).")))
+            return
+        if actor.state == "DEAD":
+            self._hold_args(task)
+            self._fail_task(task, self._actor_death_error(actor))
+            return
+        self._hold_args(task)
+        if task.finished:
+            return
+        actor.queue.append(task)
+        self._actor_pump(actor)
+
+    def _actor_pump(self, actor: ActorState) -> None:
+        if actor.state != "ALIVE":
+            return
+        worker = actor.worker
+        queue = actor.queue
+        while queue:
+            task = queue[0]
+            if task.deps:
+                break  # calls run in submission order
+            queue.popleft()
+            if task.finished:
+                continue
+            actor.inflight[task.task_id] = task
+            self._dispatch(task, worker)
+
+    def _actor_death_error(self, actor: ActorState) -> bytes:
+        if actor.death_error is not None:
+            cause = deserialize_inline(actor.death_error)
+            err = ActorDiedError(
+                f"The actor {actor.class_name} died: {actor.death_cause}.\n{cause}",
+                actor.actor_id.hex())
+            err.__cause__ = None
+            return _error_bytes(err)
+        return _error_bytes(ActorDiedError(
+            f"The actor {actor.class_name} died: {actor.death_cause}.", actor.actor_id.hex()))
+
+    def _on_actor_worker_lost(self, actor: ActorState, worker, reason: str) -> None:
+        if actor.worker is not worker:
+            return
+        actor.worker = None
+        self._release(actor.lease)
+        if actor.options.get("_gpu_ids"):
+            self.free_gpu_ids.extend(actor.options.pop("_gpu_ids"))
+        inflight = list(actor.inflight.values())
+        actor.inflight.clear()
+        if actor.state == "DEAD":
+            for task in inflight:
+                self._fail_task(task, self._actor_death_error(actor))
+            return
+        actor.death_cause = f"its worker process exited ({reason})"
+        can_restart = actor.restarts_left > 0 and not actor.no_restart
+        retry = []
+        for task in inflight:
+            if can_restart and task.retries_left > 0:
+                task.retries_left -= 1
+                task.worker = None
+                retry.append(task)
+            else:
+                for object_id in task.pinned:
+                    self._unpin(object_id)
+                task.pinned = ()
+                self._fail_task(task, _error_bytes(ActorDiedError(
+                    f"The actor {actor.class_name} died while running {task.name}: "
+                    f"{actor.death_cause}.", actor.actor_id.hex())))
+        if can_restart:
+            actor.restarts_left -= 1
+            actor.num_restarts += 1
+            self.counters["actor_restarts"] += 1
+            actor.queue.extendleft(reversed(retry))
+            self._launch_actor(actor)
+        else:
+            self._actor_dead(actor)
+
+    def _actor_dead(self, actor: ActorState) -> None:
+        actor.state = "DEAD"
+        queue = list(actor.queue)
+        actor.queue.clear()
+        error = self._actor_death_error(actor)
+        for task in queue:
+            self._fail_task(task, error)
+        for object_id in getattr(actor, "held", ()):
+            self._decref(object_id)
+        actor.held = ()
+        if actor.name:
+            key = (actor.namespace, actor.name)
+            if self.named_actors.get(key) == actor.actor_id:
+                del self.named_actors[key]
+
+    def rpc_actor_exit(self, caller, actor_id) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is not None:
+            actor.no_restart = True
+            actor.death_cause = "it called exit_actor()"
+
+    def rpc_kill_actor(self, caller, actor_id, no_restart) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == "DEAD":
+            return
+        if no_restart:
+            actor.no_restart = True
+            actor.death_cause = "it was killed with miniray.kill()"
+            if actor.worker is None:
+                self._actor_dead(actor)
+        worker = actor.worker
+        if no_restart:
+            actor.state = "DEAD" if worker is not None else actor.state
+            if worker is not None:
+                self._actor_dead(actor)
+        if worker is not None and not worker.dead:
+            try:
+                os.kill(worker.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _on_actor_handles_gone(self, actor_id: bytes) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == "DEAD":
+            return
+        # Like Ray: an actor nobody can call any more exits once its queue drains.
+        actor.death_cause = "all references to it were dropped"
+        actor.no_restart = True
+        if actor.worker is not None and not actor.worker.dead:
+            if not actor.queue and not actor.inflight:
+                self._actor_dead(actor)
+                self._send(actor.worker, [P.EXIT])
+            else:
+                actor.exit_when_idle = True
+        else:
+            self._actor_dead(actor)
+
+    def rpc_get_actor(self, caller, name, namespace):
+        namespace = namespace or self.namespace
+        actor_id = self.named_actors.get((namespace, name))
+        if actor_id is None:
+            raise ValueError(
+                f"Failed to look up actor with name {name!r} in namespace {namespace!r}: "
+                "no such named actor. Create it with .options(name=...) first, or check "
+                "the namespace.")
+        actor = self.actors[actor_id]
+        return [actor_id, actor.options.get("_handle_meta")]
+
+    def rpc_actor_state(self, caller, actor_id):
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            return None
+        return {"state": actor.state, "restarts": actor.num_restarts,
+                "pid": actor.worker.pid if actor.worker else None,
+                "death_cause": actor.death_cause}
+
+    def rpc_list_named_actors(self, caller, all_namespaces):
+        return [{"name": n, "namespace": ns} if all_namespaces else n
+                for (ns, n) in self.named_actors
+                if all_namespaces or ns == self.namespace]
+
+    # -- introspection -------------------------------------------------------------------
+    def rpc_stats(self, caller):
+        return {
+            "objects": len(self.objects),
+            "store_used": self.store_used,
+            "capacity": self.capacity,
+            "tasks_pending": len(self.tasks),
+            "workers": len(self.workers),
+            "actors": sum(1 for a in self.actors.values() if a.state != "DEAD"),
+            "counters": dict(self.counters),
+            "driver_store": self.store.allocator_stats(),
+        }
+
+
+def _iter_args(task: Task):
+    yield from task.args
+    if task.kwargs:
+        yield from task.kwargs.values()
+
+
+def _same_shape(lease: dict, resources: dict) -> bool:
+    for key in set(lease) | set(resources):
+        if key == "_gpu_ids":
+            continue
+        if lease.get(key, 0) != resources.get(key, 0):
+            return False
+    return True
+
+
+def _lost(object_id: bytes):
+    from ..exceptions import ObjectLostError
+
+    return ObjectLostError(object_id.hex(), "no reference to it was held, so it was freed")
+
+
+def _error_bytes(exc: BaseException) -> bytes:
+    return serialize(exc).to_inline()
+
+
+def _describe_exit(code) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exit code {code}"
+
+
+__all__ = ["NodeRuntime", "RayTaskError"]

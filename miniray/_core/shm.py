@@ -1,0 +1,138 @@
+"""POSIX shared-memory segments for the object store.
+
+We use the primitives under ``multiprocessing.shared_memory`` (``shm_open`` /
+``shm_unlink`` from ``_posixshmem``) rather than the ``SharedMemory`` class:
+before Python 3.13 that class registers every *attached* segment with
+multiprocessing's resource tracker, which then unlinks segments owned by
+other processes when a reader exits and starts an extra tracker process.
+Ownership is ours to manage: every segment name encodes the node and the
+owning process, so a crashed node's segments can be found and reclaimed.
+
+Names: ``miniray_<nodepid>_<ownerpid>_<kind><counter>_<random>``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import secrets
+
+try:  # Linux/macOS; the object store needs POSIX shared memory.
+    import _posixshmem
+except ImportError:  # pragma: no cover - Windows
+    _posixshmem = None
+
+PREFIX = "miniray_"
+SHM_DIR = "/dev/shm"
+PAGE = mmap.PAGESIZE
+
+_counter = 0
+
+
+def segment_name(node_pid: int, kind: str = "a") -> str:
+    """A new name; ``kind`` is ``a`` for an arena, ``d`` for a dedicated segment."""
+    global _counter
+    _counter += 1
+    return f"{PREFIX}{node_pid}_{os.getpid()}_{kind}{_counter}_{secrets.token_hex(3)}"
+
+
+def is_arena(name: str) -> bool:
+    parts = name[len(PREFIX):].split("_")
+    return len(parts) > 2 and parts[2].startswith("a")
+
+
+def parse_name(name: str) -> tuple[int, int] | None:
+    """Return (node_pid, owner_pid) of a miniray segment name, or None."""
+    name = name.lstrip("/")
+    if not name.startswith(PREFIX):
+        return None
+    parts = name[len(PREFIX):].split("_")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+class MappedRegion(mmap.mmap):
+    """An mmap of part of a segment. A subclass only so that it takes weakrefs:
+    the object store pins an object while any view of its mapping is alive."""
+
+
+def create(name: str, size: int) -> int:
+    """Create a segment of ``size`` bytes and return its file descriptor."""
+    fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+    try:
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        unlink(name)
+        raise
+    return fd
+
+
+def open_readonly(name: str) -> int:
+    return _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
+
+
+def open_readwrite(name: str) -> int:
+    return _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+
+
+def unlink(name: str) -> bool:
+    try:
+        _posixshmem.shm_unlink("/" + name)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def map_region(fd: int, offset: int, size: int, writable: bool) -> tuple[MappedRegion, int]:
+    """Map ``size`` bytes at ``offset``; returns the mapping and the start of the
+    data inside it (mmap offsets must be page aligned)."""
+    aligned = offset - (offset % mmap.ALLOCATIONGRANULARITY)
+    skew = offset - aligned
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    region = MappedRegion(fd, skew + size, mmap.MAP_SHARED, prot, offset=aligned)
+    return region, skew
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def list_segments(node_pid: int | None = None) -> list[str]:
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:  # pragma: no cover - no /dev/shm (macOS)
+        return []
+    out = []
+    for n in names:
+        parsed = parse_name(n)
+        if parsed is None:
+            continue
+        if node_pid is None or parsed[0] == node_pid:
+            out.append(n)
+    return out
+
+
+def sweep_node(node_pid: int) -> int:
+    """Unlink every segment of one node; returns how many were removed."""
+    return sum(unlink(n) for n in list_segments(node_pid))
+
+
+def sweep_dead() -> int:
+    """Unlink segments whose node process is gone (a crashed driver)."""
+    removed = 0
+    for n in list_segments():
+        node_pid, _owner = parse_name(n)
+        if not pid_alive(node_pid):
+            removed += unlink(n)
+    return removed

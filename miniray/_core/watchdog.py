@@ -1,0 +1,52 @@
+"""Crash watchdog: reclaims a node's processes and segments if the driver dies.
+
+Started by the node with a pipe on stdin. The node writes the pid of every
+worker it spawns; when the pipe closes (the driver exited, cleanly or killed
+with SIGKILL), the watchdog kills the workers that are still miniray workers
+and unlinks every ``/dev/shm`` segment of the node. It imports almost nothing
+so it starts fast and stays small.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def _is_our_worker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"miniray._core.worker" in f.read()
+    except OSError:
+        return False
+
+
+def main() -> None:
+    node_pid = int(sys.argv[1])
+    spill_dir = sys.argv[2] if len(sys.argv) > 2 else ""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pids: set[int] = set()
+    for line in sys.stdin:
+        line = line.strip()
+        if line.startswith("+"):
+            pids.add(int(line[1:]))
+        elif line.startswith("-"):
+            pids.discard(int(line[1:]))
+    for pid in pids:
+        if _is_our_worker(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    from miniray._core import shm
+
+    shm.sweep_node(node_pid)
+    if spill_dir and os.path.isdir(spill_dir):
+        import shutil
+
+        shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,766 @@
+"""The worker process: runs tasks, or hosts one actor.
+
+A task worker (and a sync actor with ``max_concurrency == 1``) is a single
+thread doing blocking reads of its socket: no thread hop between receiving a
+task and running it. A nested ``get`` inside a task sends a request and pumps
+the socket until the reply comes, holding back the tasks queued to it (the node
+takes those back while the worker is blocked, so nested tasks never deadlock).
+
+Async actors and threaded actors switch the worker to *concurrent* mode: an
+asyncio loop (uvloop when installed) owns the socket, async methods run as
+tasks on it and sync methods in a thread pool, both bounded by
+``max_concurrency``.
+
+Cancelling a running sync task: the node sends CANCEL and then SIGUSR1; the
+handler drains the socket and raises ``TaskCancelledError`` in the task if it
+is the one cancelled.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import pickle
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+from ..exceptions import (
+    ActorDiedError,
+    GetTimeoutError,
+    RayTaskError,
+    TaskCancelledError,
+)
+from . import protocol as P
+from .client import VALUE_ERROR, VALUE_SHM, ClientBase
+from .object_store import LocalStore
+from .refs import ObjectRef, set_client
+from .serialization import deserialize_inline, serialize
+
+_FLUSH_FAST_TASK_S = 0.001
+
+
+class _ExitWorker(BaseException):
+    """Raised to unwind the worker's loop on EXIT."""
+
+
+class WorkerClient(ClientBase):
+    def __init__(self, sock: socket.socket, node_pid: int, capacity: int, arena_size: int,
+                 worker_id: int):
+        super().__init__()
+        self.sock = sock
+        self.node_pid = node_pid
+        self.worker_id = worker_id
+        self.store = LocalStore(node_pid, capacity, arena_size)
+        self.unpacker = P.new_unpacker()
+        self.inbox: collections.deque = collections.deque()
+        self.out: collections.deque = collections.deque()
+        self.send_lock = threading.Lock()
+        self.function_blobs: dict[bytes, bytes] = {}
+        self.functions: dict[bytes, object] = {}
+        self.replies: dict[int, object] = {}
+        self.request_ids = itertools.count(1)
+        self.current_task: bytes | None = None
+        self.current_task_name: str = ""
+        self.cancelled: set[bytes] = set()
+        self.in_io = False
+        self.concurrent = False
+        self.loop = None
+        self.transport = None
+        self.actor = None
+        self.actor_id: bytes | None = None
+        self.actor_is_async = False
+        self.running_async: dict[bytes, object] = {}
+        self.pool = None
+        self.loop_thread_id = None
+
+    # -- transport ------------------------------------------------------------
+    def send(self, message) -> None:
+        self.out.append(P.pack(message))
+        if self.concurrent:
+            self._schedule_flush()
+
+    def flush(self) -> None:
+        if self.concurrent:
+            self._schedule_flush()
+            return
+        with self.send_lock:
+            parts = []
+            out = self.out
+            while out:
+                parts.append(out.popleft())
+            if parts:
+                self.in_io = True
+                try:
+                    self.sock.sendall(b"".join(parts))
+                finally:
+                    self.in_io = False
+
+    def _recv_blocking(self, timeout: float | None = 1.0) -> bool:
+        self.sock.settimeout(timeout)
+        self.in_io = True
+        try:
+            data = self.sock.recv(1 << 20)
+        except socket.timeout:
+            return False
+        finally:
+            self.in_io = False
+        if not data:
+            raise _ExitWorker("node connection closed")
+        self._feed(data)
+        return True
+
+    def _feed(self, data: bytes) -> None:
+        self.unpacker.feed(data)
+        for message in self.unpacker:
+            kind = message[0]
+            if kind == P.REPLY:
+                self.replies[message[1]] = message
+            elif kind == P.FREE:
+                for location in message[1]:
+                    self.store.free(location)
+            elif kind == P.FUNCTION:
+                self.function_blobs[message[1]] = message[2]
+            elif kind == P.CANCEL:
+                self._on_cancel(message[1])
+            else:
+                self.inbox.append(message)
+
+    def _on_cancel(self, task_id: bytes) -> None:
+        for message in self.inbox:
+            if message[0] in (P.TASK, P.ACTOR_CALL) and message[1] == task_id:
+                self.inbox.remove(message)
+                self._send_cancelled(task_id)
+                return
+        if self.concurrent:
+            task = self.running_async.get(task_id)
+            if task is not None:
+                task.cancel()
+            else:
+                self.cancelled.add(task_id)
+            return
+        self.cancelled.add(task_id)
+
+    def _on_sigusr1(self, signum, frame) -> None:
+        if not self.in_io and not self.concurrent:
+            self.sock.setblocking(False)
+            try:
+                while True:
+                    try:
+                        data = self.sock.recv(1 << 20)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    if not data:
+                        break
+                    self._feed(data)
+            finally:
+                self.sock.setblocking(True)
+        if self.current_task is not None and self.current_task in self.cancelled:
+            raise TaskCancelledError(self.current_task.hex())
+
+    # -- requests to the node ------------------------------------------------
+    def notify(self, method: str, *args) -> None:
+        self.send([P.NOTIFY, method, list(args)])
+
+    def request(self, method: str, *args):
+        if self.concurrent:
+            return self._request_from_thread(method, args)
+        request_id = next(self.request_ids)
+        self.send([P.REQUEST, request_id, method, list(args)])
+        self.flush()
+        replies = self.replies
+        while request_id not in replies:
+            self._recv_blocking(1.0)
+            self._return_queued_tasks_if_asked()
+            if self.current_task is not None and self.current_task in self.cancelled:
+                raise TaskCancelledError(self.current_task.hex())
+        return self._unwrap(replies.pop(request_id))
+
+    def _return_queued_tasks_if_asked(self) -> None:
+        # While blocked, the node may send RETURN_QUEUED (as a NOTIFY-kind
+        # message in the inbox): hand back the tasks not started yet.
+        keep = collections.deque()
+        returned = []
+        for message in self.inbox:
+            if message[0] == P.TASK:
+                returned.append(message[1])
+            elif message[0] == P.NOTIFY and message[1] == "return_queued":
+                if returned:
+                    self.notify("requeue", returned)
+                    self.flush()
+                returned = []
+                keep = collections.deque(m for m in keep if m[0] != P.TASK)
+                continue
+            keep.append(message)
+        self.inbox = keep
+
+    def _unwrap(self, reply):
+        _, _, ok, payload = reply
+        if ok:
+            return payload
+        raise deserialize_inline(payload)
+
+    def _request_from_thread(self, method, args):
+        import concurrent.futures
+
+        if threading.get_ident() == self.loop_thread_id:
+            raise RuntimeError(
+                f"miniray.{method}() would block the actor's event loop; "
+                "use 'await' on the ObjectRef (or on miniray.get(...)) inside async methods."
+            )
+        future = concurrent.futures.Future()
+        request_id = next(self.request_ids)
+        self.replies[request_id] = future
+        self.loop.call_soon_threadsafe(
+            self._send_now, [P.REQUEST, request_id, method, list(args)])
+        return future.result()
+
+    async def request_async(self, method: str, *args):
+        future = self.loop.create_future()
+        request_id = next(self.request_ids)
+        self.replies[request_id] = future
+        self._send_now([P.REQUEST, request_id, method, list(args)])
+        return await future
+
+    # -- ClientBase hooks ------------------------------------------------------
+    def _notify_add_ref(self, object_id: bytes) -> None:
+        self.send([P.NOTIFY, "add_ref", [object_id]])
+
+    def _notify_remove_ref(self, object_id: bytes) -> None:
+        self.send([P.NOTIFY, "remove_ref", [object_id]])
+
+    def put_serialized(self, serialized) -> ObjectRef:
+        object_id = self.ids.new()
+        contained = [r._id for r in serialized.contained]
+        if serialized.is_small:
+            self.notify("put", object_id, serialized.to_inline(), contained)
+        else:
+            location = self.store.write(serialized)
+            self.notify("put", object_id, location, contained)
+        return ObjectRef(object_id, _counted=True)
+
+    def register_function(self, fn_id: bytes, blob_getter) -> None:
+        if fn_id not in self._registered_functions:
+            self.notify("register_function", fn_id, blob_getter())
+            self._registered_functions.add(fn_id)
+
+    def submit_task(self, fn_id, args, kwargs, contained, options, num_returns):
+        return_ids = [self.ids.new() for _ in range(num_returns)]
+        self.notify("submit", fn_id, args, kwargs, contained, options, return_ids)
+        self.flush()
+        return [ObjectRef(i, _counted=True) for i in return_ids]
+
+    def submit_actor_task(self, actor_id, method, args, kwargs, contained, options,
+                          num_returns):
+        return_ids = [self.ids.new() for _ in range(num_returns or 1)]
+        self.notify("actor_call", actor_id, return_ids[0], method, args, kwargs, contained,
+                    return_ids, options)
+        self.flush()
+        return [ObjectRef(i, _counted=True) for i in return_ids]
+
+    def decode_replies(self, object_ids, values):
+        out = []
+        for object_id, (state, data) in zip(object_ids, values):
+            if state == VALUE_SHM:
+                self.notify("pin", object_id)
+                out.append(self.decode_value(object_id, state, data,
+                                             _Unpin(self, object_id)))
+            else:
+                out.append(self.decode_value(object_id, state, data))
+        return out
+
+    def get(self, refs, timeout):
+        ids = [r._id for r in refs]
+        values = self.request("get", ids, timeout)
+        if values is None:
+            raise GetTimeoutError(f"get() timed out after {timeout} s")
+        return self.decode_replies(ids, values)
+
+    async def get_async_values(self, refs, timeout):
+        ids = [r._id for r in refs]
+        values = await self.request_async("get", ids, timeout)
+        if values is None:
+            raise GetTimeoutError(f"get() timed out after {timeout} s")
+        return self.decode_replies(ids, values)
+
+    def get_async(self, refs, timeout, single=False):
+        async def run():
+            values = await self.get_async_values(refs, timeout)
+            return values[0] if single else values
+        if not self.concurrent:
+            raise RuntimeError("await on ObjectRefs needs an async actor in a worker")
+        return run()
+
+    def get_future(self, ref):
+        import concurrent.futures
+
+        future = concurrent.futures.Future()
+
+        def done(result):
+            try:
+                future.set_result(result)
+            except Exception as exc:  # pragma: no cover
+                future.set_exception(exc)
+
+        if self.concurrent:
+            async def run():
+                try:
+                    done((await self.get_async_values([ref], None))[0])
+                except BaseException as exc:
+                    future.set_exception(exc)
+            self.loop.call_soon_threadsafe(lambda: self.loop.create_task(run()))
+        else:
+            try:
+                done(self.get([ref], None)[0])
+            except BaseException as exc:
+                future.set_exception(exc)
+        return future
+
+    def wait(self, refs, num_returns, timeout, fetch_local):
+        ready = self.request("wait", [r._id for r in refs], num_returns, timeout)
+        ready_set = set(ready)
+        return ([r for r in refs if r._id in ready_set],
+                [r for r in refs if r._id not in ready_set])
+
+    def generic(self, method, *args):
+        return self.request(method, *args)
+
+    def generic_async(self, method, *args):
+        return self.request_async(method, *args)
+
+    # -- running tasks ---------------------------------------------------------
+    def load_function(self, fn_id: bytes):
+        fn = self.functions.get(fn_id)
+        if fn is None:
+            blob = self.function_blobs.pop(fn_id)
+            fn = pickle.loads(blob)
+            self.functions[fn_id] = fn
+        return fn
+
+    def decode_args(self, args, kwargs):
+        pos = [self._decode_arg(a) for a in args]
+        kw = {k: self._decode_arg(v) for k, v in kwargs.items()} if kwargs else {}
+        return pos, kw
+
+    def _decode_arg(self, arg):
+        if arg[0] == P.ARG_VALUE:
+            return deserialize_inline(arg[1])
+        object_id, state, data = arg[1], arg[2], arg[3]
+        if state == VALUE_SHM:
+            self.notify("pin", object_id)
+            return self.decode_value(object_id, state, data, _Unpin(self, object_id))
+        return self.decode_value(object_id, state, data)
+
+    def encode_results(self, value, return_ids, name):
+        n = len(return_ids)
+        if n == 1:
+            values = (value,)
+        elif n == 0:
+            return []
+        else:
+            try:
+                values = tuple(value)
+            except TypeError:
+                raise ValueError(
+                    f"{name} was declared with num_returns={n} but returned a "
+                    f"{type(value).__name__}, which is not iterable") from None
+            if len(values) != n:
+                raise ValueError(
+                    f"{name} was declared with num_returns={n} but returned "
+                    f"{len(values)} values")
+        results = []
+        for i, v in enumerate(values):
+            serialized = serialize(v, f"return value {i} of {name}")
+            contained = [r._id for r in serialized.contained] or None
+            if serialized.is_small:
+                results.append([serialized.to_inline(), contained])
+            else:
+                results.append([self.store.write(serialized), contained])
+        return results
+
+    def _send_cancelled(self, task_id: bytes) -> None:
+        error = TaskCancelledError(task_id.hex())
+        self.send([P.FAILED, task_id, serialize(error).to_inline(), True])
+
+    def _error_bytes(self, name: str, exc: BaseException) -> bytes:
+        error = RayTaskError.from_exception(name, exc, pid=os.getpid())
+        error.traceback_str = _trim_traceback(error.traceback_str)
+        try:
+            return serialize(error).to_inline()
+        except Exception:
+            # The exception itself is not picklable: keep its text and traceback.
+            error.cause = RuntimeError(f"{type(exc).__name__}: {exc}")
+            return serialize(error).to_inline()
+
+    def run_task(self, message) -> None:
+        _, task_id, fn_id, args, kwargs, return_ids, name = message
+        if task_id in self.cancelled:
+            self.cancelled.discard(task_id)
+            self._send_cancelled(task_id)
+            return
+        self.current_task = task_id
+        self.current_task_name = name
+        try:
+            fn = self.load_function(fn_id)
+            pos, kw = self.decode_args(args, kwargs)
+            value = fn(*pos, **kw)
+            del pos, kw
+            results = self.encode_results(value, return_ids, name)
+            del value
+        except TaskCancelledError:
+            self.current_task = None
+            self.cancelled.discard(task_id)
+            self._send_cancelled(task_id)
+            return
+        except _ExitWorker:
+            raise
+        except BaseException as exc:  # the user's error travels to the caller
+            self.current_task = None
+            if task_id in self.cancelled:
+                self.cancelled.discard(task_id)
+                self._send_cancelled(task_id)
+                return
+            self.send([P.FAILED, task_id, self._error_bytes(name, exc), False])
+            return
+        self.current_task = None
+        self.send([P.DONE, task_id, results])
+
+    # -- actors ------------------------------------------------------------------
+    def create_actor(self, message) -> None:
+        _, actor_id, fn_id, args, kwargs, options = message
+        self.actor_id = actor_id
+        cls = self.load_function(fn_id)
+        name = getattr(cls, "__name__", "Actor")
+        import inspect
+
+        is_async = any(
+            inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m)
+            for _, m in inspect.getmembers(cls, predicate=inspect.isfunction)
+        )
+        max_concurrency = options.get("max_concurrency") or (1000 if is_async else 1)
+        self.actor_is_async = is_async
+        try:
+            pos, kw = self.decode_args(args, kwargs)
+            from . import context
+
+            context.current_actor_id = actor_id
+            self.actor = cls(*pos, **kw)
+        except BaseException as exc:
+            self.send([P.ACTOR_READY, actor_id, self._error_bytes(f"{name}.__init__", exc),
+                       is_async])
+            self.flush()
+            return
+        self.send([P.ACTOR_READY, actor_id, None, is_async])
+        self.flush()
+        if is_async or max_concurrency > 1:
+            raise _SwitchToConcurrent(max_concurrency, is_async)
+
+    def run_actor_call(self, message) -> None:
+        _, task_id, method_name, args, kwargs, return_ids, name = message
+        if task_id in self.cancelled:
+            self.cancelled.discard(task_id)
+            self._send_cancelled(task_id)
+            return
+        self.current_task = task_id
+        try:
+            if self.actor is None:
+                raise ActorDiedError("The actor's constructor failed")
+            method = getattr(self.actor, method_name)
+            pos, kw = self.decode_args(args, kwargs)
+            value = method(*pos, **kw)
+            del pos, kw
+            results = self.encode_results(value, return_ids, name)
+            del value
+        except TaskCancelledError:
+            self.current_task = None
+            self._send_cancelled(task_id)
+            return
+        except _ExitActor:
+            self.current_task = None
+            self.notify("actor_exit", self.actor_id)
+            self.send([P.DONE, task_id, self.encode_results(None, return_ids, name)])
+            raise _ExitWorker("exit_actor")
+        except _ExitWorker:
+            raise
+        except BaseException as exc:
+            self.current_task = None
+            self.send([P.FAILED, task_id, self._error_bytes(name, exc), False])
+            return
+        self.current_task = None
+        self.send([P.DONE, task_id, results])
+
+    # -- main loops ----------------------------------------------------------------
+    def run_sync(self) -> None:
+        inbox = self.inbox
+        while True:
+            if not inbox:
+                self.flush()
+                self._recv_blocking(1.0)
+                continue
+            message = inbox.popleft()
+            kind = message[0]
+            started = time.perf_counter()
+            if kind == P.TASK:
+                self.run_task(message)
+            elif kind == P.ACTOR_CALL:
+                self.run_actor_call(message)
+            elif kind == P.ACTOR_CREATE:
+                self.create_actor(message)
+            elif kind == P.EXIT:
+                raise _ExitWorker("exit")
+            elif kind == P.NOTIFY:
+                continue  # a stale return_queued: nothing is queued
+            # Replies of fast tasks wait for the next flush so a pipelined burst
+            # goes out in one write; a slow task's reply goes out at once.
+            if not inbox or time.perf_counter() - started > _FLUSH_FAST_TASK_S:
+                self.flush()
+
+    def run_concurrent(self, max_concurrency: int, is_async: bool) -> None:
+        import asyncio
+
+        from .loop import new_event_loop
+
+        self.concurrent = True
+        loop = self.loop = new_event_loop()
+        asyncio.set_event_loop(loop)
+        self.loop_thread_id = threading.get_ident()
+        if not is_async:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="actor")
+        self.semaphore = asyncio.Semaphore(max_concurrency)
+        self.stopped = loop.create_future()
+        worker = self
+
+        class Protocol(asyncio.Protocol):
+            def connection_made(self, transport):
+                worker.transport = transport
+
+            def data_received(self, data):
+                worker._feed_concurrent(data)
+
+            def connection_lost(self, exc):
+                if not worker.stopped.done():
+                    worker.stopped.set_result(None)
+
+        async def main():
+            self.sock.setblocking(False)
+            await loop.create_unix_connection(Protocol, sock=self.sock)
+            self._flush_now()
+            # Messages that arrived before the switch.
+            pending = list(self.inbox)
+            self.inbox.clear()
+            for message in pending:
+                self._dispatch_concurrent(message)
+            await self.stopped
+
+        try:
+            loop.run_until_complete(main())
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _schedule_flush(self) -> None:
+        loop = self.loop
+        if threading.get_ident() == self.loop_thread_id:
+            loop.call_soon(self._flush_now)
+        else:
+            loop.call_soon_threadsafe(self._flush_now)
+
+    def _flush_now(self) -> None:
+        parts = []
+        out = self.out
+        while out:
+            parts.append(out.popleft())
+        if parts and self.transport is not None:
+            self.transport.write(b"".join(parts))
+
+    def _send_now(self, message) -> None:
+        self.out.append(P.pack(message))
+        self._flush_now()
+
+    def _feed_concurrent(self, data: bytes) -> None:
+        self.unpacker.feed(data)
+        for message in self.unpacker:
+            self._dispatch_concurrent(message)
+
+    def _dispatch_concurrent(self, message) -> None:
+        kind = message[0]
+        if kind == P.REPLY:
+            waiter = self.replies.pop(message[1], None)
+            if waiter is None:
+                return
+            try:
+                value = self._unwrap(message)
+            except BaseException as exc:
+                _set_exception(waiter, exc)
+            else:
+                _set_result(waiter, value)
+        elif kind == P.ACTOR_CALL:
+            self.loop.create_task(self._run_call_concurrent(message))
+        elif kind == P.FREE:
+            for location in message[1]:
+                self.store.free(location)
+        elif kind == P.FUNCTION:
+            self.function_blobs[message[1]] = message[2]
+        elif kind == P.CANCEL:
+            self._on_cancel(message[1])
+        elif kind == P.EXIT:
+            if not self.stopped.done():
+                self.stopped.set_result(None)
+
+    async def _run_call_concurrent(self, message) -> None:
+        import asyncio
+        import inspect
+
+        _, task_id, method_name, args, kwargs, return_ids, name = message
+        if task_id in self.cancelled:
+            self.cancelled.discard(task_id)
+            self._send_cancelled(task_id)
+            return
+        async with self.semaphore:
+            self.running_async[task_id] = asyncio.current_task()
+            try:
+                method = getattr(self.actor, method_name)
+                pos, kw = self.decode_args(args, kwargs)
+                if inspect.iscoroutinefunction(method):
+                    value = await method(*pos, **kw)
+                elif self.pool is not None:
+                    value = await self.loop.run_in_executor(
+                        self.pool, lambda: method(*pos, **kw))
+                else:
+                    value = method(*pos, **kw)
+                    if inspect.isawaitable(value):
+                        value = await value
+                results = self.encode_results(value, return_ids, name)
+            except asyncio.CancelledError:
+                self._send_cancelled(task_id)
+                return
+            except _ExitActor:
+                self.notify("actor_exit", self.actor_id)
+                self.send([P.DONE, task_id, self.encode_results(None, return_ids, name)])
+                self._flush_now()
+                self.stopped.set_result(None)
+                return
+            except BaseException as exc:
+                self.send([P.FAILED, task_id, self._error_bytes(name, exc), False])
+                return
+            finally:
+                self.running_async.pop(task_id, None)
+            self.send([P.DONE, task_id, results])
+
+
+class _SwitchToConcurrent(Exception):
+    def __init__(self, max_concurrency: int, is_async: bool):
+        self.max_concurrency = max_concurrency
+        self.is_async = is_async
+
+
+class _ExitActor(BaseException):
+    """Raised by ``miniray.actor.exit_actor()``."""
+
+
+class _Unpin:
+    """Finalizer of a shared-memory mapping in a worker: tells the node."""
+
+    __slots__ = ("client", "object_id")
+
+    def __init__(self, client, object_id):
+        self.client = client
+        self.object_id = object_id
+
+    def __call__(self):
+        try:
+            self.client.send([P.NOTIFY, "unpin", [self.object_id]])
+        except Exception:  # interpreter shutdown
+            pass
+
+
+def _set_result(waiter, value):
+    if hasattr(waiter, "get_loop"):
+        if not waiter.done():
+            waiter.set_result(value)
+    else:
+        waiter.set_result(value)
+
+
+def _set_exception(waiter, exc):
+    if hasattr(waiter, "get_loop"):
+        if not waiter.done():
+            waiter.set_exception(exc)
+    else:
+        waiter.set_exception(exc)
+
+
+def _trim_traceback(text: str) -> str:
+    """Drop miniray's own frames from the top of a remote traceback."""
+    lines = text.splitlines(keepends=True)
+    out = []
+    skip = False
+    for line in lines:
+        if line.startswith('  File "') and f"{os.sep}miniray{os.sep}_core{os.sep}" in line:
+            skip = True
+            continue
+        if skip and line.startswith("    "):
+            continue
+        skip = False
+        out.append(line)
+    return "".join(out)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    fd, node_pid, capacity, arena_size, worker_id = (int(x) for x in argv[:5])
+    if os.environ.get("COVERAGE_PROCESS_START"):
+        try:
+            import coverage
+
+            coverage.process_startup()
+        except ImportError:  # pragma: no cover
+            pass
+    sock = socket.socket(fileno=fd)
+    client = WorkerClient(sock, node_pid, capacity, arena_size, worker_id)
+    set_client(client)
+    from . import context
+
+    context.set_worker_context(client)
+    signal.signal(signal.SIGUSR1, client._on_sigusr1)
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(_ExitWorker("SIGTERM")))
+    client.send([P.READY, os.getpid()])
+    client.flush()
+    code = 0
+    try:
+        try:
+            client.run_sync()
+        except _SwitchToConcurrent as switch:
+            client.run_concurrent(switch.max_concurrency, switch.is_async)
+    except _ExitWorker:
+        pass
+    except BaseException:  # pragma: no cover - a bug in the worker itself
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            if not client.concurrent:
+                client.flush()
+        except OSError:
+            pass
+        # The node adopts this worker's segments: objects in them may still be
+        # referenced, so closing must not unlink them.
+        client.store.close(unlink=False)
+        set_client(None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown (slow; may run user finalizers against a closed node),
+    # but let coverage write its data first.
+    if os.environ.get("COVERAGE_PROCESS_START"):
+        sys.exit(code)
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

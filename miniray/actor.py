@@ -1,0 +1,5 @@
+"""``miniray.actor``: Ray's ``ray.actor`` names."""
+
+from ._core.actor import ActorClass, ActorHandle, ActorMethod, exit_actor
+
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor"]

@@ -1,0 +1,354 @@
+"""miniray's public core API, with Ray's names and semantics."""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import os
+import threading
+import time
+
+from ._core import refs as _refs
+from ._core.actor import ActorClass, ActorHandle, exit_actor, method
+from ._core.client import describe_timeout
+from ._core.loop import running_loop
+from ._core.refs import ObjectRef
+from ._core.remote_function import RemoteFunction
+
+_lock = threading.RLock()
+_runtime = None
+_namespace = "default"
+_init_info: dict = {}
+
+__all__ = [
+    "init", "shutdown", "is_initialized", "remote", "put", "get", "wait", "cancel", "kill",
+    "get_actor", "method", "available_resources", "cluster_resources", "nodes",
+    "get_runtime_context", "ObjectRef", "exit_actor",
+]
+
+
+def _detect_gpus() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
+    except OSError:  # pragma: no cover
+        return 0
+
+
+def _default_store_memory() -> int:
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):  # pragma: no cover
+        total = 8 << 30
+    store = int(total * 0.3)
+    try:
+        st = os.statvfs("/dev/shm")
+        store = min(store, int(st.f_bavail * st.f_frsize * 0.8))
+    except OSError:  # pragma: no cover
+        pass
+    return max(store, 64 << 20)
+
+
+class RayContext(dict):
+    """What ``init()`` returns: a dict with the node's address info."""
+
+    @property
+    def address_info(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutdown()
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    resources: dict | None = None,
+    object_store_memory: int | None = None,
+    namespace: str | None = None,
+    ignore_reinit_error: bool = False,
+    include_dashboard: bool | None = None,
+    log_to_driver: bool = True,
+    logging_level=None,
+    configure_logging: bool = True,
+    runtime_env: dict | None = None,
+    _arena_size: int | None = None,
+    **kwargs,
+) -> RayContext:
+    """Start the embedded node (or return the running one with ``ignore_reinit_error``).
+
+    Workers (one per CPU by default) start in the background, so ``init()``
+    returns in milliseconds; tasks submitted meanwhile wait for the first
+    worker. Called inside a running asyncio loop, the node runs on that loop;
+    otherwise on a background thread.
+
+    Args:
+        address: ``None``/``"local"`` for the embedded node. Connecting to other
+            nodes is not available yet.
+        num_cpus: CPUs to schedule on (default: ``os.cpu_count()``); also the
+            number of task workers.
+        num_gpus: GPUs (default: detected from ``CUDA_VISIBLE_DEVICES`` or
+            ``/dev/nvidia*``).
+        resources: custom resources, e.g. ``{"accelerator": 2}``.
+        object_store_memory: bytes of shared memory objects may use before
+            they spill to disk (default 30% of RAM, at most 80% of /dev/shm).
+        namespace: default namespace for named actors.
+        ignore_reinit_error: return quietly if already initialized.
+    """
+    global _runtime, _namespace
+    unknown = set(kwargs) - {"_system_config", "local_mode", "dashboard_host",
+                             "dashboard_port", "job_config", "_temp_dir", "_node_ip_address",
+                             "log_to_driver", "_plasma_directory"}
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword arguments {sorted(unknown)}")
+    with _lock:
+        if _runtime is not None:
+            if ignore_reinit_error:
+                return RayContext(_init_info)
+            raise RuntimeError(
+                "Maybe you called miniray.init twice by accident? This error can be "
+                "suppressed by passing in 'ignore_reinit_error=True' or by calling "
+                "'miniray.shutdown()' prior to 'miniray.init()'.")
+        if address not in (None, "local"):
+            raise ValueError(
+                f"address={address!r}: miniray runs an embedded local node; connecting to "
+                "other nodes is not available yet. Call miniray.init() without an address.")
+        if runtime_env:
+            raise ValueError("runtime_env is not supported yet: miniray workers use the "
+                             "driver's Python environment.")
+        num_cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
+        if not isinstance(num_cpus, (int, float)) or num_cpus < 0:
+            raise ValueError(f"num_cpus must be a non-negative number, got {num_cpus!r}")
+        num_gpus = _detect_gpus() if num_gpus is None else num_gpus
+        if object_store_memory is None:
+            object_store_memory = _default_store_memory()
+        if object_store_memory < (1 << 20):
+            raise ValueError(f"object_store_memory must be at least 1 MiB, "
+                             f"got {object_store_memory}")
+        from ._core.driver import DriverClient
+        from ._core.runtime import NodeRuntime
+
+        _namespace = namespace or "default"
+        started = time.perf_counter()
+        runtime = NodeRuntime(num_cpus, num_gpus, resources, object_store_memory, _namespace,
+                              arena_size=_arena_size)
+        runtime.start(running_loop())
+        client = DriverClient(runtime)
+        _refs.set_client(client)
+        _runtime = runtime
+        _init_info.clear()
+        _init_info.update({
+            "node_id": f"node-{runtime.node_pid}",
+            "node_ip_address": "127.0.0.1",
+            "session_dir": runtime.spill_dir,
+            "object_store_memory": object_store_memory,
+            "init_seconds": time.perf_counter() - started,
+        })
+        return RayContext(_init_info)
+
+
+def _auto_init() -> None:
+    with _lock:
+        if _runtime is None:
+            init()
+
+
+def shutdown() -> None:
+    """Stop the node: workers exit, shared memory is unlinked. Safe to call twice."""
+    global _runtime
+    with _lock:
+        runtime = _runtime
+        if runtime is None:
+            return
+        _runtime = None
+        client = _refs.get_client()
+        _refs.set_client(None)
+        if client is not None:
+            client._ref_counts.clear()
+        runtime.shutdown()
+
+
+atexit.register(shutdown)
+
+
+def is_initialized() -> bool:
+    """True if ``init()`` has run (in a worker: always)."""
+    return _runtime is not None or _refs.get_client() is not None
+
+
+def _client():
+    client = _refs.get_client()
+    if client is None:
+        _auto_init()
+        client = _refs.get_client()
+    return client
+
+
+def remote(*args, **options):
+    """Turn a function into a remote function, or a class into an actor class.
+
+    Use bare (``@remote``) or with options (``@remote(num_cpus=2, max_retries=1)``).
+    Task options: num_cpus, num_gpus, resources, num_returns, max_retries,
+    retry_exceptions, name, memory. Actor options: num_cpus, num_gpus,
+    resources, name, namespace, lifetime, max_restarts, max_task_retries,
+    max_concurrency, get_if_exists.
+    """
+    def make(target):
+        if inspect.isclass(target):
+            return ActorClass(target, options)
+        if callable(target):
+            return RemoteFunction(target, options)
+        raise TypeError("@remote must decorate a function or a class, "
+                        f"not {type(target).__name__}")
+
+    if len(args) == 1 and not options and callable(args[0]):
+        return make(args[0])
+    if args:
+        raise TypeError("remote() takes a function or class, or only keyword options: "
+                        "use @remote or @remote(num_cpus=1, ...)")
+    return make
+
+
+def put(value, *, _owner=None) -> ObjectRef:
+    """Store ``value`` in the object store; returns an ObjectRef to it.
+
+    Large numpy arrays and bytes are stored once in shared memory and read
+    back zero-copy (read-only) by ``get`` in any process.
+    """
+    return _client().put(value)
+
+
+def _check_refs(object_refs, what):
+    if isinstance(object_refs, ObjectRef):
+        return [object_refs], True
+    if isinstance(object_refs, (list, tuple)):
+        for i, r in enumerate(object_refs):
+            if not isinstance(r, ObjectRef):
+                raise TypeError(
+                    f"{what} expects an ObjectRef or a list of ObjectRefs, but item {i} is a "
+                    f"{type(r).__name__}. Pass the refs returned by .remote() or put().")
+        return list(object_refs), False
+    raise TypeError(
+        f"{what} expects an ObjectRef or a list of ObjectRefs, got "
+        f"{type(object_refs).__name__}. Pass the refs returned by .remote() or put().")
+
+
+def get(object_refs, *, timeout: float | None = None):
+    """Return the value(s) of ObjectRef(s), waiting until they are ready.
+
+    In a thread with a running asyncio loop this returns an awaitable
+    instead (``value = await miniray.get(ref)``), so async services never
+    block their loop. Raises the task's exception (a ``RayTaskError`` that is
+    also an instance of the original type), or ``GetTimeoutError``.
+    """
+    refs, single = _check_refs(object_refs, "get()")
+    describe_timeout(timeout)
+    client = _client()
+    if running_loop() is not None:
+        return client.get_async(refs, timeout, single)
+    values = client.get(refs, timeout)
+    return values[0] if single else values
+
+
+def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
+         fetch_local: bool = True):
+    """Wait until ``num_returns`` of the refs are ready, or ``timeout`` seconds.
+
+    Returns ``(ready, not_ready)``, both in the order of ``object_refs``.
+    In a thread with a running asyncio loop, returns an awaitable.
+    """
+    if isinstance(object_refs, ObjectRef):
+        raise TypeError("wait() expects a list of ObjectRefs, got a single ObjectRef; "
+                        "wrap it in a list.")
+    refs, _ = _check_refs(object_refs, "wait()")
+    if len(set(refs)) != len(refs):
+        raise ValueError("wait() got duplicate ObjectRefs")
+    if not isinstance(num_returns, int) or num_returns < 1 and refs:
+        raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
+    if num_returns > len(refs):
+        raise ValueError(f"num_returns ({num_returns}) cannot exceed the number of refs "
+                         f"({len(refs)})")
+    describe_timeout(timeout)
+    client = _client()
+    if not refs:
+        return [], []
+    if running_loop() is not None and hasattr(client, "wait_async"):
+        return client.wait_async(refs, num_returns, timeout, fetch_local)
+    return client.wait(refs, num_returns, timeout, fetch_local)
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that will produce ``object_ref``.
+
+    A queued task never runs; a running one gets ``TaskCancelledError`` raised
+    inside it (``force=True`` kills its worker instead). ``get`` on the ref
+    then raises ``TaskCancelledError``.
+    """
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
+    _client().generic("cancel", object_ref._id, force, recursive)
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    """Kill an actor's process at once. With ``no_restart=False`` it may restart."""
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
+    _client().generic("kill_actor", actor._id, no_restart)
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """Return a handle to the named actor; ``ValueError`` if there is none."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("get_actor() needs the actor's name as a non-empty string")
+    actor_id, meta = _client().generic("get_actor", name, namespace)
+    return ActorHandle(actor_id, meta[0], meta[1])
+
+
+def _resources(which: int) -> dict:
+    total, available = _client().generic("resources")
+    out = total if which == 0 else available
+    return {k: v for k, v in out.items() if v or k == "CPU"}
+
+
+def available_resources() -> dict:
+    """Resources not in use right now, e.g. ``{"CPU": 1.0, ...}``."""
+    return _resources(1)
+
+
+def cluster_resources() -> dict:
+    """All resources of the node."""
+    return _resources(0)
+
+
+def nodes() -> list:
+    """A one-element list describing the local node, in Ray's format."""
+    client = _client()
+    total, _ = client.generic("resources")
+    return [{
+        "NodeID": f"node-{getattr(client, 'node_pid', os.getpid())}",
+        "Alive": True,
+        "NodeManagerAddress": "127.0.0.1",
+        "NodeManagerHostname": os.uname().nodename,
+        "Resources": {k: v for k, v in total.items() if v},
+    }]
+
+
+def get_runtime_context():
+    """Ids of the current job, node, worker, task and actor."""
+    from ._core.context import RuntimeContext
+
+    client = _client()
+    node_pid = getattr(client, "node_pid", None) or os.getpid()
+    return RuntimeContext(_namespace, node_pid)
+
+
+def _node_stats() -> dict:
+    """Internal counters of the node (for tests and the dashboard)."""
+    return _client().generic("stats")

@@ -1,0 +1,198 @@
+"""Exceptions raised by miniray, named as in ``ray.exceptions``.
+
+Programs written for Ray catch these by the same names, so ``except
+ray.exceptions.GetTimeoutError`` keeps working after ``import miniray as ray``.
+"""
+
+from __future__ import annotations
+
+import traceback as _traceback
+
+__all__ = [
+    "RayError",
+    "RayTaskError",
+    "TaskError",
+    "GetTimeoutError",
+    "WorkerCrashedError",
+    "ObjectStoreFullError",
+    "TaskCancelledError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "RayActorError",
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "RaySystemError",
+    "PendingCallsLimitExceeded",
+]
+
+
+class RayError(Exception):
+    """Base class of every error miniray raises on its own behalf."""
+
+
+class RaySystemError(RayError):
+    """The runtime itself failed (not the user's code)."""
+
+
+class GetTimeoutError(RayError, TimeoutError):
+    """``get`` or ``wait`` ran out of time before the objects were ready."""
+
+
+class WorkerCrashedError(RayError):
+    """The worker process running a task died (and the retries, if any, ran out)."""
+
+
+class ObjectStoreFullError(RayError, MemoryError):
+    """The object store cannot hold a new object and nothing can be spilled or freed."""
+
+
+class TaskCancelledError(RayError):
+    """The task was cancelled with ``miniray.cancel`` before it finished."""
+
+    def __init__(self, task_id: str | None = None, message: str | None = None):
+        self.task_id = task_id
+        super().__init__(message or f"Task {task_id} was cancelled")
+
+
+class ObjectLostError(RayError):
+    """The object's data is gone (its storage was removed) and cannot be rebuilt."""
+
+    def __init__(self, object_id: str = "", reason: str = ""):
+        self.object_id = object_id
+        msg = f"Object {object_id} is lost"
+        if reason:
+            msg += f": {reason}"
+        super().__init__(msg)
+
+
+class OwnerDiedError(ObjectLostError):
+    """The process that owned the object died."""
+
+
+class RayActorError(RayError):
+    """An actor could not run a method call."""
+
+    def __init__(self, message: str = "The actor died unexpectedly", actor_id: str | None = None):
+        self.actor_id = actor_id
+        self.error_msg = message
+        super().__init__(message)
+
+
+class ActorDiedError(RayActorError):
+    """The actor is dead: its process exited, it was killed, or ``__init__`` raised."""
+
+
+class ActorUnavailableError(RayActorError):
+    """The actor is temporarily unreachable (restarting)."""
+
+
+class PendingCallsLimitExceeded(RayError):
+    """An actor has too many calls queued (``max_pending_calls``)."""
+
+
+class RayTaskError(RayError):
+    """A task or actor method raised; carries the remote traceback.
+
+    ``get`` raises an instance of a class derived from both ``RayTaskError`` and
+    the original exception's class, so both ``except RayTaskError`` and
+    ``except ValueError`` (say) catch it, as in Ray.
+    """
+
+    def __init__(
+        self,
+        function_name: str,
+        traceback_str: str,
+        cause: BaseException | None,
+        proctitle: str | None = None,
+        pid: int | None = None,
+    ):
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.proctitle = proctitle
+        self.pid = pid
+        Exception.__init__(self, self._message())
+
+    def _message(self) -> str:
+        where = f" (pid={self.pid})" if self.pid else ""
+        return (
+            f"{type(self.cause).__name__ if self.cause is not None else 'Error'} "
+            f"in {self.function_name}{where}:\n{self.traceback_str.rstrip()}"
+        )
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def __reduce__(self):
+        return (
+            _rebuild_task_error,
+            (self.function_name, self.traceback_str, self.cause, self.proctitle, self.pid),
+        )
+
+    @classmethod
+    def from_exception(cls, function_name: str, exc: BaseException, pid: int | None = None):
+        tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(function_name, tb, exc, pid=pid)
+
+    def as_instanceof_cause(self) -> "RayTaskError":
+        """Return an error that is also an instance of the cause's class."""
+        cause = self.cause
+        if cause is None or isinstance(cause, RayTaskError):
+            return self
+        cause_cls = type(cause)
+        if not _can_derive(cause_cls):
+            return self
+        derived = _derived_class(cause_cls)
+        err = derived.__new__(derived)
+        # The cause's own attributes (errno, args, custom fields) stay visible.
+        try:
+            err.__dict__.update(getattr(cause, "__dict__", {}))
+        except Exception:
+            pass
+        err.args = cause.args
+        err.function_name = self.function_name
+        err.traceback_str = self.traceback_str
+        err.cause = cause
+        err.proctitle = self.proctitle
+        err.pid = self.pid
+        return err
+
+
+TaskError = RayTaskError
+
+_derived_cache: dict[type, type] = {}
+
+
+def _can_derive(cause_cls: type) -> bool:
+    if cause_cls in (BaseException, Exception):
+        return True
+    try:
+        type("_probe", (RayTaskError, cause_cls), {})
+    except TypeError:
+        return False
+    return True
+
+
+def _derived_class(cause_cls: type) -> type:
+    derived = _derived_cache.get(cause_cls)
+    if derived is None:
+
+        def __init__(self, *args, **kwargs):  # pragma: no cover - never called directly
+            Exception.__init__(self, *args)
+
+        derived = type(
+            f"RayTaskError({cause_cls.__name__})",
+            (RayTaskError, cause_cls),
+            {
+                "__init__": __init__,
+                "__str__": RayTaskError.__str__,
+                "__reduce__": RayTaskError.__reduce__,
+                "__module__": "miniray.exceptions",
+            },
+        )
+        _derived_cache[cause_cls] = derived
+    return derived
+
+
+def _rebuild_task_error(function_name, traceback_str, cause, proctitle, pid):
+    return RayTaskError(function_name, traceback_str, cause, proctitle, pid).as_instanceof_cause()
