@@ -55,7 +55,9 @@ class DriverClient(ClientBase):
             entry.data = location
             entry.size = location[2]
             self.objects[object_id] = entry
-            runtime.post_lazy(_account_put, runtime, entry.size)
+            runtime._add_used(entry.size)
+            if runtime.store_used > runtime.capacity:
+                runtime.post(_spill_over, runtime)
         return ObjectRef(object_id, _counted=True)
 
     def _write(self, serialized) -> list:
@@ -260,8 +262,7 @@ class DriverClient(ClientBase):
         return result
 
 
-def _account_put(runtime, size: int) -> None:
-    runtime.store_used += size
+def _spill_over(runtime) -> None:
     if runtime.store_used > runtime.capacity:
         runtime._spill(runtime.store_used - runtime.capacity)
 

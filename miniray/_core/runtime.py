@@ -49,6 +49,7 @@ from .serialization import deserialize_inline, serialize
 PENDING = -1
 VALUE_SPILLED = 3
 PIPELINE_DEPTH = 4
+SHORT_TASK_S = 0.002  # tasks of functions faster than this may be pipelined
 DRIVER = None  # the caller id of the driver process in rpc methods
 
 
@@ -72,7 +73,7 @@ class Task:
     __slots__ = ("task_id", "fn_id", "args", "kwargs", "contained", "return_ids", "name",
                  "resources", "retries_left", "retry_exceptions", "deps", "worker",
                  "cancelled", "force_cancelled", "actor", "method", "pinned", "held",
-                 "submitter", "gpu_ids", "finished")
+                 "submitter", "gpu_ids", "finished", "dispatched_at")
 
     def __init__(self):
         self.deps = 0
@@ -157,6 +158,8 @@ class NodeRuntime:
         self.named_actors: dict[tuple, bytes] = {}
         self.adopted: dict[str, int] = {}
         self._pinned_garbage: dict[bytes, ObjectEntry] = {}
+        self._dead_workers: list[WorkerHandle] = []
+        self._used_lock = threading.Lock()
         self._user_loop_thread = None
         self.store_used = 0
         self._state_lock = threading.Lock()
@@ -171,6 +174,7 @@ class NodeRuntime:
         self.thread: threading.Thread | None = None
         self.owns_loop = False
         self.counters = collections.Counter()
+        self.fn_cost: dict[bytes, float] = {}  # EWMA seconds from dispatch to done
         self.arena_size = self.store.arena_size
         self.watchdog = None
         self.worker_env = None
@@ -229,15 +233,15 @@ class NodeRuntime:
         if self.owns_loop:
             if self.thread.is_alive():
                 try:
-                    self.call_threadsafe_wait(self._stop_workers, timeout=10)
-                except Exception:
+                    asyncio.run_coroutine_threadsafe(self._shutdown_async(), self.loop).result(10)
+                except Exception:  # pragma: no cover - the loop is wedged: kill below
                     pass
                 self.loop.call_soon_threadsafe(self.loop.stop)
                 self.thread.join(5)
             if not self.loop.is_running():
                 self.loop.close()
         else:
-            self._stop_workers()
+            self._stop_workers_blocking()
         self._reap_workers()
         self.store.close()
         shm.sweep_node(self.node_pid)
@@ -255,26 +259,57 @@ class NodeRuntime:
                 self.watchdog.kill()
                 self.watchdog.wait()
 
-    def _stop_workers(self) -> None:
+    def _ask_workers_to_exit(self) -> None:
         self._closing = True
         for worker in list(self.workers.values()):
-            if not worker.dead:
+            if worker.dead:
+                continue
+            if worker.transport is not None:
                 worker.out.append(P.pack([P.EXIT]))
                 self._flush_worker(worker)
+            else:  # still starting: nothing to lose
+                worker.proc.kill()
 
-    def _reap_workers(self) -> None:
+    async def _shutdown_async(self) -> None:
+        self._ask_workers_to_exit()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(
+                w.proc.poll() is None for w in self.workers.values()):
+            await asyncio.sleep(0.005)
+        self._close_transports()
+        await asyncio.sleep(0)
+
+    def _stop_workers_blocking(self) -> None:
+        self._ask_workers_to_exit()
         deadline = time.monotonic() + 2.0
         for worker in list(self.workers.values()):
-            remaining = max(0.0, deadline - time.monotonic())
             try:
-                worker.proc.wait(remaining)
+                worker.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                pass
+        self._close_transports()
+
+    def _close_transports(self) -> None:
+        for worker in list(self.workers.values()):
+            if worker.proc.poll() is None:
+                worker.proc.kill()
+            if worker.transport is not None:
+                worker.transport.abort()
+            worker.dead = True
+
+    def _reap_workers(self) -> None:
+        for worker in list(self.workers.values()) + self._dead_workers:
+            try:
+                worker.proc.wait(2.0)
+            except subprocess.TimeoutExpired:  # pragma: no cover
                 worker.proc.kill()
                 worker.proc.wait()
             try:
                 worker.sock.close()
             except OSError:
                 pass
+        self.workers.clear()
+        self._dead_workers.clear()
 
     # -- cross-thread plumbing -----------------------------------------------------
     def post(self, fn, *args) -> None:
@@ -430,7 +465,8 @@ class NodeRuntime:
             self._send(worker, [P.REPLY, request_id, True, result])
 
     def _on_worker_lost(self, worker: WorkerHandle) -> None:
-        if worker.dead:
+        if worker.dead or self._closing:
+            worker.dead = True
             return
         worker.dead = True
         self.workers.pop(worker.worker_id, None)
@@ -446,9 +482,8 @@ class NodeRuntime:
                 code = None
         reason = _describe_exit(code)
         worker.exit_reason = reason
-        if self._closing:
-            return
         self.counters["workers_died"] += 1
+        self._dead_workers.append(worker)
         # Its objects survive it: the node adopts its segments.
         for name in shm.list_segments(self.node_pid):
             parsed = shm.parse_name(name)
@@ -537,7 +572,7 @@ class NodeRuntime:
                     lease["_gpu_ids"] = [self.free_gpu_ids.pop(0) for _ in range(ngpu)]
                     task.gpu_ids = lease["_gpu_ids"]
                 worker.lease = lease
-            elif len(ready) > 1 or not idle:
+            elif self._is_short(task.fn_id):
                 worker = self._pipeline_target(resources)
             if worker is None:
                 if not self._fits(resources) or not idle:
@@ -554,12 +589,19 @@ class NodeRuntime:
         if ready and not idle:
             self._maybe_grow_pool()
 
+    def _is_short(self, fn_id) -> bool:
+        cost = self.fn_cost.get(fn_id)
+        return cost is not None and cost < SHORT_TASK_S
+
     def _pipeline_target(self, resources: dict):
+        # Only tasks known to be short are queued behind other short tasks, so a
+        # long task never holds back work another worker could start.
         best = None
         for worker in self.workers.values():
             if (worker.actor is None and worker.lease is not None and not worker.blocked
                     and worker.ready and len(worker.assigned) < PIPELINE_DEPTH
-                    and _same_shape(worker.lease, resources)):
+                    and _same_shape(worker.lease, resources)
+                    and all(self._is_short(t.fn_id) for t in worker.assigned.values())):
                 if best is None or len(worker.assigned) < len(best.assigned):
                     best = worker
         return best
@@ -575,6 +617,7 @@ class NodeRuntime:
 
     def _dispatch(self, task: Task, worker: WorkerHandle) -> None:
         task.worker = worker
+        task.dispatched_at = time.perf_counter() if not worker.assigned else 0.0
         worker.assigned[task.task_id] = task
         if task.fn_id not in worker.known_functions:
             worker.known_functions.add(task.fn_id)
@@ -630,7 +673,7 @@ class NodeRuntime:
         entry.contained = contained
         entry.size = size
         if state == VALUE_SHM:
-            self.store_used += size
+            self._add_used(size)
         with self._state_lock:
             entry.state = state
             entry.data = data
@@ -640,6 +683,10 @@ class NodeRuntime:
             waiter(object_id, entry)
         if state == VALUE_SHM and self.store_used > self.capacity:
             self._spill(self.store_used - self.capacity)
+
+    def _add_used(self, delta: int) -> None:
+        with self._used_lock:  # the driver's put adds from its own thread
+            self.store_used += delta
 
     def _release_contained(self, contained) -> None:
         if contained:
@@ -680,7 +727,7 @@ class NodeRuntime:
         entry.contained = None
 
     def _free_entry_storage(self, entry: ObjectEntry) -> None:
-        self.store_used -= entry.size
+        self._add_used(-entry.size)
         self._free_storage(entry.data)
 
     def _maybe_free_unpinned(self, object_id, entry) -> None:
@@ -746,7 +793,7 @@ class NodeRuntime:
                 entry.state = VALUE_SPILLED
                 entry.data = path
             self._free_storage(location)
-            self.store_used -= entry.size
+            self._add_used(-entry.size)
             freed += entry.size
             self.counters["objects_spilled"] += 1
         return freed
@@ -762,7 +809,7 @@ class NodeRuntime:
             entry.state = VALUE_SHM
             entry.data = location
         os.unlink(path)
-        self.store_used += entry.size
+        self._add_used(entry.size)
         self.counters["objects_restored"] += 1
 
     def make_room_threadsafe(self, size: int) -> None:
@@ -933,6 +980,10 @@ class NodeRuntime:
             if not worker.blocked:
                 self.idle.append(worker)
         self.counters["tasks_finished"] += 1
+        if task.dispatched_at and task.fn_id is not None:
+            took = time.perf_counter() - task.dispatched_at
+            previous = self.fn_cost.get(task.fn_id)
+            self.fn_cost[task.fn_id] = took if previous is None else 0.8 * previous + 0.2 * took
         self._finish_task(task)
         for object_id, (data, contained) in zip(task.return_ids, results):
             if contained:

@@ -196,7 +196,9 @@ class WorkerClient(ClientBase):
                 keep = collections.deque(m for m in keep if m[0] != P.TASK)
                 continue
             keep.append(message)
-        self.inbox = keep
+        # In place: run_sync holds a reference to this deque.
+        self.inbox.clear()
+        self.inbox.extend(keep)
 
     def _unwrap(self, reply):
         _, _, ok, payload = reply

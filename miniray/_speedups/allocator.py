@@ -24,26 +24,28 @@ trees.  So the buddy address of a whole tree never holds a free block of the
 same order, and coalescing by "is my buddy free at my order?" stops at tree
 boundaries by itself, without a table of tree extents.
 
+Free blocks of each order form a doubly linked list threaded through
+per-unit tables (``array`` objects, typed memoryviews in the compiled twin),
+so allocate and free touch no Python objects on the compiled path.  The
+tables cost 18 bytes per unit: about 0.4% of the arena with 4 KiB units.
+
 Invariants (checked by ``tests/test_allocator.py``):
 
 * every unit of the arena is in exactly one free block or one allocated block;
-* ``_free_blocks[k]`` holds the unit index of every free block of order ``k``;
+* the list of order ``k`` holds exactly the free blocks of order ``k``, and
+  ``_free_order[unit] == k`` for each of them;
 * two free buddies never coexist (they are merged on ``free``);
 * ``bytes_in_use`` is the sum of allocated block sizes, and
   ``allocated_count - freed_count`` is the number of live blocks.
 """
 
+from array import array
 from operator import index as _as_index
 
 __all__ = ["SlotAllocator"]
 
-# An allocated block is remembered as one int: ``requested_size << 6 | order``.
-# One dict value instead of a tuple keeps allocate/free free of extra object
-# allocations; orders never reach 64 because unit counts fit in 63 bits.
-_ORDER_BITS = 6
-_ORDER_MASK = (1 << _ORDER_BITS) - 1
-# The packed record must fit a signed 64-bit integer in the compiled build.
-_MAX_CAPACITY = 1 << (63 - _ORDER_BITS)
+# Unit counts above this would make the per-unit tables absurdly large.
+_MAX_UNITS = 1 << 40
 
 
 class SlotAllocator:
@@ -74,18 +76,31 @@ class SlotAllocator:
                 f"capacity ({capacity}) must be a multiple of min_block "
                 f"({min_block})"
             )
-        if capacity >= _MAX_CAPACITY:
-            raise ValueError(
-                f"capacity ({capacity}) must be below {_MAX_CAPACITY} bytes"
-            )
         total_units = capacity // min_block
+        if total_units > _MAX_UNITS:
+            raise ValueError(
+                f"capacity ({capacity}) must be below {_MAX_UNITS} * min_block "
+                f"({min_block}); use a larger min_block"
+            )
 
         self._capacity = capacity
         self._min_block = min_block
         self._unit_shift = min_block.bit_length() - 1
+        self._total_units = total_units
         self._max_order = total_units.bit_length() - 1
-        self._free_blocks = [set() for _ in range(self._max_order + 1)]
-        self._allocated = {}
+        # Per-unit tables; only the entry of a block's first unit is used.
+        # _free_order[u]: order of the free block starting at u, else -1.
+        # _allocated_order[u]: order of the allocated block at u, else -1.
+        # _next[u]: for a free block, the next free block of the same order
+        #   (-1 ends the list); for an allocated block, the requested size
+        #   (an allocated block is on no list, so its link is unused).
+        # _previous[u]: for a free block, the previous one, or -1.
+        self._free_order = array("b", [-1]) * total_units
+        self._allocated_order = array("b", [-1]) * total_units
+        self._next = array("q", [-1]) * total_units
+        self._previous = array("q", [-1]) * total_units
+        # _first_free[k]: head of the free list of order k, or -1.
+        self._first_free = array("q", [-1]) * (self._max_order + 1)
         self._bytes_in_use = 0
         self._bytes_requested = 0
         self._allocated_count = 0
@@ -95,8 +110,45 @@ class SlotAllocator:
         unit = 0
         for order in range(self._max_order, -1, -1):
             if total_units >> order & 1:
-                self._free_blocks[order].add(unit)
+                self._push_free(unit, order)
                 unit += 1 << order
+
+    # -- free lists (doubly linked, through the per-unit tables) ------------
+
+    def _push_free(self, unit, order):
+        head = self._first_free[order]
+        self._next[unit] = head
+        self._previous[unit] = -1
+        if head >= 0:
+            self._previous[head] = unit
+        self._first_free[order] = unit
+        self._free_order[unit] = order
+
+    def _remove_free(self, unit, order):
+        following = self._next[unit]
+        preceding = self._previous[unit]
+        if preceding >= 0:
+            self._next[preceding] = following
+        else:
+            self._first_free[order] = following
+        if following >= 0:
+            pass
+        self._free_order[unit] = -1
+
+    def _allocated_unit(self, offset):
+        """Unit index of the live block at ``offset``, or -1."""
+        if offset < 0 or offset & (self._min_block - 1):
+            return -1
+        unit = offset >> self._unit_shift
+        if unit >= self._total_units or self._allocated_order[unit] < 0:
+            return -1
+        return unit
+
+    def _largest_free_order(self):
+        order = self._max_order
+        while order >= 0 and self._first_free[order] < 0:
+            order -= 1
+        return order
 
     # -- hot paths ---------------------------------------------------------
 
@@ -119,22 +171,22 @@ class SlotAllocator:
 
         # Smallest order at or above the wanted one that has a free block.
         found = order
-        while found <= self._max_order and not self._free_blocks[found]:
+        while found <= self._max_order and self._first_free[found] < 0:
             found += 1
         if found > self._max_order:
             return -1
-        blocks = self._free_blocks[found]
-        unit = blocks.pop()
+        unit = self._first_free[found]
+        self._remove_free(unit, found)
 
         # Split down to the wanted order; the upper halves become free.
         while found > order:
             found -= 1
             half = 1
             half <<= found
-            blocks = self._free_blocks[found]
-            blocks.add(unit + half)
+            self._push_free(unit + half, found)
 
-        self._allocated[unit] = size << _ORDER_BITS | order
+        self._allocated_order[unit] = order
+        self._next[unit] = size
         self._bytes_in_use += self._min_block << order
         self._bytes_requested += size
         self._allocated_count += 1
@@ -146,47 +198,40 @@ class SlotAllocator:
         Raises ``ValueError`` for an offset that is not the start of a live
         block (never allocated, or already freed).
         """
-        if offset < 0 or offset & (self._min_block - 1):
-            raise ValueError(f"offset {offset} is not an allocated block")
-        unit = offset >> self._unit_shift
-        record = self._allocated.pop(unit, None)
-        if record is None:
+        unit = self._allocated_unit(offset)
+        if unit < 0:
             raise ValueError(
                 f"offset {offset} is not an allocated block "
                 f"(double free or never allocated)"
             )
-        packed = record
-        order = packed & _ORDER_MASK
+        order = self._allocated_order[unit]
+        self._allocated_order[unit] = -1
         freed_size = self._min_block << order
         self._bytes_in_use -= freed_size
-        self._bytes_requested -= packed >> _ORDER_BITS
+        self._bytes_requested -= self._next[unit]
         self._freed_count += 1
 
-        # Merge with the buddy while it is free at the same order.
+        # Merge with the buddy while it is free at the same order.  The
+        # buddy of the last, partial tree may lie past the arena's end.
         buddy_bit = 1
         buddy_bit <<= order
         while order < self._max_order:
-            blocks = self._free_blocks[order]
             buddy = unit ^ buddy_bit
-            if buddy not in blocks:
+            if buddy >= self._total_units or self._free_order[buddy] != order:
                 break
-            blocks.discard(buddy)
+            self._remove_free(buddy, order)
             unit &= ~buddy_bit
             buddy_bit <<= 1
             order += 1
-        blocks = self._free_blocks[order]
-        blocks.add(unit)
+        self._push_free(unit, order)
         return freed_size
 
     def block_size(self, offset):
         """Size in bytes of the allocated block at ``offset``."""
-        record = None
-        if offset >= 0 and not offset & (self._min_block - 1):
-            record = self._allocated.get(offset >> self._unit_shift)
-        if record is None:
+        unit = self._allocated_unit(offset)
+        if unit < 0:
             raise ValueError(f"offset {offset} is not an allocated block")
-        packed = record
-        return self._min_block << (packed & _ORDER_MASK)
+        return self._min_block << self._allocated_order[unit]
 
     # -- introspection -----------------------------------------------------
 
@@ -213,12 +258,8 @@ class SlotAllocator:
     @property
     def largest_free(self):
         """Size of the largest block ``allocate`` could return right now."""
-        order = self._max_order
-        while order >= 0:
-            if self._free_blocks[order]:
-                return self._min_block << order
-            order -= 1
-        return 0
+        order = self._largest_free_order()
+        return self._min_block << order if order >= 0 else 0
 
     @property
     def allocated_count(self):
@@ -240,20 +281,22 @@ class SlotAllocator:
             "largest_free": self.largest_free,
             "allocated_count": self._allocated_count,
             "freed_count": self._freed_count,
-            "live_blocks": len(self._allocated),
+            "live_blocks": self._allocated_count - self._freed_count,
         }
 
     def free_blocks(self):
         """Sorted ``(offset, size)`` pairs of the free blocks (for tests)."""
-        return sorted(
-            (unit << self._unit_shift, self._min_block << order)
-            for order, blocks in enumerate(self._free_blocks)
-            for unit in blocks
-        )
+        blocks = []
+        for order in range(self._max_order + 1):
+            unit = self._first_free[order]
+            while unit >= 0:
+                blocks.append((unit << self._unit_shift, self._min_block << order))
+                unit = self._next[unit]
+        return sorted(blocks)
 
     def __repr__(self):
         return (
             f"<{type(self).__name__} capacity={self._capacity} "
             f"min_block={self._min_block} bytes_in_use={self._bytes_in_use} "
-            f"live_blocks={len(self._allocated)}>"
+            f"live_blocks={self._allocated_count - self._freed_count}>"
         )

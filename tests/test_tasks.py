@@ -1,0 +1,371 @@
+import asyncio
+import os
+import time
+
+import numpy as np
+import pytest
+
+from miniray import exceptions
+
+
+def test_remote_function_roundtrip(ray):
+    @ray.remote
+    def add(a, b=10):
+        return a + b
+
+    assert ray.get(add.remote(1)) == 11
+    assert ray.get(add.remote(1, b=2)) == 3
+    assert ray.get([add.remote(i) for i in range(100)]) == [i + 10 for i in range(100)]
+
+
+def test_calling_remote_function_directly_is_a_type_error(ray):
+    @ray.remote
+    def f():
+        return 1
+
+    with pytest.raises(TypeError, match=r"f.remote\(\)"):
+        f()
+
+
+def test_dag_resolves_refs_and_keeps_nested_refs(ray):
+    @ray.remote
+    def inc(x):
+        return x + 1
+
+    @ray.remote
+    def kind(x):
+        return type(x[0]).__name__
+
+    ref = ray.put(1)
+    for _ in range(50):
+        ref = inc.remote(ref)
+    assert ray.get(ref) == 51
+    assert ray.get(kind.remote([inc.remote(1)])) == "ObjectRef"
+
+
+def test_num_returns(ray):
+    @ray.remote(num_returns=3)
+    def three():
+        return 1, 2, 3
+
+    refs = three.remote()
+    assert len(refs) == 3
+    assert ray.get(refs) == [1, 2, 3]
+
+    @ray.remote(num_returns=2)
+    def wrong():
+        return 1
+
+    a, b = wrong.remote()
+    with pytest.raises(exceptions.RayTaskError, match="num_returns=2"):
+        ray.get(a)
+
+
+def test_exception_carries_remote_traceback_and_original_type(ray):
+    @ray.remote
+    def boom(x):
+        raise KeyError(f"missing {x}")
+
+    with pytest.raises(KeyError) as info:
+        ray.get(boom.remote(7))
+    err = info.value
+    assert isinstance(err, exceptions.RayTaskError)
+    assert "missing 7" in str(err)
+    assert "boom" in err.traceback_str
+    assert "raise KeyError" in err.traceback_str
+
+
+def test_error_propagates_through_dependencies(ray):
+    @ray.remote
+    def boom():
+        raise ValueError("upstream")
+
+    @ray.remote
+    def use(x):
+        return x
+
+    with pytest.raises(ValueError, match="upstream"):
+        ray.get(use.remote(boom.remote()))
+
+
+def test_put_get_large_numpy_is_zero_copy(ray):
+    array = np.arange(2_000_000, dtype=np.float64)
+    ref = ray.put(array)
+    out = ray.get(ref)
+    assert np.array_equal(out, array)
+    assert not out.flags.writeable  # a read-only view of shared memory
+    assert not np.shares_memory(out, array)
+
+    @ray.remote
+    def total(a):
+        assert not a.flags.writeable
+        return float(a.sum())
+
+    assert ray.get(total.remote(ref)) == float(array.sum())
+    # A large argument passed by value goes through the store automatically.
+    assert ray.get(total.remote(array)) == float(array.sum())
+
+
+def test_large_task_result_lives_in_shared_memory(ray):
+    @ray.remote
+    def make(n):
+        return np.ones(n, dtype=np.uint8)
+
+    out = ray.get(make.remote(5_000_000))
+    assert out.sum() == 5_000_000 and not out.flags.writeable
+
+
+def test_objects_are_freed_when_refs_drop(ray):
+    ref = ray.put(np.zeros(1_000_000))
+    stats = ray.api._node_stats()
+    assert stats["driver_store"]["allocated_count"] >= 1
+    del ref
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        stats = ray.api._node_stats()
+        store = stats["driver_store"]
+        if store["allocated_count"] == store["freed_count"]:
+            break
+        time.sleep(0.05)
+    assert store["allocated_count"] == store["freed_count"]
+    assert stats["store_used"] == 0
+
+
+def test_value_is_pinned_while_a_view_is_alive(ray):
+    ref = ray.put(np.full(1_000_000, 3.0))
+    view = ray.get(ref)
+    del ref
+    time.sleep(0.2)
+    ray.put(np.zeros(1_000_000))  # would reuse the slot if it had been freed
+    assert view[0] == 3.0 and view[-1] == 3.0
+
+
+def test_wait_is_order_preserving_and_times_out(ray):
+    @ray.remote
+    def sleepy(t):
+        time.sleep(t)
+        return t
+
+    refs = [sleepy.remote(0.5), sleepy.remote(0.0), sleepy.remote(0.0)]
+    ready, pending = ray.wait(refs, num_returns=2, timeout=5)
+    assert ready == [refs[1], refs[2]]
+    assert pending == [refs[0]]
+    ready, pending = ray.wait(refs, num_returns=3, timeout=0.01)
+    assert len(ready) + len(pending) == 3
+
+
+def test_get_timeout(ray):
+    @ray.remote
+    def slow():
+        time.sleep(2)
+
+    with pytest.raises(exceptions.GetTimeoutError):
+        ray.get(slow.remote(), timeout=0.1)
+
+
+def test_get_of_non_ref_is_type_error(ray):
+    with pytest.raises(TypeError, match="ObjectRef"):
+        ray.get(1)
+    with pytest.raises(TypeError, match="item 1"):
+        ray.get([ray.put(1), 2])
+
+
+def test_unpicklable_argument_is_named(ray):
+    import threading
+
+    @ray.remote
+    def f(x, lock=None):
+        return 1
+
+    with pytest.raises(TypeError, match="keyword argument 'lock' of"):
+        f.remote(1, lock=threading.Lock())
+
+
+def test_nested_tasks_do_not_deadlock(ray):
+    @ray.remote
+    def leaf(i):
+        return i
+
+    @ray.remote
+    def parent(n):
+        return sum(ray.get([leaf.remote(i) for i in range(n)]))
+
+    # More parents than CPUs: each blocked parent lends its CPU back.
+    assert ray.get([parent.remote(5) for _ in range(6)], timeout=60) == [10] * 6
+
+
+def test_worker_crash_is_retried_then_reported(ray, tmp_path):
+    marker = tmp_path / "crashed"
+
+    @ray.remote(max_retries=1)
+    def crash_once(path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(1)
+        return "recovered"
+
+    assert ray.get(crash_once.remote(str(marker))) == "recovered"
+
+    @ray.remote(max_retries=0)
+    def crash_always():
+        os._exit(3)
+
+    with pytest.raises(exceptions.WorkerCrashedError, match="exit code 3"):
+        ray.get(crash_always.remote())
+
+
+def test_retry_exceptions(ray, tmp_path):
+    counter = tmp_path / "count"
+    counter.write_text("0")
+
+    @ray.remote(max_retries=3, retry_exceptions=[OSError])
+    def flaky(path):
+        n = int(open(path).read()) + 1
+        open(path, "w").write(str(n))
+        if n < 3:
+            raise OSError("try again")
+        return n
+
+    assert ray.get(flaky.remote(str(counter))) == 3
+
+    @ray.remote(max_retries=3, retry_exceptions=[OSError])
+    def wrong_type():
+        raise ValueError("not retried")
+
+    with pytest.raises(ValueError):
+        ray.get(wrong_type.remote())
+
+
+def test_cancel_queued_and_running(ray):
+    @ray.remote
+    def sleeper():
+        for _ in range(200):
+            time.sleep(0.05)
+        return "finished"
+
+    running = [sleeper.remote() for _ in range(2)]
+    queued = sleeper.remote()
+    time.sleep(0.5)
+    ray.cancel(queued)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(queued, timeout=10)
+    ray.cancel(running[0])
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(running[0], timeout=10)
+    ray.cancel(running[1], force=True)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(running[1], timeout=10)
+
+
+def test_resources_and_infeasible_requests(ray_factory):
+    ray = ray_factory(num_cpus=2, resources={"special": 1})
+    assert ray.cluster_resources()["CPU"] == 2
+    assert ray.cluster_resources()["special"] == 1
+
+    @ray.remote(resources={"special": 1})
+    def uses_special():
+        return ray.get_runtime_context().get_worker_id()
+
+    assert ray.get(uses_special.remote()).startswith("worker-")
+    with pytest.raises(ValueError, match="could never run"):
+        uses_special.options(resources={"special": 2}).remote()
+    with pytest.raises(ValueError, match="GPU"):
+        uses_special.options(num_gpus=1).remote()
+
+
+def test_invalid_options(ray):
+    with pytest.raises(ValueError, match="Invalid option"):
+        @ray.remote(num_cpu=1)
+        def f():
+            pass
+
+
+async def test_await_refs_in_asyncio(ray):
+    @ray.remote
+    def square(x):
+        return x * x
+
+    assert await square.remote(3) == 9
+    assert await ray.get(square.remote(4)) == 16
+    refs = [square.remote(i) for i in range(200)]
+    assert await asyncio.gather(*refs) == [i * i for i in range(200)]
+    ready, _ = await ray.wait(refs, num_returns=200)
+    assert len(ready) == 200
+
+
+async def test_init_inside_running_loop_uses_that_loop():
+    import miniray
+
+    miniray.init(num_cpus=1)
+    try:
+        from miniray.api import _runtime
+
+        assert _runtime.loop is asyncio.get_running_loop()
+
+        @miniray.remote
+        def f(x):
+            return x + 1
+
+        assert await f.remote(1) == 2
+        assert await miniray.get([f.remote(i) for i in range(10)]) == list(range(1, 11))
+    finally:
+        miniray.shutdown()
+
+
+def test_spilling_under_memory_pressure(ray_factory):
+    ray = ray_factory(object_store_memory=24 << 20, _arena_size=32 << 20)
+    refs = [ray.put(np.full(1_000_000, i, dtype=np.float64)) for i in range(6)]  # 48 MB
+    stats = ray.api._node_stats()
+    assert stats["counters"].get("objects_spilled", 0) >= 1
+    assert stats["store_used"] <= 24 << 20
+    for i, ref in enumerate(refs):
+        assert ray.get(ref)[123] == i
+
+    @ray.remote
+    def first(a):
+        return float(a[0])
+
+    assert ray.get([first.remote(r) for r in refs]) == [float(i) for i in range(6)]
+
+
+def test_object_store_full_when_everything_is_pinned(ray_factory):
+    ray = ray_factory(object_store_memory=8 << 20)
+    view = ray.get(ray.put(np.zeros(700_000)))  # 5.6 MB, pinned by the view
+    with pytest.raises(exceptions.ObjectStoreFullError, match="object_store_memory"):
+        ray.put(np.zeros(700_000))
+    del view
+    with pytest.raises(exceptions.ObjectStoreFullError, match="does not fit"):
+        ray.put(np.zeros(2_000_000))
+
+
+def test_reinit_and_auto_init():
+    import miniray
+
+    @miniray.remote
+    def f():
+        return 5
+
+    try:
+        assert ray_get_auto(miniray, f) == 5
+        with pytest.raises(RuntimeError, match="ignore_reinit_error"):
+            miniray.init()
+        miniray.init(ignore_reinit_error=True)
+    finally:
+        miniray.shutdown()
+    assert not miniray.is_initialized()
+
+
+def ray_get_auto(miniray, f):
+    return miniray.get(f.remote())
+
+
+def test_runtime_context_and_nodes(ray):
+    @ray.remote
+    def where():
+        ctx = ray.get_runtime_context()
+        return ctx.get_task_id(), ctx.worker_mode
+
+    task_id, mode = ray.get(where.remote())
+    assert task_id and mode == "WORKER_MODE"
+    assert ray.nodes()[0]["Alive"]
+    assert ray.available_resources()["CPU"] <= 2
