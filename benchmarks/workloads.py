@@ -712,6 +712,21 @@ def session_markers(system: str, api) -> List[str]:
     return []
 
 
+def _short_name(p) -> str:
+    """'raylet', 'ray::IDLE', 'python -m miniray._core.worker', 'python monitor.py'."""
+    parts = p.cmdline.split() if p.cmdline else []
+    if not parts:
+        return p.name[:40]
+    exe = parts[0].rsplit("/", 1)[-1]
+    if exe.startswith("python"):
+        args = [a for a in parts[1:] if a not in ("-u", "-B", "-E", "-s", "-S")]
+        if len(args) >= 2 and args[0] == "-m":
+            return ("python -m " + args[1])[:60]
+        if args and not args[0].startswith("-"):
+            return ("python " + args[0].rsplit("/", 1)[-1])[:60]
+    return exe[:40]
+
+
 def measure_startup(system: str, settle: float) -> dict:
     """Measure the startup metrics in this (fresh) process. Returns
     {name: result} with result = {"value": v, "extras": {...}} or
@@ -750,7 +765,7 @@ def measure_startup(system: str, settle: float) -> dict:
         mem = memory_of(p.pid for p in procs)
         names: Dict[str, int] = {}
         for p in procs:
-            short = (p.cmdline.split(" ")[0].rsplit("/", 1)[-1] if p.cmdline else p.name)[:40]
+            short = _short_name(p)
             names[short] = names.get(short, 0) + 1
         out["idle_rss"] = {"value": mem["rss"] / MB, "extras": {
             "pss_MB": (mem["pss"] / MB) if mem["pss"] is not None else None,
