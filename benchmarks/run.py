@@ -518,7 +518,7 @@ def parent_main(args) -> int:
     startup = [n for n in names if W.REGISTRY[n].kind == "startup"]
     main = [n for n in names if W.REGISTRY[n].kind == "main"]
     settings = _settings(args.quick)
-    startup_reps = args.startup_reps or (1 if args.quick else 3)
+    startup_reps = args.startup_reps or (1 if args.quick else 2)
     logdir = tempfile.mkdtemp(prefix="miniray-bench-")
     runner = ChildRunner(args, logdir)
     atexit.register(_cleanup_all)
@@ -609,7 +609,7 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=None,
                    help="per-workload time limit in seconds (default 150, quick 45)")
     p.add_argument("--startup-reps", type=int, default=None,
-                   help="fresh processes for the startup metrics (default 3, quick 1)")
+                   help="fresh processes for the startup metrics (default 2, quick 1)")
     p.add_argument("--keep-logs", action="store_true", help="keep the child logs")
     p.add_argument("--list", action="store_true", help="list workloads and exit")
     p.add_argument("--quiet", action="store_true", help="no per-workload progress")

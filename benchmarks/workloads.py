@@ -487,7 +487,7 @@ def _chain_200_futures(ctx: Ctx):
 @workload("asyncio_await_5000", "s", higher_is_better=False, target=Ratio(20),
           description="asyncio.run(main()) creating 5,000 task refs and awaiting "
                       "asyncio.gather(*refs); lower is better",
-          warmup=0, reps=3, quick_reps=1)
+          warmup=0, reps=2, quick_reps=1)
 def asyncio_await_5000(ctx: Ctx):
     noop = ctx.remote.noop
     perf = time.perf_counter
