@@ -371,7 +371,7 @@ class NodeRuntime:
         if actor is not None and actor.options.get("_gpu_ids"):
             env = dict(env, CUDA_VISIBLE_DEVICES=",".join(map(str, actor.options["_gpu_ids"])))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "miniray._core.worker", str(child.fileno()),
+            [sys.executable, "-m", "miniray._core.worker_main", str(child.fileno()),
              str(self.node_pid), str(self.capacity), str(self.arena_size), str(worker_id)],
             pass_fds=[child.fileno()], start_new_session=True, env=env,
         )
@@ -394,7 +394,12 @@ class NodeRuntime:
             def data_received(self, data):
                 self.unpacker.feed(data)
                 for message in self.unpacker:
-                    runtime._on_message(worker, message)
+                    try:
+                        runtime._on_message(worker, message)
+                    except Exception:  # pragma: no cover - a runtime bug; keep serving
+                        import traceback
+
+                        traceback.print_exc()
                 runtime._schedule()
 
             def connection_lost(self, exc):
@@ -501,7 +506,7 @@ class NodeRuntime:
         if worker.actor is not None:
             self._on_actor_worker_lost(worker.actor, worker, reason)
         for task in tasks:
-            if task.finished:
+            if task.finished or task.actor is not None:
                 continue
             task.worker = None
             if task.force_cancelled or task.cancelled:
@@ -533,12 +538,12 @@ class NodeRuntime:
 
     def _acquire(self, resources: dict) -> None:
         for key, amount in resources.items():
-            if amount:
+            if amount and key[0] != "_":
                 self.available[key] = self.available.get(key, 0.0) - amount
 
     def _release(self, resources: dict) -> None:
         for key, amount in resources.items():
-            if amount:
+            if amount and key[0] != "_":  # "_gpu_ids" is bookkeeping, not an amount
                 self.available[key] = self.available.get(key, 0.0) + amount
 
     def _release_lease(self, worker: WorkerHandle) -> None:
@@ -583,6 +588,7 @@ class NodeRuntime:
                     continue
                 break
             ready.popleft()
+            task.gpu_ids = worker.lease.get("_gpu_ids", ()) if worker.lease else ()
             self._dispatch(task, worker)
         if blocked:
             ready.extendleft(reversed(blocked))
@@ -616,10 +622,14 @@ class NodeRuntime:
             self._spawn_worker()
 
     def _dispatch(self, task: Task, worker: WorkerHandle) -> None:
+        if task.pinned:  # a retry: the earlier attempt's pins go
+            for object_id in task.pinned:
+                self._unpin(object_id)
+            task.pinned = ()
         task.worker = worker
         task.dispatched_at = time.perf_counter() if not worker.assigned else 0.0
         worker.assigned[task.task_id] = task
-        if task.fn_id not in worker.known_functions:
+        if task.fn_id is not None and task.fn_id not in worker.known_functions:
             worker.known_functions.add(task.fn_id)
             self._send(worker, [P.FUNCTION, task.fn_id, self.functions[task.fn_id]])
         args, kwargs, pinned = self._resolve_args(task)
@@ -630,7 +640,7 @@ class NodeRuntime:
                                 task.return_ids, task.name])
         else:
             self._send(worker, [P.TASK, task.task_id, task.fn_id, args, kwargs,
-                                task.return_ids, task.name])
+                                task.return_ids, task.name, task.gpu_ids or None])
 
     def _resolve_args(self, task: Task):
         pinned = []
@@ -1339,7 +1349,8 @@ class NodeRuntime:
             for task in inflight:
                 self._fail_task(task, self._actor_death_error(actor))
             return
-        actor.death_cause = f"its worker process exited ({reason})"
+        if not actor.no_restart:
+            actor.death_cause = f"its worker process exited ({reason})"
         can_restart = actor.restarts_left > 0 and not actor.no_restart
         retry = []
         for task in inflight:

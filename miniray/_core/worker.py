@@ -77,6 +77,7 @@ class WorkerClient(ClientBase):
         self.running_async: dict[bytes, object] = {}
         self.pool = None
         self.loop_thread_id = None
+        self.gpu_ids_set = False
 
     # -- transport ------------------------------------------------------------
     def send(self, message) -> None:
@@ -399,7 +400,11 @@ class WorkerClient(ClientBase):
             return serialize(error).to_inline()
 
     def run_task(self, message) -> None:
-        _, task_id, fn_id, args, kwargs, return_ids, name = message
+        _, task_id, fn_id, args, kwargs, return_ids, name, gpu_ids = message
+        if gpu_ids is not None or self.gpu_ids_set:
+            # Like Ray: a task sees only the GPUs it was given.
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids or ()))
+            self.gpu_ids_set = gpu_ids is not None
         if task_id in self.cancelled:
             self.cancelled.discard(task_id)
             self._send_cancelled(task_id)
@@ -732,15 +737,15 @@ def main(argv=None) -> None:
     context.set_worker_context(client)
     signal.signal(signal.SIGUSR1, client._on_sigusr1)
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(_ExitWorker("SIGTERM")))
-    client.send([P.READY, os.getpid()])
-    client.flush()
     code = 0
     try:
         try:
+            client.send([P.READY, os.getpid()])
+            client.flush()
             client.run_sync()
         except _SwitchToConcurrent as switch:
             client.run_concurrent(switch.max_concurrency, switch.is_async)
-    except _ExitWorker:
+    except (_ExitWorker, ConnectionError):
         pass
     except BaseException:  # pragma: no cover - a bug in the worker itself
         traceback.print_exc()

@@ -1,0 +1,10 @@
+"""Entry point of worker processes (``python -m miniray._core.worker_main``).
+
+A separate module so that ``miniray._core.worker`` is imported under its own
+name, not as ``__main__`` (its classes must be the ones the API raises).
+"""
+
+from miniray._core.worker import main
+
+if __name__ == "__main__":
+    main()
