@@ -132,7 +132,7 @@ class SlotAllocator:
         else:
             self._first_free[order] = following
         if following >= 0:
-            pass
+            self._previous[following] = preceding
         self._free_order[unit] = -1
 
     def _allocated_unit(self, offset):
