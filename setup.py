@@ -1,0 +1,128 @@
+"""Build the Cython twins of miniray's pure-Python hot paths.
+
+Metadata lives in setup.cfg; this file only knows about extensions.
+
+Each name in ``COMPILED_MODULES`` is a pair ``miniray/_speedups/<name>.py`` +
+``<name>.pxd``, written in Cython's pure Python mode.  The build copies the
+pair into the build temp directory as ``_<name>_c.py`` / ``_<name>_c.pxd``
+and compiles it as ``miniray._speedups._<name>_c``: one source of truth, and
+the compiled module does not shadow the pure one.  To compile a new module,
+add its ``.py`` + ``.pxd`` and its name to the list.
+
+A compiler failure fails the install, with a message saying how to get a
+pure-Python install instead: set ``MINIRAY_PUREPYTHON=1`` (any non-empty value
+but ``0``), and no extension is built at all.
+"""
+
+import os
+import shutil
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+COMPILED_MODULES = ["allocator"]
+
+SPEEDUPS_PACKAGE = "miniray._speedups"
+SPEEDUPS_DIR = os.path.join("miniray", "_speedups")
+PUREPYTHON_ENV = "MINIRAY_PUREPYTHON"
+
+CYTHON_DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": False,
+    "wraparound": False,
+    "cdivision": True,
+}
+
+
+def pure_python_requested():
+    return os.environ.get(PUREPYTHON_ENV, "") not in ("", "0")
+
+
+def compiled_name(name):
+    return f"_{name}_c"
+
+
+def compile_args():
+    if sys.platform == "win32":
+        return ["/O2"]
+    return ["-O2"]
+
+
+class CythonizeAndBuild(build_ext):
+    """Copy each pure-mode pair under its compiled name, cythonize, compile.
+
+    Cythonizing here, not when setup.py is imported, keeps the generated
+    ``.c`` files in the build temp directory, out of the source tree, and
+    lets a pure-Python install run without Cython.
+    """
+
+    def run(self):
+        if self.extensions:
+            self._cythonize(self.extensions)
+        super().run()
+
+    def build_extension(self, extension):
+        try:
+            super().build_extension(extension)
+        except Exception as error:  # compiler or linker failure
+            self._fail(f"compiling {extension.name} failed: {error}")
+
+    def _cythonize(self, extensions):
+        try:
+            from Cython.Build import cythonize
+        except ImportError:
+            self._fail("Cython>=3.0 is not installed in the build environment")
+        source_root = os.path.join(self.build_temp, "cython_sources")
+        for extension in extensions:
+            extension.sources = [
+                self._copy_under_compiled_name(source, extension.name, source_root)
+                for source in extension.sources
+            ]
+        try:
+            cythonized = cythonize(
+                extensions,
+                compiler_directives=CYTHON_DIRECTIVES,
+                # Cython finds a module's .pxd by its dotted name on this path.
+                include_path=[source_root],
+                quiet=True,
+            )
+        except Exception as error:  # Cython prints the details above
+            self._fail(f"cythonizing failed: {error}")
+        # cythonize returns new Extension objects, but setuptools already
+        # prepared ours in finalize_options; keep ours, take the C sources.
+        for extension, generated in zip(extensions, cythonized):
+            extension.sources = generated.sources
+
+    @staticmethod
+    def _copy_under_compiled_name(source, module_name, source_root):
+        """Copy ``<name>.py`` and ``<name>.pxd`` to the module's path."""
+        target = os.path.join(source_root, *module_name.split(".")) + ".py"
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(source, target)
+        shutil.copyfile(source[: -len(".py")] + ".pxd", target[: -len(".py")] + ".pxd")
+        return target
+
+    def _fail(self, reason):
+        sys.exit(
+            f"\nerror: miniray: {reason}\n"
+            "miniray's compiled speedups could not be built. Install a C "
+            "compiler and the Python headers, or set "
+            f"{PUREPYTHON_ENV}=1 to install the pure-Python build.\n"
+        )
+
+
+def extensions():
+    if pure_python_requested():
+        return []
+    return [
+        Extension(
+            f"{SPEEDUPS_PACKAGE}.{compiled_name(name)}",
+            sources=[os.path.join(SPEEDUPS_DIR, f"{name}.py")],
+            extra_compile_args=compile_args(),
+        )
+        for name in COMPILED_MODULES
+    ]
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": CythonizeAndBuild})
