@@ -23,6 +23,13 @@ def _is_our_worker(pid: int) -> bool:
 
 
 def main() -> None:
+    if os.environ.get("COVERAGE_PROCESS_START"):
+        try:
+            import coverage
+
+            coverage.process_startup()
+        except ImportError:  # pragma: no cover
+            pass
     node_pid = int(sys.argv[1])
     spill_dir = sys.argv[2] if len(sys.argv) > 2 else ""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
