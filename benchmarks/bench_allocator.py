@@ -21,8 +21,8 @@ import time
 from miniray._speedups import allocator as pure_module
 
 try:
-    from miniray._speedups import _allocator_c as compiled_module
-except ModuleNotFoundError:
+    import miniray._speedups._allocator_c as compiled_module
+except ModuleNotFoundError:  # not built
     compiled_module = None
 
 PAGE = 4096
