@@ -14,7 +14,9 @@ import threading
 from ..exceptions import RayTaskError
 from . import protocol
 from .refs import IdGenerator, ObjectRef
-from .serialization import deserialize_inline, serialize
+import pickle
+
+from .serialization import INLINE_THRESHOLD, PICKLE5, PLAIN_TYPES, deserialize_inline, serialize
 
 # Value states as they travel in ``get`` replies: [state, data].
 VALUE_INLINE = 0
@@ -70,7 +72,12 @@ class ClientBase:
         return enc_args, enc_kwargs, contained, keepalive
 
     def _encode_arg(self, value, what, contained, keepalive):
-        if type(value) is ObjectRef:
+        kind = type(value)
+        if kind in PLAIN_TYPES:  # the common case, without the general machinery
+            data = pickle.dumps(value, PICKLE5)
+            if len(data) < INLINE_THRESHOLD:
+                return [protocol.ARG_VALUE, data]
+        elif kind is ObjectRef:
             keepalive.append(value)
             return [protocol.ARG_REF, value._id]
         serialized = serialize(value, what)

@@ -43,7 +43,8 @@ def new_unpacker() -> msgpack.Unpacker:
     return msgpack.Unpacker(raw=False, max_buffer_size=2**31 - 1)
 
 
-_packer = msgpack.Packer(use_bin_type=True)
+def new_packer() -> msgpack.Packer:
+    return msgpack.Packer(use_bin_type=True)
 
 
 def pack(message) -> bytes:

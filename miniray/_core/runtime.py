@@ -73,7 +73,7 @@ class Task:
     __slots__ = ("task_id", "fn_id", "args", "kwargs", "contained", "return_ids", "name",
                  "resources", "retries_left", "retry_exceptions", "deps", "worker",
                  "cancelled", "force_cancelled", "actor", "method", "pinned", "held",
-                 "submitter", "gpu_ids", "finished", "dispatched_at")
+                 "submitter", "gpu_ids", "finished", "dispatched_at", "has_refs")
 
     def __init__(self):
         self.deps = 0
@@ -85,6 +85,7 @@ class Task:
         self.pinned = ()
         self.gpu_ids = ()
         self.finished = False
+        self.has_refs = True
 
 
 class WorkerHandle:
@@ -174,7 +175,8 @@ class NodeRuntime:
         self.thread: threading.Thread | None = None
         self.owns_loop = False
         self.counters = collections.Counter()
-        self.fn_cost: dict[bytes, float] = {}  # EWMA seconds from dispatch to done
+        self.fn_cost: dict[bytes, float] = {}
+        self._pack = P.new_packer().pack  # runtime thread only: a Packer is not thread-safe  # EWMA seconds from dispatch to done
         self.arena_size = self.store.arena_size
         self.watchdog = None
         self.worker_env = None
@@ -410,7 +412,7 @@ class NodeRuntime:
         return worker
 
     def _send(self, worker: WorkerHandle, message) -> None:
-        worker.out.append(P.pack(message))
+        worker.out.append(self._pack(message))
         self._flush_pending.add(worker)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -643,23 +645,27 @@ class NodeRuntime:
                                 task.return_ids, task.name, task.gpu_ids or None])
 
     def _resolve_args(self, task: Task):
+        """Attach each ref argument's data; shared-memory ones are pinned for the task."""
+        if not task.has_refs:
+            return task.args, task.kwargs, ()
         pinned = []
-
-        def resolve(arg):
-            if arg[0] == P.ARG_VALUE:
-                return arg
-            object_id = arg[1]
-            entry = self.objects[object_id]
-            if entry.state == VALUE_SPILLED:
-                self._restore(object_id, entry)
-            if entry.state == VALUE_SHM:
-                entry.pins += 1
-                pinned.append(object_id)
-            return [P.ARG_REF, object_id, entry.state, entry.data]
-
-        args = [resolve(a) for a in task.args]
-        kwargs = {k: resolve(v) for k, v in task.kwargs.items()} if task.kwargs else None
+        resolve = self._resolve_arg
+        args = [resolve(a, pinned) for a in task.args]
+        kwargs = ({k: resolve(v, pinned) for k, v in task.kwargs.items()}
+                  if task.kwargs else None)
         return args, kwargs, pinned
+
+    def _resolve_arg(self, arg, pinned):
+        if arg[0] == P.ARG_VALUE:
+            return arg
+        object_id = arg[1]
+        entry = self.objects[object_id]
+        if entry.state == VALUE_SPILLED:
+            self._restore(object_id, entry)
+        if entry.state == VALUE_SHM:
+            entry.pins += 1
+            pinned.append(object_id)
+        return [P.ARG_REF, object_id, entry.state, entry.data]
 
     # -- object table --------------------------------------------------------------
     def new_entry_threadsafe(self, object_id: bytes, refcount: int = 1) -> ObjectEntry:
@@ -913,6 +919,12 @@ class NodeRuntime:
 
     def _hold_args(self, task: Task) -> None:
         """Hold every ref the task uses; count the ones not ready yet."""
+        task.has_refs = True
+        if not task.contained and not task.kwargs and all(
+                a[0] == P.ARG_VALUE for a in task.args):
+            task.has_refs = False  # the common case: plain values only
+            task.held = ()
+            return
         held = []
         for arg in _iter_args(task):
             if arg[0] == P.ARG_REF:

@@ -27,7 +27,7 @@ PICKLE5 = 5
 INLINE_THRESHOLD = 100 * 1024  # bytes; like Ray's max_direct_call_object_size
 ALIGN = 64
 
-_PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex})
+PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex})
 _HEADER = struct.Struct("<QI")
 _LEN = struct.Struct("<Q")
 _INLINE_OOB = b"\x00"  # first byte of an inline value that carries its buffers
@@ -104,7 +104,7 @@ def _collect_ref(ref) -> None:
 
 def serialize(value, what: str = "value") -> SerializedValue:
     buffers: list = []
-    if type(value) in _PLAIN_TYPES:
+    if type(value) in PLAIN_TYPES:
         return SerializedValue(pickle.dumps(value, PICKLE5), buffers, [])
 
     def keep_out_of_band(pickle_buffer) -> bool:
@@ -144,7 +144,7 @@ def serialize_function(fn) -> bytes:
 
 
 def deserialize_inline(data) -> object:
-    if data[:1] == _INLINE_OOB:
+    if data[0] == 0:  # _INLINE_OOB; a pickle stream starts with 0x80
         import msgpack
 
         parts = msgpack.unpackb(data[1:], raw=False)

@@ -39,9 +39,10 @@ from . import protocol as P
 from .client import VALUE_ERROR, VALUE_SHM, ClientBase
 from .object_store import LocalStore
 from .refs import ObjectRef, set_client
-from .serialization import deserialize_inline, serialize
+from .serialization import INLINE_THRESHOLD, PICKLE5, PLAIN_TYPES, deserialize_inline, serialize
 
 _FLUSH_FAST_TASK_S = 0.001
+_RECV_TIMEOUT_S = 1.0
 
 
 class _ExitWorker(BaseException):
@@ -101,8 +102,9 @@ class WorkerClient(ClientBase):
                 finally:
                     self.in_io = False
 
-    def _recv_blocking(self, timeout: float | None = 1.0) -> bool:
-        self.sock.settimeout(timeout)
+    def _recv_blocking(self) -> bool:
+        # The socket keeps a 1 s timeout (set once): idle workers wake up to
+        # flush late notifications such as unpins.
         self.in_io = True
         try:
             data = self.sock.recv(1 << 20)
@@ -159,7 +161,7 @@ class WorkerClient(ClientBase):
                         break
                     self._feed(data)
             finally:
-                self.sock.setblocking(True)
+                self.sock.settimeout(_RECV_TIMEOUT_S)
         if self.current_task is not None and self.current_task in self.cancelled:
             raise TaskCancelledError(self.current_task.hex())
 
@@ -175,7 +177,7 @@ class WorkerClient(ClientBase):
         self.flush()
         replies = self.replies
         while request_id not in replies:
-            self._recv_blocking(1.0)
+            self._recv_blocking()
             self._return_queued_tasks_if_asked()
             if self.current_task is not None and self.current_task in self.cancelled:
                 raise TaskCancelledError(self.current_task.hex())
@@ -345,6 +347,9 @@ class WorkerClient(ClientBase):
         return fn
 
     def decode_args(self, args, kwargs):
+        if not kwargs and all(a[0] == P.ARG_VALUE and a[1][0] != 0 for a in args):
+            loads = pickle.loads  # the common case: small plain pickles
+            return [loads(a[1]) for a in args], {}
         pos = [self._decode_arg(a) for a in args]
         kw = {k: self._decode_arg(v) for k, v in kwargs.items()} if kwargs else {}
         return pos, kw
@@ -360,6 +365,10 @@ class WorkerClient(ClientBase):
 
     def encode_results(self, value, return_ids, name):
         n = len(return_ids)
+        if n == 1 and type(value) in PLAIN_TYPES:
+            data = pickle.dumps(value, PICKLE5)
+            if len(data) < INLINE_THRESHOLD:
+                return [[data, None]]
         if n == 1:
             values = (value,)
         elif n == 0:
@@ -506,7 +515,7 @@ class WorkerClient(ClientBase):
         while True:
             if not inbox:
                 self.flush()
-                self._recv_blocking(1.0)
+                self._recv_blocking()
                 continue
             message = inbox.popleft()
             kind = message[0]
@@ -730,6 +739,7 @@ def main(argv=None) -> None:
         except ImportError:  # pragma: no cover
             pass
     sock = socket.socket(fileno=fd)
+    sock.settimeout(_RECV_TIMEOUT_S)
     client = WorkerClient(sock, node_pid, capacity, arena_size, worker_id)
     set_client(client)
     from . import context
