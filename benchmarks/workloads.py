@@ -551,8 +551,12 @@ def sync_actor_calls(ctx: Ctx):
 @workload("batched_actor_calls", "calls/s", higher_is_better=True, target=Ratio(10),
           group="actors", description="ray.get([a.m.remote() for _ in range(N)]) on one actor")
 def batched_actor_calls(ctx: Ctx):
+    return _batched_calls(ctx, ctx.remote.Actor)
+
+
+def _batched_calls(ctx: Ctx, actor_class):
     get = ctx.api.get
-    a = _ready_actor(ctx, ctx.remote.Actor)
+    a = _ready_actor(ctx, actor_class)
     n = ctx.size(1000, 500)
 
     def op():
@@ -564,14 +568,7 @@ def batched_actor_calls(ctx: Ctx):
 @workload("async_actor_batched", "calls/s", higher_is_better=True, target=Ratio(10),
           group="actors", description="batched calls to an async (async def) actor method")
 def async_actor_batched(ctx: Ctx):
-    get = ctx.api.get
-    a = _ready_actor(ctx, ctx.remote.AsyncActor)
-    n = ctx.size(1000, 500)
-
-    def op():
-        assert len(get([a.m.remote() for _ in range(n)])) == n
-
-    return lambda: rate(op, n, ctx.min_time)
+    return _batched_calls(ctx, ctx.remote.AsyncActor)
 
 
 @workload("actor_1kib_arg_calls", "calls/s", higher_is_better=True, target=None,

@@ -116,6 +116,19 @@ class DriverClient(ClientBase):
                 return deserialize_view(memoryview(f.read()))
         return self.decode_value(object_id, VALUE_ERROR, data)
 
+    def _add_waiter(self, pending, wake, count) -> int:
+        """Register ``wake`` on the entries still pending; returns how many.
+
+        Under the state lock, so an entry that becomes ready meanwhile is either
+        seen ready here or calls ``wake`` (after the count is complete).
+        """
+        with self._state_lock:
+            for entry in pending:
+                if entry.state == PENDING:
+                    entry.waiters.append(wake)
+                    count[0] += 1
+            return count[0]
+
     def get(self, refs, timeout):
         entries = self._entries(refs)
         pending = [e for e in entries if e.state == PENDING]
@@ -129,12 +142,7 @@ class DriverClient(ClientBase):
                 if count[0] == 0:
                     lock.release()
 
-            with self._state_lock:
-                for entry in pending:
-                    if entry.state == PENDING:
-                        entry.waiters.append(wake)
-                        count[0] += 1
-                registered = count[0]
+            registered = self._add_waiter(pending, wake, count)
             if registered and not lock.acquire(timeout=-1 if timeout is None else timeout):
                 raise GetTimeoutError(
                     f"get() timed out after {timeout} s: "
@@ -166,12 +174,7 @@ class DriverClient(ClientBase):
                     else:
                         loop.call_soon_threadsafe(done)
 
-            with self._state_lock:
-                for entry in pending:
-                    if entry.state == PENDING:
-                        entry.waiters.append(wake)
-                        count[0] += 1
-                registered = count[0]
+            registered = self._add_waiter(pending, wake, count)
             if registered:
                 try:
                     await asyncio.wait_for(future, timeout)

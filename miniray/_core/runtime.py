@@ -991,16 +991,23 @@ class NodeRuntime:
         for object_id in task.return_ids:
             self._set_value(object_id, VALUE_ERROR, error)
 
-    def _on_task_done(self, worker: WorkerHandle, task_id: bytes, results) -> None:
+    def _take_assigned(self, worker: WorkerHandle, task_id: bytes):
+        """Remove a task the worker reported on; an emptied task worker goes idle."""
         task = worker.assigned.pop(task_id, None)
         if task is None:
-            return
+            return None
         if task.actor is not None:
             task.actor.inflight.pop(task_id, None)
         elif not worker.assigned:
             self._release_lease(worker)
             if not worker.blocked:
                 self.idle.append(worker)
+        return task
+
+    def _on_task_done(self, worker: WorkerHandle, task_id: bytes, results) -> None:
+        task = self._take_assigned(worker, task_id)
+        if task is None:
+            return
         self.counters["tasks_finished"] += 1
         if task.dispatched_at and task.fn_id is not None:
             took = time.perf_counter() - task.dispatched_at
@@ -1017,15 +1024,9 @@ class NodeRuntime:
                 self._set_value(object_id, VALUE_INLINE, data, contained)
 
     def _on_task_failed(self, worker, task_id, error: bytes, cancelled: bool) -> None:
-        task = worker.assigned.pop(task_id, None)
+        task = self._take_assigned(worker, task_id)
         if task is None:
             return
-        if task.actor is not None:
-            task.actor.inflight.pop(task_id, None)
-        elif not worker.assigned:
-            self._release_lease(worker)
-            if not worker.blocked:
-                self.idle.append(worker)
         if not cancelled and task.actor is None and task.retries_left > 0 \
                 and self._should_retry(task, error):
             task.retries_left -= 1

@@ -123,15 +123,21 @@ class WorkerClient(ClientBase):
             kind = message[0]
             if kind == P.REPLY:
                 self.replies[message[1]] = message
-            elif kind == P.FREE:
-                for location in message[1]:
-                    self.store.free(location)
-            elif kind == P.FUNCTION:
-                self.function_blobs[message[1]] = message[2]
-            elif kind == P.CANCEL:
-                self._on_cancel(message[1])
-            else:
+            elif not self._on_control(kind, message):
                 self.inbox.append(message)
+
+    def _on_control(self, kind: int, message) -> bool:
+        """Handle a message that never waits for the task loop; False if not one."""
+        if kind == P.FREE:
+            for location in message[1]:
+                self.store.free(location)
+        elif kind == P.FUNCTION:
+            self.function_blobs[message[1]] = message[2]
+        elif kind == P.CANCEL:
+            self._on_cancel(message[1])
+        else:
+            return False
+        return True
 
     def _on_cancel(self, task_id: bytes) -> None:
         for message in self.inbox:
@@ -618,13 +624,8 @@ class WorkerClient(ClientBase):
                 _set_result(waiter, value)
         elif kind == P.ACTOR_CALL:
             self.loop.create_task(self._run_call_concurrent(message))
-        elif kind == P.FREE:
-            for location in message[1]:
-                self.store.free(location)
-        elif kind == P.FUNCTION:
-            self.function_blobs[message[1]] = message[2]
-        elif kind == P.CANCEL:
-            self._on_cancel(message[1])
+        elif self._on_control(kind, message):
+            pass
         elif kind == P.EXIT:
             if not self.stopped.done():
                 self.stopped.set_result(None)
