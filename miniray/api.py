@@ -268,6 +268,8 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
         raise TypeError("wait() expects a list of ObjectRefs, got a single ObjectRef; "
                         "wrap it in a list.")
     refs, _ = _check_refs(object_refs, "wait()")
+    if not refs:
+        return [], []
     if len(set(refs)) != len(refs):
         raise ValueError("wait() got duplicate ObjectRefs")
     if not isinstance(num_returns, int) or num_returns < 1 and refs:
@@ -277,8 +279,6 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
                          f"({len(refs)})")
     describe_timeout(timeout)
     client = _client()
-    if not refs:
-        return [], []
     if running_loop() is not None and hasattr(client, "wait_async"):
         return client.wait_async(refs, num_returns, timeout, fetch_local)
     return client.wait(refs, num_returns, timeout, fetch_local)

@@ -1158,6 +1158,9 @@ class NodeRuntime:
         task = self.tasks.get(object_id)
         if task is None or task.finished:
             return
+        if force and task.actor is not None:
+            raise ValueError("force=True is not supported for actor tasks; "
+                             "use miniray.kill(actor) to stop the actor.")
         task.cancelled = True
         if task.worker is None:
             if task.actor is not None:
@@ -1173,9 +1176,6 @@ class NodeRuntime:
             return
         worker = task.worker
         if force:
-            if task.actor is not None:
-                raise ValueError("force=True is not supported for actor tasks; "
-                                 "use miniray.kill(actor) to stop the actor.")
             task.force_cancelled = True
             try:
                 os.kill(worker.pid, signal.SIGKILL)

@@ -1,0 +1,142 @@
+import concurrent.futures
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from miniray import exceptions
+
+
+def test_worker_killed_during_a_1000_task_map_loses_nothing(ray):
+    @ray.remote
+    def work(i):
+        time.sleep(0.002)
+        return i * i, os.getpid()
+
+    refs = [work.remote(i) for i in range(1000)]
+    # Kill a task worker while the map is in flight.
+    time.sleep(0.3)
+    pids = {p for _, p in ray.get(refs[:20])}
+    os.kill(next(iter(pids)), signal.SIGKILL)
+    results = ray.get(refs, timeout=120)
+    assert [r for r, _ in results] == [i * i for i in range(1000)]
+    assert ray.api._node_stats()["counters"].get("workers_died", 0) >= 1
+
+
+def test_object_ref_future_and_threads(ray):
+    @ray.remote
+    def slow_square(x):
+        time.sleep(0.05)
+        return x * x
+
+    futures = [slow_square.remote(i).future() for i in range(4)]
+    done = [f.result(timeout=30) for f in concurrent.futures.as_completed(futures)]
+    assert sorted(done) == [0, 1, 4, 9]
+
+    # get() from several threads at once.
+    out = {}
+
+    def fetch(i):
+        out[i] = ray.get(slow_square.remote(i))
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert out == {i: i * i for i in range(6)}
+
+
+def test_object_ref_api(ray):
+    ref = ray.put("x")
+    assert len(ref.hex()) == 32 and ref.binary() == bytes.fromhex(ref.hex())
+    assert ref == ray.api.ObjectRef(ref.binary()) and hash(ref) == hash(ref.binary())
+    assert "ObjectRef(" in repr(ref)
+    with pytest.raises(TypeError, match="put\\(\\) on an ObjectRef"):
+        ray.put(ref)
+
+
+def test_wait_input_errors(ray):
+    ref = ray.put(1)
+    with pytest.raises(TypeError, match="list"):
+        ray.wait(ref)
+    with pytest.raises(ValueError, match="duplicate"):
+        ray.wait([ref, ref])
+    with pytest.raises(ValueError, match="cannot exceed"):
+        ray.wait([ref], num_returns=2)
+    with pytest.raises(ValueError, match="timeout"):
+        ray.get(ref, timeout=-1)
+    assert ray.wait([]) == ([], [])
+
+
+def test_remote_decorator_errors(ray):
+    with pytest.raises(TypeError, match="function or class"):
+        ray.remote(42)
+    with pytest.raises(TypeError, match="keyword options"):
+        ray.remote(lambda: 1, lambda: 2)
+    with pytest.raises(ValueError, match="num_cpus"):
+        ray.remote(num_cpus=-1)(lambda: 1).remote()
+    with pytest.raises(TypeError, match="resources"):
+        ray.remote(resources=[1])(lambda: 1).remote()
+    with pytest.raises(ValueError, match="num_cpus/num_gpus"):
+        ray.remote(resources={"CPU": 1})(lambda: 1).remote()
+    with pytest.raises(TypeError, match="retry_exceptions"):
+        ray.remote(retry_exceptions=[int])(lambda: 1).remote()
+    with pytest.raises(ValueError, match="max_retries"):
+        ray.remote(max_retries=-5)(lambda: 1).remote()
+    with pytest.raises(ValueError, match="num_returns"):
+        ray.remote(num_returns=-1)(lambda: 1).remote()
+
+
+def test_options_chain_and_num_returns_zero(ray):
+    @ray.remote
+    def f(x):
+        return x
+
+    assert ray.get(f.options(name="renamed").options(num_cpus=1).remote(3)) == 3
+    assert f.options(num_returns=0).remote(1) is None
+
+
+def test_init_argument_errors():
+    import miniray
+
+    with pytest.raises(ValueError, match="address"):
+        miniray.init(address="ray://somewhere:10001")
+    with pytest.raises(ValueError, match="runtime_env"):
+        miniray.init(runtime_env={"pip": ["x"]})
+    with pytest.raises(ValueError, match="object_store_memory"):
+        miniray.init(object_store_memory=10)
+    with pytest.raises(TypeError, match="unexpected"):
+        miniray.init(not_an_option=True)
+    assert not miniray.is_initialized()
+
+
+def test_actor_errors(ray):
+    @ray.remote
+    class A:
+        def f(self):
+            return 1
+
+    with pytest.raises(ValueError, match="max_concurrency"):
+        A.options(max_concurrency=0).remote()
+    with pytest.raises(ValueError, match="lifetime"):
+        A.options(lifetime="forever").remote()
+    with pytest.raises(TypeError, match="actor handle"):
+        ray.kill("not an actor")
+    a = A.remote()
+    with pytest.raises(TypeError, match=r"f.remote\(\)"):
+        a.f()
+    assert "Actor(A" in repr(a)
+    with pytest.raises(ValueError, match="force=True"):
+        ray.cancel(a.f.remote(), force=True)
+
+
+def test_unpicklable_return_value_is_reported(ray):
+    @ray.remote
+    def bad():
+        return threading.Lock()
+
+    with pytest.raises(exceptions.RayTaskError, match="return value 0"):
+        ray.get(bad.remote())
