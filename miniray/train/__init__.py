@@ -1,0 +1,31 @@
+"""miniray.train: data-parallel PyTorch training on worker actors, with Ray Train's API.
+
+::
+
+    import miniray.train as train
+    from miniray.train.torch import TorchTrainer, prepare_model
+
+    def loop(config):
+        model = prepare_model(make_model())
+        ...
+        train.report({"loss": loss}, checkpoint=train.Checkpoint.from_directory(d))
+
+    result = TorchTrainer(loop, scaling_config=train.ScalingConfig(num_workers=2)).fit()
+
+Importing this package does not import torch; :mod:`miniray.train.torch`
+loads it when its helpers run.
+"""
+
+from ._checkpoint import Checkpoint
+from ._config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ._data import DatasetShard
+from ._result import Result, TrainingFailedError
+from ._session import TrainContext, get_checkpoint, get_context, get_dataset_shard, report
+from ._trainer import DataParallelTrainer
+from ._tune import as_trainable
+
+__all__ = [
+    "Checkpoint", "CheckpointConfig", "DataParallelTrainer", "DatasetShard", "FailureConfig",
+    "Result", "RunConfig", "ScalingConfig", "TrainContext", "TrainingFailedError",
+    "as_trainable", "get_checkpoint", "get_context", "get_dataset_shard", "report",
+]

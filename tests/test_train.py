@@ -1,0 +1,311 @@
+"""miniray.train: real worker processes forming a real gloo process group.
+
+Training functions are defined inside the tests so that cloudpickle ships them
+by value (the workers need not import this module). Models are tiny: most of
+a run's time is each worker importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+import miniray.train as train
+from miniray.train import (Checkpoint, CheckpointConfig, FailureConfig, RunConfig,
+                           ScalingConfig, TrainingFailedError)
+from miniray.train.torch import TorchConfig, TorchTrainer
+
+torch = pytest.importorskip("torch")
+
+
+def _run_config(tmp_path, name="run", **kwargs):
+    return RunConfig(name=name, storage_path=str(tmp_path), **kwargs)
+
+
+# -- no runtime needed -----------------------------------------------------------
+
+def test_import_miniray_and_train_do_not_import_torch():
+    code = ("import sys, miniray, miniray.train, miniray.train.torch; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="num_workers"):
+        ScalingConfig(num_workers=0)
+    with pytest.raises(ValueError, match="CPU"):
+        ScalingConfig(resources_per_worker={"CPU": -1})
+    with pytest.raises(ValueError, match="max_failures"):
+        FailureConfig(max_failures=-2)
+    with pytest.raises(ValueError, match="num_to_keep"):
+        CheckpointConfig(num_to_keep=0)
+    with pytest.raises(ValueError, match="backend"):
+        TorchConfig(backend="mpi")
+    with pytest.raises(TypeError, match="train_loop_per_worker"):
+        TorchTrainer(42)
+    sc = ScalingConfig(num_workers=3, use_gpu=True, resources_per_worker={"CPU": 2, "acc": 1})
+    assert sc.total_resources == {"CPU": 6.0, "GPU": 3.0, "acc": 3}
+
+
+def test_checkpoint_directory_round_trip(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.txt").write_text("weights")
+    ckpt = Checkpoint.from_directory(src)
+    ckpt.set_metadata({"epoch": 3})
+    assert ckpt.get_metadata() == {"epoch": 3}
+    out = ckpt.to_directory(tmp_path / "copy")
+    assert (tmp_path / "copy" / "w.txt").read_text() == "weights"
+    with ckpt.as_directory() as d:
+        assert os.path.samefile(d, src)
+    assert out == str(tmp_path / "copy")
+    with pytest.raises(ValueError, match="not a directory"):
+        Checkpoint.from_directory(tmp_path / "missing")
+
+
+def test_calls_outside_a_training_function():
+    with pytest.raises(RuntimeError, match="inside a training function"):
+        train.report({"loss": 1.0})
+    with pytest.raises(RuntimeError, match="inside a training function"):
+        train.get_checkpoint()
+    ctx = train.get_context()
+    assert (ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank()) == (0, 1, 0)
+
+
+def test_dataset_shard_rows_and_batches():
+    data = {"x": np.arange(10), "y": np.arange(10) * 2}
+    shards = [train.DatasetShard(data, r, 3) for r in range(3)]
+    assert [len(s) for s in shards] == [4, 3, 3]
+    assert sorted(int(v) for s in shards for v in s.materialize()["x"]) == list(range(10))
+    assert shards[1][0] == {"x": 1, "y": 2}
+    batches = list(shards[0].iter_batches(batch_size=3))
+    assert [b["x"].tolist() for b in batches] == [[0, 3, 6], [9]]
+    assert list(shards[0].iter_batches(batch_size=3, drop_last=True))[0]["y"].tolist() == [0, 6, 12]
+    tb = next(shards[2].iter_torch_batches(batch_size=2, dtypes=torch.float32))
+    assert tb["x"].dtype == torch.float32 and tb["x"].tolist() == [2.0, 5.0]
+    assert list(train.DatasetShard([10, 11, 12], 1, 2)) == [11]
+
+
+def test_result_metrics_dataframe_or_clear_error():
+    result = train.Result(metrics={"a": 2}, checkpoint=None,
+                          metrics_history=[{"a": 1}, {"a": 2}])
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="metrics_history"):
+            result.metrics_dataframe
+    else:
+        assert result.metrics_dataframe["a"].tolist() == [1, 2]
+
+
+# -- real worker groups -----------------------------------------------------------
+
+def test_use_gpu_without_gpus_is_a_clear_error(ray_factory, tmp_path):
+    ray_factory(num_cpus=2, num_gpus=0)
+    trainer = TorchTrainer(lambda: None, scaling_config=ScalingConfig(num_workers=1, use_gpu=True),
+                           run_config=_run_config(tmp_path))
+    with pytest.raises(ValueError, match=r"use_gpu=True\) asks for 1 GPU.*has 0"):
+        trainer.fit()
+    too_many = TorchTrainer(lambda: None, scaling_config=ScalingConfig(num_workers=3),
+                            run_config=_run_config(tmp_path))
+    with pytest.raises(ValueError, match="asks for 3 CPU"):
+        too_many.fit()
+
+
+def test_ddp_two_workers_equal_full_batch_gradient_descent(ray, tmp_path):
+    """2 workers, each on its half of the data, end with the parameters that
+    full-batch gradient descent on all the data gives (DDP averages gradients)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5]) + 0.3).astype(np.float32)[:, None]
+    w0 = rng.normal(size=(1, 3)).astype(np.float32)
+    lr, epochs = 0.1, 5
+
+    def loop(config):
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
+        from miniray.train.torch import prepare_data_loader, prepare_model
+
+        ctx = train.get_context()
+        model = torch.nn.Linear(3, 1)
+        with torch.no_grad():
+            model.weight.copy_(torch.tensor(config["w0"]))
+            model.bias.zero_()
+        model = prepare_model(model)
+        assert isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        data = TensorDataset(torch.tensor(config["x"]), torch.tensor(config["y"]))
+        loader = prepare_data_loader(DataLoader(data, batch_size=4))
+        opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+        seen = []
+        for epoch in range(config["epochs"]):
+            for xb, yb in loader:
+                seen.extend(round(float(v), 5) for v in xb[:, 0])
+                loss = torch.nn.functional.mse_loss(model(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            train.report({"epoch": epoch, "loss": loss.item(),
+                          "rank": ctx.get_world_rank()})
+        shard = train.get_dataset_shard("ids")
+        out = {"weight": model.module.weight.detach().flatten().tolist(),
+               "bias": model.module.bias.item(), "seen": seen,
+               "shard": [int(v) for v in shard.materialize()],
+               "context": [ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank(),
+                           ctx.get_node_rank(), ctx.get_experiment_name()],
+               "env": [os.environ["MASTER_ADDR"], os.environ["RANK"],
+                       os.environ["WORLD_SIZE"]], "threads": torch.get_num_threads()}
+        path = os.path.join(ctx.get_storage_path(), f"rank{ctx.get_world_rank()}.json")
+        with open(path, "w") as f:
+            json.dump(out, f)
+
+    trainer = TorchTrainer(
+        loop, train_loop_config={"x": x, "y": y, "w0": w0, "lr": lr, "epochs": epochs},
+        scaling_config=ScalingConfig(num_workers=2), run_config=_run_config(tmp_path, "ddp"),
+        datasets={"ids": np.arange(7)})
+    result = trainer.fit()
+
+    # What the math says: plain gradient descent on all 8 rows.
+    w, b = w0.astype(np.float64).copy(), 0.0
+    for _ in range(epochs):
+        err = x @ w.T + b - y
+        w -= lr * 2 * (err * x).mean(axis=0, keepdims=True)
+        b -= lr * 2 * err.mean()
+    ranks = []
+    for r in range(2):
+        with open(tmp_path / "ddp" / f"rank{r}.json") as f:
+            ranks.append(json.load(f))
+    assert ranks[0]["weight"] == ranks[1]["weight"] and ranks[0]["bias"] == ranks[1]["bias"]
+    np.testing.assert_allclose(ranks[0]["weight"], w.flatten(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ranks[0]["bias"], b, rtol=1e-4, atol=1e-5)
+    # The DistributedSampler gave each rank half the rows, disjoint, every epoch.
+    first = [round(float(v), 5) for v in x[:, 0]]
+    assert sorted(ranks[0]["seen"][:4] + ranks[1]["seen"][:4]) == sorted(first)
+    assert ranks[0]["shard"] == [0, 2, 4, 6] and ranks[1]["shard"] == [1, 3, 5]
+    assert ranks[1]["context"] == [1, 2, 1, 0, "ddp"]
+    assert ranks[1]["env"] == ["127.0.0.1", "1", "2"] and ranks[0]["threads"] == 1
+    # Rank 0's metrics, one per report, in order.
+    assert [m["epoch"] for m in result.metrics_history] == list(range(epochs))
+    assert all(m["rank"] == 0 for m in result.metrics_history)
+    assert result.metrics["epoch"] == epochs - 1 and result.checkpoint is None
+    assert result.error is None and result.path == str(tmp_path / "ddp")
+
+
+def _checkpointing_loop(config):
+    """Counts epochs in a checkpoint; optionally dies once (marker file) at an epoch."""
+    import torch.distributed as dist
+
+    ctx = train.get_context()
+    start = 0
+    checkpoint = train.get_checkpoint()
+    if checkpoint is not None:
+        with open(os.path.join(checkpoint.path, "state.json")) as f:
+            start = json.load(f)["epoch"] + 1
+    for epoch in range(start, config["epochs"]):
+        crash = config.get("crash")
+        if (crash and epoch == crash["epoch"] and ctx.get_world_rank() == crash["rank"]
+                and not os.path.exists(crash["marker"])):
+            open(crash["marker"], "w").close()
+            os._exit(3)  # a hard death: no exception, no cleanup
+        if dist.is_initialized():
+            import torch
+
+            dist.all_reduce(torch.ones(1))  # the survivor blocks here when a peer dies
+        with tempfile.TemporaryDirectory() as d:
+            reported = None
+            if ctx.get_world_rank() == 0:
+                with open(os.path.join(d, "state.json"), "w") as f:
+                    json.dump({"epoch": epoch}, f)
+                reported = Checkpoint.from_directory(d)
+            train.report({"epoch": epoch, "start": start, "attempt": ctx.get_attempt(),
+                          "score": config.get("scores", {}).get(str(epoch), epoch)},
+                         checkpoint=reported)
+
+
+def test_checkpoints_persist_prune_and_resume(ray, tmp_path):
+    loop = _checkpointing_loop
+    result = TorchTrainer(
+        loop, train_loop_config={"epochs": 4, "scores": {"0": 9, "1": 1, "2": 5, "3": 0}},
+        scaling_config=ScalingConfig(num_workers=1),
+        run_config=_run_config(tmp_path, "first", checkpoint_config=CheckpointConfig(
+            num_to_keep=2, checkpoint_score_attribute="score"))).fit()
+    # Kept: the best score (epoch 0) and the latest (epoch 3), on disk only those.
+    assert sorted(os.listdir(result.path)) == ["checkpoint_000000", "checkpoint_000003"]
+    assert [m["epoch"] for _, m in result.best_checkpoints] == [0, 3]
+    assert result.checkpoint.path == os.path.join(result.path, "checkpoint_000003")
+    with open(os.path.join(result.checkpoint.path, "state.json")) as f:
+        assert json.load(f) == {"epoch": 3}
+
+    resumed = TorchTrainer(loop, train_loop_config={"epochs": 6},
+                           scaling_config=ScalingConfig(num_workers=1),
+                           run_config=_run_config(tmp_path, "second"),
+                           resume_from_checkpoint=result.checkpoint).fit()
+    assert [(m["epoch"], m["start"]) for m in resumed.metrics_history] == [(4, 4), (5, 4)]
+    assert resumed.checkpoint.path.startswith(str(tmp_path / "second"))
+
+
+_checkpointing_loop.__module__ = "__main__"  # ship it by value, like the nested loops
+
+
+def test_worker_death_restarts_group_from_latest_checkpoint(ray, tmp_path):
+    marker = str(tmp_path / "crashed")
+    result = TorchTrainer(
+        _checkpointing_loop,
+        train_loop_config={"epochs": 4, "crash": {"epoch": 2, "rank": 1, "marker": marker}},
+        scaling_config=ScalingConfig(num_workers=2),
+        run_config=_run_config(tmp_path, "crash", failure_config=FailureConfig(max_failures=1)),
+    ).fit()
+    assert os.path.exists(marker)  # it did die once
+    history = [(m["epoch"], m["start"], m["attempt"]) for m in result.metrics_history]
+    assert history == [(0, 0, 0), (1, 0, 0), (2, 2, 1), (3, 2, 1)]
+    assert result.metrics["epoch"] == 3 and result.error is None
+    assert sorted(os.listdir(result.path)) == [f"checkpoint_{i:06d}" for i in range(4)]
+
+
+def test_failures_beyond_max_failures_raise_with_result(ray, tmp_path):
+    class Boom(Exception):
+        pass
+
+    def loop():
+        train.report({"step": 0})
+        raise Boom("bad batch")
+
+    trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1),
+                           run_config=_run_config(tmp_path, "boom", verbose=0))
+    with pytest.raises(TrainingFailedError, match="bad batch") as info:
+        trainer.fit()
+    assert isinstance(info.value.__cause__, Boom)
+    assert "Worker traceback" in str(info.value) and "raise Boom" in str(info.value)
+    assert info.value.result.metrics == {"step": 0}
+    assert isinstance(info.value.result.error, Boom)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_workers_use_nccl_and_their_device(ray_factory, tmp_path):
+    n = min(torch.cuda.device_count(), 2)
+    ray_factory(num_cpus=2, num_gpus=n)
+
+    def loop():
+        import torch
+        import torch.distributed as dist
+
+        from miniray.train.torch import get_device, prepare_model
+
+        model = prepare_model(torch.nn.Linear(2, 1))
+        t = torch.ones(1, device=get_device())
+        dist.all_reduce(t)
+        train.report({"backend": dist.get_backend(), "sum": t.item(),
+                      "device": str(next(model.parameters()).device)})
+
+    result = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=n, use_gpu=True),
+                          run_config=_run_config(tmp_path, "gpu")).fit()
+    assert result.metrics["backend"] == "nccl" and result.metrics["sum"] == n
+    assert result.metrics["device"].startswith("cuda")
