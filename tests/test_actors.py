@@ -269,3 +269,29 @@ async def test_async_actor_awaits_other_refs(ray):
 
     actor = Gatherer.remote()
     assert await actor.total.remote(10) == 90
+
+
+def test_actor_without_handles_exits_after_its_queue_drains(ray):
+    @ray.remote
+    class Worker:
+        def pid(self):
+            return os.getpid()
+
+        def slow(self):
+            time.sleep(0.5)
+            return "done"
+
+    actor = Worker.remote()
+    pid = ray.get(actor.pid.remote())
+    result = actor.slow.remote()
+    del actor  # no handle left, but a call is still running
+    assert ray.get(result, timeout=10) == "done"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the actor process outlived its last handle")

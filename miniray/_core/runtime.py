@@ -50,6 +50,7 @@ PENDING = -1
 VALUE_SPILLED = 3
 PIPELINE_DEPTH = 4
 SHORT_TASK_S = 0.002  # tasks of functions faster than this may be pipelined
+SURPLUS_IDLE_S = 2.0  # an extra worker idle this long exits
 DRIVER = None  # the caller id of the driver process in rpc methods
 
 
@@ -107,6 +108,7 @@ class WorkerHandle:
         self.out: list[bytes] = []
         self.started = time.monotonic()
         self.exit_reason = ""
+        self.idle_since = 0.0
 
 
 class ActorState:
@@ -133,6 +135,7 @@ class ActorState:
         self.namespace = options.get("namespace")
         self.is_async = False
         self.no_restart = False
+        self.exit_when_idle = False
 
 
 class NodeRuntime:
@@ -362,7 +365,24 @@ class NodeRuntime:
         if self._ops:
             self._drain_ops()
         if not self._closing:
+            self._reap_surplus_workers()
             self.loop.call_later(0.05, self._tick)
+
+    def _reap_surplus_workers(self) -> None:
+        # Workers started while others were blocked in get() are let go once
+        # they have been idle a while, so the pool returns to one per CPU.
+        surplus = sum(1 for w in self.workers.values() if w.actor is None) - self._worker_target
+        if surplus <= 0 or not self.idle:
+            return
+        now = time.monotonic()
+        for worker in list(self.idle):
+            if surplus <= 0:
+                break
+            if now - worker.idle_since > SURPLUS_IDLE_S:
+                self.idle.remove(worker)
+                self._send(worker, [P.EXIT])
+                self.counters["workers_reaped"] += 1
+                surplus -= 1
 
     # -- workers ---------------------------------------------------------------------
     def _spawn_worker(self, actor: ActorState | None = None) -> WorkerHandle:
@@ -448,7 +468,7 @@ class NodeRuntime:
             if worker.actor is not None:
                 self._start_actor_on(worker.actor, worker)
             else:
-                self.idle.append(worker)
+                self._make_idle(worker)
         elif kind == P.ACTOR_READY:
             self._on_actor_ready(worker, message[1], message[2], message[3])
 
@@ -991,17 +1011,25 @@ class NodeRuntime:
         for object_id in task.return_ids:
             self._set_value(object_id, VALUE_ERROR, error)
 
+    def _make_idle(self, worker: WorkerHandle) -> None:
+        worker.idle_since = time.monotonic()
+        self.idle.append(worker)
+
     def _take_assigned(self, worker: WorkerHandle, task_id: bytes):
         """Remove a task the worker reported on; an emptied task worker goes idle."""
         task = worker.assigned.pop(task_id, None)
         if task is None:
             return None
-        if task.actor is not None:
-            task.actor.inflight.pop(task_id, None)
+        actor = task.actor
+        if actor is not None:
+            actor.inflight.pop(task_id, None)
+            if actor.exit_when_idle and not actor.inflight and not actor.queue:
+                self._actor_dead(actor)
+                self._send(worker, [P.EXIT])
         elif not worker.assigned:
             self._release_lease(worker)
             if not worker.blocked:
-                self.idle.append(worker)
+                self._make_idle(worker)
         return task
 
     def _on_task_done(self, worker: WorkerHandle, task_id: bytes, results) -> None:
@@ -1078,7 +1106,7 @@ class NodeRuntime:
             if worker.lease is not None:
                 self._acquire(worker.lease)  # may oversubscribe briefly, as in Ray
             elif not worker.assigned and worker not in self.idle:
-                self.idle.append(worker)
+                self._make_idle(worker)
 
     def value_of(self, entry: ObjectEntry):
         if entry.state == VALUE_SPILLED:
