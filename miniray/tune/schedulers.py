@@ -1,0 +1,320 @@
+"""Trial schedulers: early stopping (ASHA, median stopping) and population-based
+training. Each returns a decision for every intermediate result."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+
+import numpy as np
+
+from .search import sample
+from .search.searcher import _check_mode
+
+__all__ = ["TrialScheduler", "FIFOScheduler", "AsyncHyperBandScheduler", "ASHAScheduler",
+           "MedianStoppingRule", "PopulationBasedTraining"]
+
+
+class TrialScheduler:
+    """Base class. :meth:`on_trial_result` returns ``CONTINUE``, ``PAUSE`` or ``STOP``."""
+
+    CONTINUE = "CONTINUE"
+    PAUSE = "PAUSE"
+    STOP = "STOP"
+    NOOP = "NOOP"
+
+    def __init__(self, metric: str | None = None, mode: str | None = None):
+        if mode is not None:
+            _check_mode(mode)
+        self._metric = metric
+        self._mode = mode
+
+    @property
+    def metric(self):
+        """The metric the scheduler compares trials on."""
+        return self._metric
+
+    @property
+    def mode(self):
+        """``"min"`` or ``"max"``."""
+        return self._mode
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        """Take the experiment's metric and mode unless the scheduler has its own."""
+        if self._metric is None:
+            self._metric = metric
+        if self._mode is None:
+            self._mode = mode
+        return True
+
+    def _needs_metric(self):
+        if self._metric is None or self._mode is None:
+            raise ValueError(f"{type(self).__name__} needs a metric and a mode (pass them to "
+                             "the scheduler or to TuneConfig(metric=..., mode=...)).")
+
+    def _score(self, result):
+        # Higher is better, whatever the mode.
+        value = result.get(self._metric)
+        if value is None:
+            return None
+        value = float(value)
+        return value if self._mode == "max" else -value
+
+    def on_trial_add(self, controller, trial):
+        """A trial was created."""
+
+    def on_trial_result(self, controller, trial, result) -> str:
+        """Decide about a trial after one of its results."""
+        return self.CONTINUE
+
+    def on_trial_complete(self, controller, trial, result):
+        """The trial finished normally."""
+
+    def on_trial_error(self, controller, trial):
+        """The trial failed."""
+
+    def on_trial_remove(self, controller, trial):
+        """The trial was stopped."""
+
+
+class FIFOScheduler(TrialScheduler):
+    """Run every trial to completion (the default)."""
+
+    def set_search_properties(self, metric, mode, **spec):
+        return True
+
+
+class AsyncHyperBandScheduler(TrialScheduler):
+    """Asynchronous successive halving (ASHA).
+
+    Rungs sit at ``grace_period * reduction_factor**k`` (in ``time_attr`` units)
+    below ``max_t``. A trial reaching a rung is stopped unless its metric is in the
+    top ``1/reduction_factor`` of the trials recorded at that rung so far; every
+    trial stops at ``max_t``.
+    """
+
+    def __init__(self, time_attr: str = "training_iteration", metric: str | None = None,
+                 mode: str | None = None, max_t: float = 100, grace_period: float = 1,
+                 reduction_factor: float = 4, brackets: int = 1, stop_last_trials: bool = True):
+        super().__init__(metric, mode)
+        if grace_period <= 0 or max_t <= 0 or grace_period > max_t:
+            raise ValueError("need 0 < grace_period <= max_t")
+        if reduction_factor <= 1:
+            raise ValueError("reduction_factor must be > 1")
+        if brackets < 1:
+            raise ValueError("brackets must be >= 1")
+        self._time_attr = time_attr
+        self._max_t = max_t
+        self._stop_last = stop_last_trials
+        self._rf = reduction_factor
+        # Bracket s starts its rungs at grace_period * rf**s; trials are spread over them.
+        self._brackets = []
+        for s in range(brackets):
+            rungs, t = [], grace_period * reduction_factor ** s
+            while t < max_t:
+                rungs.append((t, {}))
+                t *= reduction_factor
+            self._brackets.append(list(reversed(rungs)))
+        self._trial_bracket: dict = {}
+        self._counter = 0
+
+    def on_trial_add(self, controller, trial):
+        self._needs_metric()
+        # Ray weighs brackets by their budget; round-robin is enough for 1-3 brackets.
+        self._trial_bracket[trial.trial_id] = self._counter % len(self._brackets)
+        self._counter += 1
+
+    def on_trial_result(self, controller, trial, result):
+        """Stop the trial at a rung if it is not in the top fraction there."""
+        t = result.get(self._time_attr)
+        if t is None:
+            return self.CONTINUE
+        if self._stop_last and t >= self._max_t:
+            return self.STOP
+        score = self._score(result)
+        rungs = self._brackets[self._trial_bracket.get(trial.trial_id, 0)]
+        action = self.CONTINUE
+        for milestone, recorded in rungs:  # highest rung first
+            if t < milestone or trial.trial_id in recorded:
+                continue
+            if recorded and score is not None:
+                cutoff = np.nanpercentile(list(recorded.values()), (1 - 1 / self._rf) * 100)
+                if score < cutoff:
+                    action = self.STOP
+            if score is not None:
+                recorded[trial.trial_id] = score
+            break
+        return action
+
+    def debug_string(self) -> str:
+        """The rungs and how many trials each recorded."""
+        return "; ".join(
+            "Bracket: " + ", ".join(f"{m:g}: {len(r)}" for m, r in rungs)
+            for rungs in self._brackets)
+
+
+ASHAScheduler = AsyncHyperBandScheduler
+
+
+class MedianStoppingRule(TrialScheduler):
+    """Stop a trial whose best result so far is worse than the median of the other
+    trials' running means at the same point in time (after ``grace_period``)."""
+
+    def __init__(self, time_attr: str = "time_total_s", metric: str | None = None,
+                 mode: str | None = None, grace_period: float = 60.0,
+                 min_samples_required: int = 3, min_time_slice: float = 0,
+                 hard_stop: bool = True):
+        super().__init__(metric, mode)
+        self._time_attr = time_attr
+        self._grace = grace_period
+        self._min_samples = min_samples_required
+        self._hard_stop = hard_stop
+        self._history: dict = {}  # trial_id -> [(t, score)]
+        self._stopped: set = set()
+
+    def on_trial_add(self, controller, trial):
+        self._needs_metric()
+
+    def on_trial_result(self, controller, trial, result):
+        """Compare the trial's best score with the others' median running mean."""
+        t = result.get(self._time_attr)
+        score = self._score(result)
+        if t is None or score is None:
+            return self.CONTINUE
+        self._history.setdefault(trial.trial_id, []).append((t, score))
+        if t < self._grace:
+            return self.CONTINUE
+        others = []
+        for trial_id, history in self._history.items():
+            if trial_id == trial.trial_id:
+                continue
+            scores = [s for when, s in history if when <= t]
+            if scores:
+                others.append(sum(scores) / len(scores))
+        if len(others) < self._min_samples:
+            return self.CONTINUE
+        best = max(s for _, s in self._history[trial.trial_id])
+        if best < float(np.median(others)):
+            self._stopped.add(trial.trial_id)
+            return self.STOP if self._hard_stop else self.PAUSE
+        return self.CONTINUE
+
+
+class PopulationBasedTraining(TrialScheduler):
+    """Population-based training: every ``perturbation_interval`` (in ``time_attr``
+    units), a trial in the bottom ``quantile_fraction`` copies the latest checkpoint
+    of a trial in the top fraction (exploit) and continues with that trial's config,
+    perturbed (explore): numbers multiplied by one of ``perturbation_factors``, list
+    values moved to a neighbour, or resampled with ``resample_probability``.
+
+    Trials must save checkpoints (``tune.report(..., checkpoint=...)``, or
+    ``checkpoint_frequency`` for class trainables) to be exploitable.
+    """
+
+    def __init__(self, time_attr: str = "time_total_s", metric: str | None = None,
+                 mode: str | None = None, perturbation_interval: float = 60.0,
+                 burn_in_period: float = 0.0, hyperparam_mutations: dict | None = None,
+                 quantile_fraction: float = 0.25, resample_probability: float = 0.25,
+                 perturbation_factors: tuple = (1.2, 0.8), custom_explore_fn=None,
+                 log_config: bool = True, require_attrs: bool = True, synch: bool = False,
+                 seed: int | None = None):
+        super().__init__(metric, mode)
+        if not hyperparam_mutations and custom_explore_fn is None:
+            raise ValueError("PopulationBasedTraining needs hyperparam_mutations or "
+                             "custom_explore_fn")
+        if not 0 <= quantile_fraction <= 0.5:
+            raise ValueError("quantile_fraction must be between 0 and 0.5")
+        if perturbation_interval <= 0:
+            raise ValueError("perturbation_interval must be positive")
+        self._time_attr = time_attr
+        self._interval = perturbation_interval
+        self._burn_in = burn_in_period
+        self._mutations = hyperparam_mutations or {}
+        self._quantile = quantile_fraction
+        self._resample_p = resample_probability
+        self._factors = perturbation_factors
+        self._explore_fn = custom_explore_fn
+        self._rng = random.Random(seed)
+        self._last_perturb: dict = {}
+        self._last_score: dict = {}
+        self.num_perturbations = 0
+        self.exploits: list = []  # (time, trial_id, cloned trial_id, new config)
+
+    def on_trial_add(self, controller, trial):
+        self._needs_metric()
+        self._last_perturb.setdefault(trial.trial_id, 0)
+
+    def on_trial_result(self, controller, trial, result):
+        """At each interval, move a bottom trial onto a top trial's checkpoint."""
+        t = result.get(self._time_attr)
+        score = self._score(result)
+        if t is None or score is None:
+            return self.CONTINUE
+        self._last_score[trial.trial_id] = score
+        if t < self._burn_in or t - self._last_perturb.get(trial.trial_id, 0) < self._interval:
+            return self.CONTINUE
+        self._last_perturb[trial.trial_id] = t
+        lower, upper = self._quantiles(controller)
+        if trial.trial_id not in lower:
+            return self.CONTINUE
+        candidates = [c for c in upper if controller.trial(c).checkpoint]
+        if not candidates:
+            return self.CONTINUE
+        donor = controller.trial(self._rng.choice(candidates))
+        new_config = self._explore(donor.config)
+        self.num_perturbations += 1
+        self.exploits.append((t, trial.trial_id, donor.trial_id, new_config))
+        trial._exploit = (new_config, donor.checkpoint, donor.trial_id)
+        return self.PAUSE
+
+    def _quantiles(self, controller):
+        live = [tid for tid in self._last_score if controller.trial(tid).status in
+                ("RUNNING", "PENDING", "PAUSED")]
+        ranked = sorted(live, key=lambda tid: self._last_score[tid])
+        if len(ranked) <= 1:
+            return [], []
+        n = int(math.ceil(len(ranked) * self._quantile))
+        if n > len(ranked) / 2:
+            n = int(math.floor(len(ranked) / 2))
+        return ranked[:n], ranked[-n:] if n else []
+
+    def _explore(self, config):
+        new = copy.deepcopy(config)
+        self._perturb(new, self._mutations)
+        if self._explore_fn is not None:
+            new = self._explore_fn(new)
+        return new
+
+    def _perturb(self, config, mutations):
+        for key, spec in mutations.items():
+            if isinstance(spec, dict) and not sample.is_grid(spec):
+                config.setdefault(key, {})
+                self._perturb(config[key], spec)
+                continue
+            value = config.get(key)
+            resample = self._rng.random() < self._resample_p
+            if isinstance(spec, (list, tuple)):
+                values = list(spec)
+                if resample or value not in values:
+                    config[key] = self._rng.choice(values)
+                else:
+                    i = values.index(value) + self._rng.choice((-1, 1))
+                    config[key] = values[min(max(i, 0), len(values) - 1)]
+            elif isinstance(spec, sample.Domain):
+                if resample or not isinstance(value, (int, float)):
+                    config[key] = spec.sample(self._rng, config)
+                else:
+                    factor = self._rng.choice(self._factors)
+                    config[key] = (int(round(value * factor)) if isinstance(value, int)
+                                   else value * factor)
+            elif callable(spec):
+                if resample or not isinstance(value, (int, float)):
+                    config[key] = spec()
+                else:
+                    factor = self._rng.choice(self._factors)
+                    config[key] = (int(round(value * factor)) if isinstance(value, int)
+                                   else value * factor)
+            else:
+                raise TypeError(f"hyperparam_mutations[{key!r}] must be a list, a tune "
+                                f"domain or a function, got {type(spec).__name__}")

@@ -1,0 +1,246 @@
+"""``OptunaSearch``: Optuna samplers as a Tune searcher, and Optuna pruners stopping trials
+from their intermediate results (which Ray Tune's integration leaves unused)."""
+
+from __future__ import annotations
+
+import math
+
+from . import sample
+from .searcher import Searcher, _check_mode
+
+__all__ = ["OptunaSearch"]
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("OptunaSearch needs Optuna: pip install 'miniray[tune]'") from exc
+    return optuna
+
+
+def to_distributions(space) -> tuple[dict, list]:
+    """Translate a Tune param_space into ``({name: optuna distribution}, post)``.
+
+    ``post`` lists ``(name, q)`` pairs to round after sampling, for quantized log domains,
+    which Optuna cannot express (its ``step`` and ``log`` exclude each other).
+    """
+    optuna = _optuna()
+    dist = optuna.distributions
+    grids, domains = sample.parse_space(space)
+    if grids:
+        names = ", ".join("/".join(map(str, p)) for p, _ in grids)
+        raise ValueError(f"OptunaSearch cannot search grid_search axes ({names}); use "
+                         "tune.choice(...) instead, or the default search algorithm for grids.")
+    out, post = {}, []
+    for path, domain in domains:
+        name = "/".join(map(str, path))
+        if isinstance(domain, sample.Function):
+            continue  # computed from the sampled values after Optuna's suggestion
+        if isinstance(domain, sample.Float):
+            if domain.q is not None and domain.log:
+                out[name] = dist.FloatDistribution(domain.lower, domain.upper, log=True)
+                post.append((name, domain.q))
+            elif domain.q is not None:
+                high = domain.lower + math.floor(
+                    round((domain.upper - domain.lower) / domain.q, 9)) * domain.q
+                out[name] = dist.FloatDistribution(domain.lower, high, step=domain.q)
+            else:
+                out[name] = dist.FloatDistribution(domain.lower, domain.upper, log=domain.log)
+        elif isinstance(domain, sample.Integer):
+            if domain.log:
+                out[name] = dist.IntDistribution(domain.lower, domain.high, log=True)
+                if domain.q:
+                    post.append((name, domain.q))
+            else:
+                step = domain.q or 1
+                high = domain.lower + ((domain.high - domain.lower) // step) * step
+                out[name] = dist.IntDistribution(domain.lower, high, step=step)
+        elif isinstance(domain, sample.Categorical):
+            out[name] = dist.CategoricalDistribution(domain.categories)
+        else:
+            raise ValueError(f"OptunaSearch cannot translate {domain!r} at {name!r}; use "
+                             "uniform/loguniform/randint/choice (or a define-by-run function).")
+    return out, post
+
+
+class OptunaSearch(Searcher):
+    """Search with an Optuna sampler (TPE by default), with Ray Tune's arguments.
+
+    Args:
+        space: a Tune param_space dict, a dict of Optuna distributions, or a
+            define-by-run function ``fn(optuna_trial) -> dict | None`` that calls
+            ``trial.suggest_*`` (its returned dict adds constant values).
+            ``None``: the Tuner's ``param_space`` is used.
+        metric: the metric to optimize, or a list of metrics (multi-objective).
+        mode: ``"min"``/``"max"``, or a list matching ``metric``.
+        points_to_evaluate: configs to try first (enqueued in the study).
+        sampler: any Optuna sampler (``TPESampler``, ``CmaEsSampler``, ``GPSampler``,
+            ``NSGAIISampler``, ...); default: Optuna's default for the number of objectives.
+        seed: seed for the default sampler.
+        evaluated_rewards: the metric values of ``points_to_evaluate`` that were already
+            evaluated (warm start: they are added to the study without running).
+        pruner: an Optuna pruner (``MedianPruner()``, ``HyperbandPruner()``, ...). Each
+            intermediate result is reported to the Optuna trial at step
+            ``training_iteration``; a trial the pruner prunes is stopped and told to the
+            study as PRUNED. ``None``: no pruning (as in Ray).
+        study_name, storage: passed to ``optuna.create_study`` (e.g. to keep the study in
+            a database); by default an in-memory study.
+    """
+
+    def __init__(self, space=None, metric=None, mode=None, points_to_evaluate=None,
+                 sampler=None, seed=None, evaluated_rewards=None, pruner=None,
+                 study_name: str | None = None, storage=None):
+        _optuna()
+        if mode is not None:
+            _check_mode(mode)
+        super().__init__(metric=metric, mode=mode)
+        if evaluated_rewards is not None and (
+                not points_to_evaluate or len(evaluated_rewards) != len(points_to_evaluate)):
+            raise ValueError("evaluated_rewards needs one value per point of points_to_evaluate")
+        self._space = space
+        self._points = list(points_to_evaluate or [])
+        self._rewards = evaluated_rewards
+        self._sampler = sampler
+        self._seed = seed
+        self._pruner = pruner
+        self._study_name = study_name
+        self._storage = storage
+        self._study = None
+        self._dists = None
+        self._post = []
+        self._param_space = None
+        self._ot_trials: dict = {}
+        self._last_step: dict = {}
+        self._pruned: set = set()
+
+    @property
+    def study(self):
+        """The underlying ``optuna.Study`` (created on the first suggestion)."""
+        return self._study
+
+    def set_search_properties(self, metric, mode, config, **spec):
+        """Take metric/mode and the Tuner's param_space (if no space was given)."""
+        super().set_search_properties(metric, mode, config)
+        if config:
+            self._param_space = config
+            if self._space is None:
+                to_distributions(config)  # raise on grid axes now, before any trial starts
+        return True
+
+    def _setup(self):
+        optuna = _optuna()
+        if self._metric is None or self._mode is None:
+            raise ValueError("OptunaSearch needs a metric and a mode (in OptunaSearch(...) or "
+                             "TuneConfig(metric=..., mode=...)).")
+        metrics = self._metric if isinstance(self._metric, (list, tuple)) else [self._metric]
+        modes = self._mode if isinstance(self._mode, (list, tuple)) else [self._mode]
+        if len(metrics) != len(modes):
+            raise ValueError(f"OptunaSearch got {len(metrics)} metrics but {len(modes)} modes")
+        directions = ["maximize" if m == "max" else "minimize" for m in modes]
+        sampler = self._sampler
+        if sampler is None and self._seed is not None:
+            sampler = (optuna.samplers.TPESampler(seed=self._seed) if len(directions) == 1
+                       else optuna.samplers.NSGAIISampler(seed=self._seed))
+        space = self._space if self._space is not None else (self._param_space or {})
+        if isinstance(space, dict) and space and all(
+                isinstance(v, optuna.distributions.BaseDistribution) for v in space.values()):
+            self._dists = dict(space)
+        elif isinstance(space, dict):
+            self._dists, self._post = to_distributions(space)
+            self._template = space
+        self._study = optuna.create_study(
+            directions=directions, sampler=sampler, pruner=self._pruner,
+            study_name=self._study_name, storage=self._storage,
+            load_if_exists=self._study_name is not None)
+        if self._rewards is not None:
+            for point, reward in zip(self._points, self._rewards):
+                flat = sample.flatten(point)
+                dists = {k: d for k, d in (self._dists or {}).items() if k in flat}
+                values = list(reward) if isinstance(reward, (list, tuple)) else [reward]
+                self._study.add_trial(optuna.trial.create_trial(
+                    params={k: flat[k] for k in dists}, distributions=dists, values=values))
+        else:
+            for point in self._points:
+                self._study.enqueue_trial(sample.flatten(point))
+
+    def suggest(self, trial_id):
+        """Ask the study for a trial and build its config."""
+        if self._study is None:
+            self._setup()
+        if callable(self._space):
+            ot_trial = self._study.ask()
+            extra = self._space(ot_trial) or {}
+            if not isinstance(extra, dict):
+                raise TypeError("a define-by-run function must return a dict of constants or "
+                                f"None, got {type(extra).__name__}")
+            config = sample.unflatten({**ot_trial.params, **sample.flatten(extra)})
+            if self._param_space:
+                config = sample.resolve(self._param_space, 0, _NoRandom(), sample.flatten(config))
+        else:
+            ot_trial = self._study.ask(fixed_distributions=self._dists)
+            params = dict(ot_trial.params)
+            for name, q in self._post:
+                params[name] = type(params[name])(round(params[name] / q) * q)
+            template = getattr(self, "_template", None) or self._param_space or {}
+            config = sample.resolve(template, 0, _NoRandom(), params)
+        self._ot_trials[trial_id] = ot_trial
+        return config
+
+    def on_trial_result(self, trial_id, result):
+        """Report the metric to the Optuna trial; return ``"STOP"`` if the pruner prunes it."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or isinstance(self._metric, (list, tuple)):
+            return None
+        value = result.get(self._metric)
+        step = result.get("training_iteration")
+        if value is None or step is None or step <= self._last_step.get(trial_id, -1):
+            return None  # Optuna warns on a repeated step; a restored trial repeats some
+        self._last_step[trial_id] = step
+        ot_trial.report(float(value), int(step))
+        if self._pruner is not None and ot_trial.should_prune():
+            self._pruned.add(trial_id)
+            return "STOP"
+        return None
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        """Tell the study the final value (or FAIL / PRUNED)."""
+        optuna = _optuna()
+        ot_trial = self._ot_trials.pop(trial_id, None)
+        self._last_step.pop(trial_id, None)
+        if ot_trial is None:
+            return
+        state = optuna.trial.TrialState
+        if trial_id in self._pruned:
+            self._pruned.discard(trial_id)
+            self._study.tell(ot_trial, state=state.PRUNED)
+            return
+        metrics = self._metric if isinstance(self._metric, (list, tuple)) else [self._metric]
+        if error or not result or any(result.get(m) is None for m in metrics):
+            self._study.tell(ot_trial, state=state.FAIL)
+            return
+        values = [float(result[m]) for m in metrics]
+        self._study.tell(ot_trial, values if len(values) > 1 else values[0])
+
+    def add_evaluated_point(self, parameters, value, error=False, pruned=False,
+                            intermediate_values=None):
+        """Add an already evaluated config to the study (warm start)."""
+        optuna = _optuna()
+        if self._study is None:
+            self._setup()
+        flat = sample.flatten(parameters)
+        dists = {k: d for k, d in (self._dists or {}).items() if k in flat}
+        state = (optuna.trial.TrialState.FAIL if error else
+                 optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE)
+        values = None if state != optuna.trial.TrialState.COMPLETE else (
+            list(value) if isinstance(value, (list, tuple)) else [value])
+        self._study.add_trial(optuna.trial.create_trial(
+            params={k: flat[k] for k in dists}, distributions=dists, values=values, state=state,
+            intermediate_values=dict(enumerate(intermediate_values or []))))
+
+
+class _NoRandom:
+    # OptunaSearch configs are fully decided by the sampler; resolving the template must
+    # never draw a value at random. Any Domain left unsampled would hit this.
+    def __getattr__(self, name):
+        raise ValueError("OptunaSearch: a search-space value was not sampled by Optuna")
