@@ -859,8 +859,10 @@ class NodeRuntime:
         freed = self.call_threadsafe_wait(self._spill, self.store_used + size - self.capacity) \
             if threading.get_ident() != self._loop_thread_id() else \
             self._spill(self.store_used + size - self.capacity)
+        # Freed objects still viewed by a reader hold their bytes too.
         pinned = sum(e.size for e in list(self.objects.values())
                      if e.state == VALUE_SHM and e.pins)
+        pinned += sum(e.size for e in list(self._pinned_garbage.values()))
         if self.store_used + size > self.capacity and pinned + size > self.capacity:
             raise ObjectStoreFullError(
                 f"The object store is full: {_fmt(self.store_used)} of {_fmt(self.capacity)} "
