@@ -443,6 +443,7 @@ class TuneController:
             decision = _s.STOP
         action = self.scheduler.on_trial_result(self, trial, result)
         if decision == _s.STOP or action == TrialScheduler.STOP:
+            trial._exploit = None  # stopping wins over a PBT exploit decided for this result
             return _s.STOP
         if action == TrialScheduler.PAUSE and trial._exploit is not None:
             return _s.RESTART

@@ -6,8 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-
-import numpy as np
+import statistics
 
 from .search import sample
 from .search.searcher import _check_mode
@@ -138,8 +137,8 @@ class AsyncHyperBandScheduler(TrialScheduler):
         for milestone, recorded in rungs:  # highest rung first
             if t < milestone or trial.trial_id in recorded:
                 continue
-            if recorded and score is not None:
-                cutoff = np.nanpercentile(list(recorded.values()), (1 - 1 / self._rf) * 100)
+            if recorded and score is not None and _percentile(list(recorded.values()), 0) is not None:
+                cutoff = _percentile(list(recorded.values()), (1 - 1 / self._rf) * 100)
                 if score < cutoff:
                     action = self.STOP
             if score is not None:
@@ -155,6 +154,16 @@ class AsyncHyperBandScheduler(TrialScheduler):
 
 
 ASHAScheduler = AsyncHyperBandScheduler
+
+
+def _percentile(values, q):
+    # numpy.nanpercentile's linear interpolation, without importing numpy in every worker.
+    values = sorted(v for v in values if v == v)
+    if not values:
+        return None
+    k = (len(values) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 class MedianStoppingRule(TrialScheduler):
@@ -195,7 +204,7 @@ class MedianStoppingRule(TrialScheduler):
         if len(others) < self._min_samples:
             return self.CONTINUE
         best = max(s for _, s in self._history[trial.trial_id])
-        if best < float(np.median(others)):
+        if best < statistics.median(others):
             self._stopped.add(trial.trial_id)
             return self.STOP if self._hard_stop else self.PAUSE
         return self.CONTINUE

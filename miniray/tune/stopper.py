@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import collections
+import statistics
 import time
-
-import numpy as np
 
 __all__ = ["Stopper", "MaximumIterationStopper", "TrialPlateauStopper", "TimeoutStopper",
            "FunctionStopper", "CombinedStopper", "ExperimentPlateauStopper"]
@@ -67,7 +66,7 @@ class TrialPlateauStopper(Stopper):
                 return False
             if self._mode == "max" and value < self._threshold:
                 return False
-        return float(np.std(window)) <= self._std
+        return statistics.pstdev(window) <= self._std
 
 
 class TimeoutStopper(Stopper):
@@ -134,7 +133,7 @@ class ExperimentPlateauStopper(Stopper):
             return self._stop
         self._values.append(value)
         top = sorted(self._values, reverse=self._mode == "max")[:self._top]
-        if len(top) == self._top and float(np.std(top)) <= self._std:
+        if len(top) == self._top and statistics.pstdev(top) <= self._std:
             self._iter += 1
         else:
             self._iter = 0
