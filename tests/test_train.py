@@ -309,3 +309,62 @@ def test_gpu_workers_use_nccl_and_their_device(ray_factory, tmp_path):
                           run_config=_run_config(tmp_path, "gpu")).fit()
     assert result.metrics["backend"] == "nccl" and result.metrics["sum"] == n
     assert result.metrics["device"].startswith("cuda")
+
+
+def _tune_or_skip():
+    try:
+        from miniray import tune
+    except ImportError as exc:  # built separately; the adapter needs nothing from it
+        pytest.skip(f"miniray.tune is not importable: {exc}")
+    for name in ("Tuner", "with_resources", "get_context", "report", "grid_search"):
+        if not hasattr(tune, name):
+            pytest.skip(f"miniray.tune has no {name} yet")
+    return tune
+
+
+def test_trainer_as_tune_trainable(ray, tmp_path):
+    tune = _tune_or_skip()
+
+    def loop(config):
+        for step in range(3):
+            train.report({"loss": (config["x"] - 2) ** 2 + 1.0 / (step + 1), "step": step})
+
+    trainer = TorchTrainer(loop, train_loop_config={"x": 0},
+                           scaling_config=ScalingConfig(num_workers=1),
+                           run_config=_run_config(tmp_path, "inner"))
+    trainable = tune.with_resources(trainer.as_trainable(), {"cpu": 0})
+    results = tune.Tuner(
+        trainable, param_space={"train_loop_config": {"x": tune.grid_search([1, 2])}},
+        tune_config=tune.TuneConfig(metric="loss", mode="min"),
+        run_config=tune.RunConfig(name="outer", storage_path=str(tmp_path / "tune")),
+    ).fit()
+    best = results.get_best_result()
+    assert best.config["train_loop_config"]["x"] == 2
+    assert best.metrics["step"] == 2 and best.metrics["loss"] == pytest.approx(1 / 3)
+
+
+def _run_example(args, timeout=90):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_example_train_mnist_like_quick():
+    pytest.importorskip("sklearn")
+    proc = _run_example(["examples/train_mnist_like.py", "--quick"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(resumed)" in proc.stdout and "epoch 2:" in proc.stdout
+
+
+def test_example_gan_digits_tiny(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "grid.png"
+    proc = _run_example(["examples/gan_digits/main.py", "--workers", "2", "--epochs", "2",
+                         "--sync-interval", "4", "--rows", "4", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 worker(s), K=4" in proc.stdout
+    data = out.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" in data
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width == height == 4 * 33 + 1  # 4 cells of 8x8 pixels scaled 4x, plus 1px lines

@@ -187,7 +187,7 @@ class DataParallelTrainer:
 
     def _run_attempt(self, state: _RunState, attempt: int, name: str, dataset_refs) -> None:
         import miniray
-        from miniray.exceptions import RayActorError
+        from miniray.exceptions import RayActorError, RayError
 
         sc = self.scaling_config
         n = sc.num_workers
@@ -205,6 +205,9 @@ class DataParallelTrainer:
                     out.append(miniray.get(ref))
                 except RayActorError as exc:
                     raise _AttemptFailed(f"training worker {rank} died during {method}",
+                                         exc) from exc
+                except RayError as exc:  # e.g. the port was taken between pick and bind
+                    raise _AttemptFailed(f"training worker {rank} failed in {method}",
                                          exc) from exc
             return out
 
