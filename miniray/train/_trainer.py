@@ -144,8 +144,7 @@ class DataParallelTrainer:
         del dataset_refs
         result = Result(
             metrics=state.history[-1] if state.history else None,
-            checkpoint=state.latest if state.latest is not None
-            and os.path.dirname(state.latest.path) == run_dir else state.latest,
+            checkpoint=state.latest,
             error=None, path=run_dir, metrics_history=state.history,
             best_checkpoints=list(state.checkpoints))
         if error is not None:
