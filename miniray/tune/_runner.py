@@ -14,27 +14,27 @@ _TRAINABLES: dict = {}
 
 
 def _load_trainable(token, blob):
-    trainable = _TRAINABLES.get(token)
-    if trainable is None:
+    loaded = _TRAINABLES.get(token)
+    if loaded is None:
         import cloudpickle
 
         if len(_TRAINABLES) > 8:
             _TRAINABLES.clear()
-        trainable = _TRAINABLES[token] = cloudpickle.loads(blob)
-    return trainable
+        trainable_blob, hub = cloudpickle.loads(blob)
+        loaded = _TRAINABLES[token] = (cloudpickle.loads(trainable_blob), hub)
+    return loaded
 
 
-def run_trial(spec: dict, blob: bytes, hub, *param_values):
+def run_trial(spec: dict, blob: bytes, *param_values):
     """Run one trial to its end; return an outcome dict for the controller.
 
     Exceptions of the trainable propagate (the task fails with the original
     exception and its remote traceback); stop and restart requests from the
     controller end the trial through :class:`~miniray.tune.session.StopTrial`.
     """
-    trainable = _load_trainable(spec["token"], blob)
+    trainable, hub = _load_trainable(spec["token"], blob)
     params = dict(zip(spec.get("param_names", ()), param_values))
     session = _s._session = _s._Session(spec, hub)
-    os.makedirs(spec["trial_dir"], exist_ok=True)
     status, final, checkpoint = "done", None, None
     try:
         if is_class_trainable(trainable):
@@ -63,6 +63,7 @@ def run_trial(spec: dict, blob: bytes, hub, *param_values):
 
 
 def _run_class(cls, spec, params, session):
+    os.makedirs(spec["trial_dir"], exist_ok=True)
     info = {"trial_id": spec["trial_id"], "trial_name": spec["trial_name"],
             "trial_dir": spec["trial_dir"]}
     instance = cls(dict(spec["config"]), _trial_info=info, **params)

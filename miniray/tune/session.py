@@ -79,6 +79,7 @@ class _Session:
         if not isinstance(checkpoint, Checkpoint):
             raise TypeError(f"checkpoint must be a tune.Checkpoint, got "
                             f"{type(checkpoint).__name__}")
+        os.makedirs(self.spec["trial_dir"], exist_ok=True)
         target = os.path.join(self.spec["trial_dir"], f"checkpoint_{self.iteration:06d}")
         if os.path.abspath(checkpoint.path) != os.path.abspath(target):
             shutil.copytree(checkpoint.path, target, dirs_exist_ok=True)
@@ -143,8 +144,12 @@ class TuneContext:
         return self._spec.get("trial_name")
 
     def get_trial_dir(self) -> str | None:
-        """The trial's directory (results and checkpoints)."""
-        return self._spec.get("trial_dir")
+        """The trial's directory (results and checkpoints); created on first use."""
+        path = self._spec.get("trial_dir")
+        if path is not None:
+            # The controller creates it in the background; a trial may get here first.
+            os.makedirs(path, exist_ok=True)
+        return path
 
     def get_experiment_name(self) -> str | None:
         """The experiment's name."""

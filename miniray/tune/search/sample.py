@@ -3,7 +3,6 @@ variant generation: resolving a nested ``param_space`` into concrete configs."""
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import random
@@ -310,7 +309,7 @@ def resolve(space, grid_index: int, rng: random.Random, overrides: dict | None =
     """Return one concrete config of ``space``: grid point ``grid_index`` (wrapping), every
     Domain sampled with ``rng``, ``overrides`` (flat ``{"a/b": value}`` or nested) applied."""
     grids, domains = parse_space(space)
-    config = copy.deepcopy(space)
+    config = _copy_structure(space)
     # The last grid axis varies fastest, like itertools.product over the axes in order.
     for path, values in reversed(grids):
         grid_index, pos = divmod(grid_index, len(values))
@@ -330,6 +329,18 @@ def resolve(space, grid_index: int, rng: random.Random, overrides: dict | None =
     for path, domain in functions:
         set_path(config, path, domain.sample(rng, config))
     return config
+
+
+def _copy_structure(value):
+    # Copy the dicts and lists that values get written into; leaves are shared, which
+    # is ~10x cheaper than deepcopy for the 1,000s of configs of a big experiment.
+    if isinstance(value, dict):
+        if len(value) == 1 and "grid_search" in value:
+            return value
+        return {k: _copy_structure(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_structure(v) for v in value]
+    return value
 
 
 def _set_flat(config, key: str, value):

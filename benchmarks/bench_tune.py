@@ -1,0 +1,239 @@
+"""miniray.tune vs Ray Tune vs plain loops, side by side (each part in a fresh process).
+
+    .venv/bin/python benchmarks/bench_tune.py            # everything (a few minutes)
+    .venv/bin/python benchmarks/bench_tune.py --skip-ray
+
+Parts:
+  digits   the 48-config RandomForest grid on sklearn's digits (one fit and a hold-out
+           score per config): a sequential loop, miniray.tune, Ray Tune; target
+           miniray <= 0.6x sequential on 2 cores.
+  trivial  1,000 trials that return at once: all of the time is overhead; target <= 2 s.
+  optuna   100 trivial trials through OptunaSearch (TPE) vs plain study.optimize;
+           target <= 3x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+GRID = {"n_estimators": [10, 50, 100, 200], "max_depth": [3, 5, 10, None],
+        "min_samples_split": [2, 5, 10]}
+
+
+def _data():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X, y, test_size=0.25, random_state=0)
+
+
+def fit_rf(config, data):
+    from sklearn.ensemble import RandomForestClassifier
+
+    X_train, X_test, y_train, y_test = data
+    model = RandomForestClassifier(n_estimators=config["n_estimators"],
+                                   max_depth=config["max_depth"],
+                                   min_samples_split=config["min_samples_split"],
+                                   random_state=0, n_jobs=1)
+    model.fit(X_train, y_train)
+    return {"accuracy": float(model.score(X_test, y_test))}
+
+
+def _configs():
+    import itertools
+
+    keys = list(GRID)
+    return [dict(zip(keys, values)) for values in itertools.product(*GRID.values())]
+
+
+def part_sequential():
+    data = _data()
+    start = time.perf_counter()
+    best = max(fit_rf(c, data)["accuracy"] for c in _configs())
+    return {"seconds": time.perf_counter() - start, "best": best}
+
+
+def part_miniray_digits():
+    import miniray
+    from miniray import tune
+
+    miniray.init(num_cpus=2)
+    data = _data()
+    space = {k: tune.grid_search(v) for k, v in GRID.items()}
+    with tempfile.TemporaryDirectory() as storage:
+        start = time.perf_counter()
+        grid = tune.Tuner(tune.with_parameters(fit_rf, data=data), param_space=space,
+                          tune_config=tune.TuneConfig(metric="accuracy", mode="max"),
+                          run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "best": grid.get_best_result().metrics["accuracy"],
+            "trials": len(grid)}
+
+
+def part_ray_digits():
+    import ray
+    from ray import tune
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    data = _data()
+    space = {k: tune.grid_search(v) for k, v in GRID.items()}
+    with tempfile.TemporaryDirectory() as storage:
+        start = time.perf_counter()
+        grid = tune.Tuner(tune.with_parameters(fit_rf, data=data), param_space=space,
+                          tune_config=tune.TuneConfig(metric="accuracy", mode="max"),
+                          run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "best": grid.get_best_result().metrics["accuracy"],
+            "trials": len(grid)}
+
+
+def trivial(config):
+    return {"score": config["x"]}
+
+
+def part_miniray_trivial():
+    import miniray
+    from miniray import tune
+
+    miniray.init(num_cpus=2)
+    with tempfile.TemporaryDirectory() as storage:
+        # A warm-up experiment: worker processes started, tune imported in them.
+        tune.Tuner(trivial, param_space={"x": tune.uniform(0, 1)},
+                   tune_config=tune.TuneConfig(num_samples=4),
+                   run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()
+        start = time.perf_counter()
+        grid = tune.Tuner(trivial, param_space={"x": tune.uniform(0, 1)},
+                          tune_config=tune.TuneConfig(metric="score", mode="max",
+                                                      num_samples=1000),
+                          run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "trials": len(grid)}
+
+
+def part_ray_trivial():
+    import ray
+    from ray import tune
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    n = 100  # 1,000 would take minutes under Ray Tune; the per-trial cost is reported
+    with tempfile.TemporaryDirectory() as storage:
+        start = time.perf_counter()
+        grid = tune.Tuner(trivial, param_space={"x": tune.uniform(0, 1)},
+                          tune_config=tune.TuneConfig(metric="score", mode="max",
+                                                      num_samples=n),
+                          run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "trials": len(grid)}
+
+
+def part_optuna_plain():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    start = time.perf_counter()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=100)
+    return {"seconds": time.perf_counter() - start}
+
+
+def part_miniray_optuna():
+    import optuna
+
+    import miniray
+    from miniray import tune
+    from miniray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    miniray.init(num_cpus=2)
+    with tempfile.TemporaryDirectory() as storage:
+        start = time.perf_counter()
+        grid = tune.Tuner(trivial, param_space={"x": tune.uniform(0, 1)},
+                          tune_config=tune.TuneConfig(metric="score", mode="min",
+                                                      num_samples=100,
+                                                      search_alg=OptunaSearch(seed=0)),
+                          run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "trials": len(grid)}
+
+
+PARTS = {name[5:]: fn for name, fn in globals().items() if name.startswith("part_")}
+
+
+def _run_child(name, timeout):
+    started = time.perf_counter()
+    try:
+        out = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True,
+                             text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout} s"}
+    for line in reversed(out.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
+    return {"error": tail[0][:120], "wall": time.perf_counter() - started}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child")
+    parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+    if args.child:
+        result = PARTS[args.child]()
+        print("RESULT " + json.dumps(result), flush=True)
+        os._exit(0)  # skip slow interpreter/runtime teardown in the child
+    names = ["sequential", "miniray_digits", "ray_digits", "miniray_trivial", "ray_trivial",
+             "optuna_plain", "miniray_optuna"]
+    if args.skip_ray:
+        names = [n for n in names if not n.startswith("ray_")]
+    res = {}
+    for name in names:
+        res[name] = _run_child(name, args.timeout)
+        print(f"  {name}: {res[name]}", file=sys.stderr, flush=True)
+
+    def sec(name):
+        r = res.get(name) or {}
+        return r.get("seconds")
+
+    def cell(name):
+        r = res.get(name)
+        if r is None:
+            return "skipped"
+        return f"{r['seconds']:.2f} s" if "seconds" in r else f"error: {r['error']}"
+
+    seq = sec("sequential")
+    rows = [("48-config RF digits grid", "sequential loop", cell("sequential"), "1.00x", "")]
+    for name, label in (("miniray_digits", "miniray.tune"), ("ray_digits", "Ray Tune")):
+        s = sec(name)
+        ratio = f"{s / seq:.2f}x" if s and seq else "-"
+        rows.append(("", label, cell(name), ratio, "target <= 0.6x" if name.startswith(
+            "miniray") else ""))
+    s = sec("miniray_trivial")
+    rows.append(("1,000 trivial trials", "miniray.tune", cell("miniray_trivial"),
+                 f"{s / 1000 * 1e3:.2f} ms/trial" if s else "-", "target <= 2 s total"))
+    s = sec("ray_trivial")
+    if "ray_trivial" in res:
+        rows.append(("", "Ray Tune (100 trials)", cell("ray_trivial"),
+                     f"{s / 100 * 1e3:.2f} ms/trial" if s else "-", ""))
+    plain = sec("optuna_plain")
+    rows.append(("100 trivial trials, TPE", "study.optimize", cell("optuna_plain"), "1.00x", ""))
+    s = sec("miniray_optuna")
+    rows.append(("", "miniray.tune OptunaSearch", cell("miniray_optuna"),
+                 f"{s / plain:.2f}x" if s and plain else "-", "target <= 3x"))
+    header = ("workload", "system", "wall time", "ratio", "")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(5)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for r in rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
+
+
+if __name__ == "__main__":
+    main()
