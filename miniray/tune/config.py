@@ -34,7 +34,8 @@ class TuneConfig:
         time_budget_s: stop the experiment after this many seconds.
         reuse_actors: accepted for Ray compatibility; trials always run in reused
             worker processes.
-        trial_name_creator, trial_dirname_creator: ``fn(trial) -> str``.
+        trial_name_creator: ``fn(trial) -> str`` (accepted for Ray compatibility).
+        trial_dirname_creator: ``fn(trial) -> str``, the trial's directory name.
     """
 
     metric: str | None = None

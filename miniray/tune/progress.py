@@ -31,7 +31,8 @@ class CLIReporter(ProgressReporter):
         max_progress_rows: at most this many trial rows (running trials first).
         max_report_frequency: seconds between two tables when not on a terminal
             (on a terminal the table is redrawn every second).
-        metric, mode: which trial is "best so far".
+        metric: the metric of the "best so far" line.
+        mode: ``"min"`` or ``"max"`` for that line.
         print_intermediate_tables: accepted for Ray compatibility.
     """
 

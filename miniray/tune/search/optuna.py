@@ -84,8 +84,9 @@ class OptunaSearch(Searcher):
             intermediate result is reported to the Optuna trial at step
             ``training_iteration``; a trial the pruner prunes is stopped and told to the
             study as PRUNED. ``None``: no pruning (as in Ray).
-        study_name, storage: passed to ``optuna.create_study`` (e.g. to keep the study in
-            a database); by default an in-memory study.
+        study_name: passed to ``optuna.create_study``.
+        storage: passed to ``optuna.create_study`` (e.g. to keep the study in a
+            database); by default an in-memory study.
     """
 
     def __init__(self, space=None, metric=None, mode=None, points_to_evaluate=None,
