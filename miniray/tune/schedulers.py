@@ -9,35 +9,19 @@ import random
 import statistics
 
 from .search import sample
-from .search.searcher import _check_mode
+from .search.searcher import MetricModeMixin
 
 __all__ = ["TrialScheduler", "FIFOScheduler", "AsyncHyperBandScheduler", "ASHAScheduler",
            "MedianStoppingRule", "PopulationBasedTraining"]
 
 
-class TrialScheduler:
+class TrialScheduler(MetricModeMixin):
     """Base class. :meth:`on_trial_result` returns ``CONTINUE``, ``PAUSE`` or ``STOP``."""
 
     CONTINUE = "CONTINUE"
     PAUSE = "PAUSE"
     STOP = "STOP"
     NOOP = "NOOP"
-
-    def __init__(self, metric: str | None = None, mode: str | None = None):
-        if mode is not None:
-            _check_mode(mode)
-        self._metric = metric
-        self._mode = mode
-
-    @property
-    def metric(self):
-        """The metric the scheduler compares trials on."""
-        return self._metric
-
-    @property
-    def mode(self):
-        """``"min"`` or ``"max"``."""
-        return self._mode
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         """Take the experiment's metric and mode unless the scheduler has its own."""

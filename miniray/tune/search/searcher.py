@@ -9,7 +9,28 @@ from . import sample
 __all__ = ["Searcher", "BasicVariantGenerator", "ConcurrencyLimiter", "Repeater"]
 
 
-class Searcher:
+class MetricModeMixin:
+    """``metric`` and ``mode`` (checked to be ``"min"`` or ``"max"``), shared by
+    searchers and schedulers."""
+
+    def __init__(self, metric: str | None = None, mode: str | None = None):
+        if mode is not None:
+            _check_mode(mode)
+        self._metric = metric
+        self._mode = mode
+
+    @property
+    def metric(self):
+        """The metric that is optimized."""
+        return self._metric
+
+    @property
+    def mode(self):
+        """``"min"`` or ``"max"``."""
+        return self._mode
+
+
+class Searcher(MetricModeMixin):
     """Base class of search algorithms, with Ray Tune's interface.
 
     The controller calls :meth:`suggest` for each new trial, then
@@ -23,22 +44,6 @@ class Searcher:
     """
 
     FINISHED = "FINISHED"
-
-    def __init__(self, metric: str | None = None, mode: str | None = None):
-        if mode is not None:
-            _check_mode(mode)
-        self._metric = metric
-        self._mode = mode
-
-    @property
-    def metric(self):
-        """The metric the searcher optimizes."""
-        return self._metric
-
-    @property
-    def mode(self):
-        """``"min"`` or ``"max"``."""
-        return self._mode
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         """Receive the experiment's metric, mode and param_space; return False if the
@@ -149,24 +154,14 @@ class BasicVariantGenerator(Searcher):
         return not self.max_concurrent
 
 
-class ConcurrencyLimiter(Searcher):
-    """Let at most ``max_concurrent`` trials of ``searcher`` run at once.
+class _WrappingSearcher(Searcher):
+    """A searcher that wraps another: metric, mode and search properties are its."""
 
-    With ``batch=True`` it waits until the whole batch finished before
-    suggesting the next ``max_concurrent`` configs.
-    """
-
-    def __init__(self, searcher: Searcher, max_concurrent: int, batch: bool = False):
+    def __init__(self, searcher: Searcher, what: str):
         if not isinstance(searcher, Searcher):
-            raise TypeError(f"ConcurrencyLimiter wraps a Searcher, got {type(searcher).__name__}")
-        if not isinstance(max_concurrent, int) or max_concurrent < 1:
-            raise ValueError(f"max_concurrent must be a positive int, got {max_concurrent!r}")
+            raise TypeError(f"{what} wraps a Searcher, got {type(searcher).__name__}")
         super().__init__()
         self.searcher = searcher
-        self.max_concurrent = max_concurrent
-        self.batch = batch
-        self._live: set = set()
-        self._batch_open = True
 
     @property
     def metric(self):
@@ -179,6 +174,24 @@ class ConcurrencyLimiter(Searcher):
     def set_search_properties(self, metric, mode, config, **spec):
         """Pass the properties to the wrapped searcher."""
         return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+
+class ConcurrencyLimiter(_WrappingSearcher):
+    """Let at most ``max_concurrent`` trials of ``searcher`` run at once.
+
+    With ``batch=True`` it waits until the whole batch finished before
+    suggesting the next ``max_concurrent`` configs.
+    """
+
+    def __init__(self, searcher: Searcher, max_concurrent: int, batch: bool = False):
+        super().__init__(searcher, "ConcurrencyLimiter")
+        if not isinstance(max_concurrent, int) or max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be a positive int, got {max_concurrent!r}")
+        self.max_concurrent = max_concurrent
+        self.batch = batch
+        self._live: set = set()
+        self._batch_open = True
+
 
     def suggest(self, trial_id):
         """Ask the wrapped searcher, unless ``max_concurrent`` trials are running."""
@@ -207,7 +220,7 @@ class ConcurrencyLimiter(Searcher):
         return self.searcher._total(num_samples)
 
 
-class Repeater(Searcher):
+class Repeater(_WrappingSearcher):
     """Evaluate every config of ``searcher`` ``repeat`` times (e.g. with different seeds)
     and report the mean of the metric to it once all repeats finished.
 
@@ -215,29 +228,15 @@ class Repeater(Searcher):
     """
 
     def __init__(self, searcher: Searcher, repeat: int = 1, set_index: bool = True):
-        if not isinstance(searcher, Searcher):
-            raise TypeError(f"Repeater wraps a Searcher, got {type(searcher).__name__}")
+        super().__init__(searcher, "Repeater")
         if not isinstance(repeat, int) or repeat < 1:
             raise ValueError(f"repeat must be a positive int, got {repeat!r}")
-        super().__init__()
-        self.searcher = searcher
         self.repeat = repeat
         self.set_index = set_index
         self._current = None  # (group id, config, repeats handed out)
         self._groups: dict = {}  # group id -> {"pending": set, "scores": list}
         self._trial_group: dict = {}
 
-    @property
-    def metric(self):
-        return self.searcher.metric
-
-    @property
-    def mode(self):
-        return self.searcher.mode
-
-    def set_search_properties(self, metric, mode, config, **spec):
-        """Pass the properties to the wrapped searcher."""
-        return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id):
         """Hand out the current config again, or a new one from the wrapped searcher."""
