@@ -140,3 +140,35 @@ def test_unpicklable_return_value_is_reported(ray):
 
     with pytest.raises(exceptions.RayTaskError, match="return value 0"):
         ray.get(bad.remote())
+
+
+def test_runtime_context_in_driver_and_actor(ray):
+    ctx = ray.get_runtime_context()
+    assert ctx.worker_mode == "SCRIPT_MODE" and ctx.get_task_id() is None
+    assert ctx.get_job_id() and ctx.get_node_id().startswith("node-")
+    assert ctx.get_worker_id().startswith("worker-")
+    assert isinstance(ctx.get_accelerator_ids()["GPU"], list)
+    assert ctx.get_assigned_resources() == {} and not ctx.was_current_actor_reconstructed
+
+    @ray.remote
+    class Who:
+        def ids(self):
+            c = ray.get_runtime_context()
+            return c.get_actor_id(), c.worker_mode
+
+    actor_id, mode = ray.get(Who.remote().ids.remote())
+    assert actor_id and mode == "WORKER_MODE"
+
+
+async def test_as_future_and_async_wait(ray):
+    import asyncio
+
+    @ray.remote
+    def f(x):
+        return x + 1
+
+    assert await f.remote(1).as_future() == 2
+    refs = [f.remote(i) for i in range(3)]
+    ready, pending = await ray.wait(refs, num_returns=3, timeout=10)
+    assert ready == refs and pending == []
+    assert await asyncio.wait_for(ray.get(refs), 10) == [1, 2, 3]
