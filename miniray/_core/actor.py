@@ -5,8 +5,8 @@ from __future__ import annotations
 import inspect
 import os
 
-from .refs import get_client
-from .remote_function import check_feasible, check_options, validate_resources
+from .refs import _require_client, get_client
+from .remote_function import BoundOptions, check_feasible, check_options, validate_resources
 from .serialization import _collect_ref, serialize_function
 
 ACTOR_OPTIONS = {
@@ -30,16 +30,6 @@ def method(*args, **kwargs):
     if args and callable(args[0]) and len(args) == 1 and not kwargs:
         return decorate(args[0])
     return decorate
-
-
-def _client():
-    client = get_client()
-    if client is None:
-        from .. import api
-
-        api._auto_init()
-        client = get_client()
-    return client
 
 
 def _method_meta(cls) -> dict:
@@ -93,16 +83,8 @@ class ActorClass:
         """Return a factory with some options overridden."""
         check_options(options, ACTOR_OPTIONS, f"actor class {self.__name__}")
         merged = {**self._options, **options}
-        parent = self
-
-        class _Bound:
-            def remote(self_inner, *args, **kwargs):
-                return parent._remote(args, kwargs, merged)
-
-            def options(self_inner, **more):
-                return parent.options(**{**options, **more})
-
-        return _Bound()
+        return BoundOptions(lambda args, kwargs: self._remote(args, kwargs, merged),
+                            self.options, options)
 
     def _remote(self, args, kwargs, options) -> "ActorHandle":
         what = f"actor {self.__name__}"
@@ -118,7 +100,7 @@ class ActorClass:
         name = options.get("name")
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError("The actor name must be a non-empty string")
-        client = _client()
+        client = _require_client()
         client.register_function(self._fn_id, self._blob_getter)
         enc_args, enc_kwargs, contained, keepalive = client.encode_args(
             args, kwargs, f"{self.__name__}.__init__")
@@ -214,7 +196,7 @@ class ActorMethod:
 
     def remote(self, *args, **kwargs):
         handle = self._handle
-        client = handle._client or _client()
+        client = handle._client or _require_client()
         options = {**self._meta["options"], **self._overrides}
         num_returns = options.pop("num_returns", self._meta["num_returns"])
         what = f"{handle._class_name}.{self._name}"

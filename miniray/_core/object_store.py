@@ -121,10 +121,6 @@ class LocalStore:
                 "bytes_in_use": sum(a.allocator.bytes_in_use for a in self._arenas.values()),
             }
 
-    def segment_names(self) -> list[str]:
-        with self._lock:
-            return list(self._arenas) + list(self._dedicated)
-
     # -- reading --------------------------------------------------------------
     def map(self, location) -> tuple[shm.MappedRegion, memoryview]:
         name, offset, size = location

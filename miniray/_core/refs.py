@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 from .serialization import _collect_ref
 
 _client = None  # the CoreClient of this process (driver or worker), set by context
@@ -98,7 +96,7 @@ def _require_client():
 class IdGenerator:
     """Unique 16-byte ids: an 8-byte random per-process prefix + a counter."""
 
-    __slots__ = ("_prefix", "_next", "_lock")
+    __slots__ = ("_prefix", "_next")
 
     def __init__(self):
         import itertools
@@ -106,7 +104,6 @@ class IdGenerator:
 
         self._prefix = os.urandom(8)
         self._next = itertools.count(1).__next__  # thread-safe under the GIL
-        self._lock = threading.Lock()
 
     def new(self) -> bytes:
         return self._prefix + self._next().to_bytes(8, "little")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 
-from .refs import get_client
+from .refs import _require_client, get_client
 from .serialization import serialize, serialize_function
 
 TASK_OPTIONS = {
@@ -59,6 +59,26 @@ def check_options(options: dict, allowed: set, what: str) -> None:
         raise ValueError(
             f"Invalid option(s) {sorted(unknown)} for {what}; valid options are "
             f"{sorted(allowed)}.")
+
+
+class BoundOptions:
+    """What ``.options(...)`` returns: ``.remote()`` with the overridden options,
+    and ``.options()`` to override more."""
+
+    __slots__ = ("_submit", "_rebind", "_overrides")
+
+    def __init__(self, submit, rebind, overrides: dict):
+        self._submit = submit
+        self._rebind = rebind
+        self._overrides = overrides
+
+    def remote(self, *args, **kwargs):
+        """Submit with the overridden options."""
+        return self._submit(args, kwargs)
+
+    def options(self, **more):
+        """Override more options."""
+        return self._rebind(**{**self._overrides, **more})
 
 
 class RemoteFunction:
@@ -121,19 +141,17 @@ class RemoteFunction:
         """Run the function as a task; returns an ObjectRef (or a list of them)."""
         return self._remote(args, kwargs)
 
-    def _remote(self, args, kwargs, prepared=None):
-        client = get_client()
-        if client is None:
-            from .. import api
-
-            api._auto_init()
-            client = get_client()
-        if prepared is None:
+    def _remote(self, args, kwargs, options=None):
+        client = _require_client()  # before _prepare: feasibility needs the node
+        if options is None:
             prepared = self._prepared
             if prepared is None or prepared[2] is not client:
                 task_options, num_returns = self._prepare(self._options)
-                prepared = self._prepared = (task_options, num_returns, client)
-        task_options, num_returns = prepared[0], prepared[1]
+                self._prepared = (task_options, num_returns, client)
+            else:
+                task_options, num_returns = prepared[0], prepared[1]
+        else:
+            task_options, num_returns = self._prepare(options)
         client.register_function(self._fn_id, self._blob_getter)
         enc_args, enc_kwargs, contained, keepalive = client.encode_args(
             args, kwargs, self._name)
@@ -150,23 +168,8 @@ class RemoteFunction:
         """Return a copy of this function with some options overridden."""
         check_options(options, TASK_OPTIONS, f"remote function {self._name}")
         merged = {**self._options, **options}
-        parent = self
-
-        class _Bound:
-            def remote(self_inner, *args, **kwargs):
-                client = get_client()
-                if client is None:
-                    from .. import api
-
-                    api._auto_init()
-                    client = get_client()
-                task_options, num_returns = parent._prepare(merged)
-                return parent._remote(args, kwargs, (task_options, num_returns, client))
-
-            def options(self_inner, **more):
-                return parent.options(**{**options, **more})
-
-        return _Bound()
+        return BoundOptions(lambda args, kwargs: self._remote(args, kwargs, merged),
+                            self.options, options)
 
     def __reduce__(self):
         return (_rebuild_remote_function, (self._function, self._options, self._fn_id))

@@ -74,7 +74,7 @@ class Task:
     __slots__ = ("task_id", "fn_id", "args", "kwargs", "contained", "return_ids", "name",
                  "resources", "retries_left", "retry_exceptions", "deps", "worker",
                  "cancelled", "force_cancelled", "actor", "method", "pinned", "held",
-                 "submitter", "gpu_ids", "finished", "dispatched_at", "has_refs")
+                 "gpu_ids", "finished", "dispatched_at", "has_refs")
 
     def __init__(self):
         self.deps = 0
@@ -107,7 +107,6 @@ class WorkerHandle:
         self.actor = None
         self.out: list[bytes] = []
         self.started = time.monotonic()
-        self.exit_reason = ""
         self.idle_since = 0.0
 
 
@@ -160,7 +159,6 @@ class NodeRuntime:
         self.idle: list[WorkerHandle] = []
         self.actors: dict[bytes, ActorState] = {}
         self.named_actors: dict[tuple, bytes] = {}
-        self.adopted: dict[str, int] = {}
         self._pinned_garbage: dict[bytes, ObjectEntry] = {}
         self._dead_workers: list[WorkerHandle] = []
         self._used_lock = threading.Lock()
@@ -508,14 +506,9 @@ class NodeRuntime:
             except subprocess.TimeoutExpired:
                 code = None
         reason = _describe_exit(code)
-        worker.exit_reason = reason
         self.counters["workers_died"] += 1
         self._dead_workers.append(worker)
-        # Its objects survive it: the node adopts its segments.
-        for name in shm.list_segments(self.node_pid):
-            parsed = shm.parse_name(name)
-            if parsed and parsed[1] == worker.pid:
-                self.adopted.setdefault(name, 0)
+        # Its objects survive it: _free_storage unlinks its segments once they empty.
         for object_id, n in worker.pins.items():
             entry = self.objects.get(object_id)
             if entry is not None:
@@ -688,11 +681,6 @@ class NodeRuntime:
         return [P.ARG_REF, object_id, entry.state, entry.data]
 
     # -- object table --------------------------------------------------------------
-    def new_entry_threadsafe(self, object_id: bytes, refcount: int = 1) -> ObjectEntry:
-        entry = ObjectEntry(refcount)
-        self.objects[object_id] = entry
-        return entry
-
     def _set_value(self, object_id: bytes, state: int, data, contained=None, size=0) -> None:
         entry = self.objects.get(object_id)
         if entry is None:
@@ -793,7 +781,6 @@ class NodeRuntime:
         if live == 0:
             shm.unlink(name)
             self.store.forget_segment(name)
-            self.adopted.pop(name, None)
 
     def unpin_threadsafe(self, object_id: bytes) -> None:
         self.post_lazy(self._unpin, object_id)
@@ -1109,11 +1096,6 @@ class NodeRuntime:
                 self._acquire(worker.lease)  # may oversubscribe briefly, as in Ray
             elif not worker.assigned and worker not in self.idle:
                 self._make_idle(worker)
-
-    def value_of(self, entry: ObjectEntry):
-        if entry.state == VALUE_SPILLED:
-            return [entry.state, entry.data]
-        return [entry.state, entry.data]
 
     def rpc_get(self, caller, object_ids, timeout):
         entries = []

@@ -36,7 +36,7 @@ from ..exceptions import (
     TaskCancelledError,
 )
 from . import protocol as P
-from .client import VALUE_ERROR, VALUE_SHM, ClientBase
+from .client import VALUE_SHM, ClientBase
 from .object_store import LocalStore
 from .refs import ObjectRef, set_client
 from .serialization import INLINE_THRESHOLD, PICKLE5, PLAIN_TYPES, deserialize_inline, serialize
