@@ -79,6 +79,8 @@ def init(
     logging_level=None,
     configure_logging: bool = True,
     runtime_env: dict | None = None,
+    backend: str | None = None,
+    clusters=None,
     _arena_size: int | None = None,
     **kwargs,
 ) -> RayContext:
@@ -116,6 +118,12 @@ def init(
                 "Maybe you called miniray.init twice by accident? This error can be "
                 "suppressed by passing in 'ignore_reinit_error=True' or by calling "
                 "'miniray.shutdown()' prior to 'miniray.init()'.")
+        to_ray = (backend == "ray" or clusters is not None
+                  or (isinstance(address, str) and address.startswith("ray://")))
+        if backend not in (None, "local", "ray"):
+            raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
+        if to_ray:
+            ray_address, address = address, None
         if address not in (None, "local"):
             raise ValueError(
                 f"address={address!r}: miniray runs an embedded local node; connecting to "
@@ -151,6 +159,15 @@ def init(
             "object_store_memory": object_store_memory,
             "init_seconds": time.perf_counter() - started,
         })
+        if to_ray:
+            from .cluster import _init_hook
+
+            try:
+                _init_info.update(_init_hook(address=ray_address, backend=backend,
+                                             clusters=clusters) or {})
+            except BaseException:
+                shutdown()
+                raise
         return RayContext(_init_info)
 
 
@@ -167,6 +184,16 @@ def shutdown() -> None:
         runtime = _runtime
         if runtime is None:
             return
+        from ._core import hooks
+
+        while hooks.shutdown_callbacks:
+            callback = hooks.shutdown_callbacks.pop()
+            try:
+                callback()
+            except Exception as exc:  # a sub-library's cleanup must not stop ours
+                import warnings
+
+                warnings.warn(f"miniray shutdown: {callback!r} failed: {exc!r}")
         _runtime = None
         client = _refs.get_client()
         _refs.set_client(None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 
+from . import hooks as _hooks
 from .refs import _require_client, get_client
 from .remote_function import BoundOptions, check_feasible, check_options, validate_resources
 from .serialization import _collect_ref, serialize_function
@@ -13,7 +14,7 @@ ACTOR_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "memory", "name", "namespace", "lifetime",
     "max_restarts", "max_task_retries", "max_concurrency", "get_if_exists",
     "scheduling_strategy", "runtime_env", "max_pending_calls", "concurrency_groups",
-    "accelerator_type", "label_selector",
+    "accelerator_type", "label_selector", "cluster", "tags",
 }
 METHOD_OPTIONS = {"num_returns", "name", "max_task_retries", "retry_exceptions",
                   "concurrency_group"}
@@ -88,6 +89,13 @@ class ActorClass:
 
     def _remote(self, args, kwargs, options) -> "ActorHandle":
         what = f"actor {self.__name__}"
+        router = _hooks.router
+        if router is not None:
+            routed = router.create_actor(self, args, kwargs, options)
+            if routed is not NotImplemented:
+                return routed
+        elif _hooks.needs_router(options):
+            raise _hooks.no_router_error(what)
         resources = validate_resources(options, what, 0)
         check_feasible(resources, what)
         max_concurrency = options.get("max_concurrency")

@@ -84,6 +84,37 @@ class DriverClient(ClientBase):
                      kwargs, contained, return_ids, options)
         return [ObjectRef(i, _counted=True) for i in return_ids]
 
+    # -- refs fulfilled from outside the node (miniray.cluster) --------------------
+    def new_future_ref(self) -> ObjectRef:
+        """A ref whose value arrives later through :meth:`fulfill` (any thread).
+
+        Works with get/wait/await and as a task argument like any other ref.
+        """
+        object_id = self.ids.new()
+        self.objects[object_id] = ObjectEntry(1)
+        return ObjectRef(object_id, _counted=True)
+
+    def fulfill(self, ref: ObjectRef, value=None, error: BaseException | None = None) -> None:
+        """Set the value (or the exception ``get`` raises) of a future ref."""
+        from .serialization import serialize
+
+        runtime = self.runtime
+        if error is not None:
+            data = serialize(error, "the error of a future ref").to_inline()
+            runtime.post(runtime.fulfill_value, ref._id, VALUE_ERROR, data, None, 0)
+            return
+        serialized = serialize(value, "the value of a future ref")
+        contained = [r._id for r in serialized.contained] or None
+        if serialized.is_small:
+            runtime.post(runtime.fulfill_value, ref._id, VALUE_INLINE, serialized.to_inline(),
+                         contained, 0)
+        else:
+            location = self._write(serialized)
+            runtime.post(runtime.fulfill_value, ref._id, VALUE_SHM, location, contained,
+                         location[2])
+        # The contained refs must stay alive until the node holds them.
+        runtime.post(_keep, serialized.contained)
+
     def _entries(self, refs):
         objects = self.objects
         entries = []
@@ -263,6 +294,10 @@ class DriverClient(ClientBase):
         if isinstance(result, asyncio.Future):
             return await result
         return result
+
+
+def _keep(refs) -> None:
+    del refs
 
 
 def _spill_over(runtime) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import os
 
+from . import hooks as _hooks
 from .refs import _require_client, get_client
 from .serialization import serialize, serialize_function
 
 TASK_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
     "name", "memory", "scheduling_strategy", "runtime_env", "max_calls",
-    "accelerator_type", "label_selector",
+    "accelerator_type", "label_selector", "cluster", "tags",
 }
 
 
@@ -97,6 +98,7 @@ class RemoteFunction:
         self._blob = None
         self._name = getattr(function, "__qualname__", "task")
         self._prepared = None
+        self._routed = _hooks.needs_router(options)
         functools.update_wrapper(self, function)
 
     def __call__(self, *args, **kwargs):
@@ -142,6 +144,14 @@ class RemoteFunction:
         return self._remote(args, kwargs)
 
     def _remote(self, args, kwargs, options=None):
+        router = _hooks.router
+        if router is not None:
+            routed = router.submit_task(self, args, kwargs,
+                                        self._options if options is None else options)
+            if routed is not NotImplemented:
+                return routed
+        elif self._routed or (options is not None and _hooks.needs_router(options)):
+            raise _hooks.no_router_error(f"remote function {self._name}")
         client = _require_client()  # before _prepare: feasibility needs the node
         if options is None:
             prepared = self._prepared

@@ -891,6 +891,13 @@ class NodeRuntime:
                 del caller.pins[object_id]
             self._unpin(object_id)
 
+    def fulfill_value(self, object_id: bytes, state: int, data, contained, size) -> None:
+        """Set a future ref's value (DriverClient.fulfill); runs on the loop."""
+        if contained:
+            for c in contained:
+                self._incref(c)
+        self._set_value(object_id, state, data, contained, size)
+
     def rpc_put(self, caller, object_id: bytes, data, contained) -> None:
         if caller is not DRIVER:
             self.objects[object_id] = ObjectEntry(1)
