@@ -147,6 +147,7 @@ def init(
         started = time.perf_counter()
         runtime = NodeRuntime(num_cpus, num_gpus, resources, object_store_memory, _namespace,
                               arena_size=_arena_size)
+        runtime.log_to_driver = bool(log_to_driver)
         runtime.start(running_loop())
         client = DriverClient(runtime)
         _refs.set_client(client)

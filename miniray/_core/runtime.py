@@ -43,6 +43,7 @@ from ..exceptions import (
 from . import protocol as P
 from . import shm
 from .client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM
+from .events import PENDING_NODE_ASSIGNMENT, EventBus
 from .object_store import LocalStore, _fmt
 from .serialization import deserialize_inline, serialize
 
@@ -108,6 +109,7 @@ class WorkerHandle:
         self.out: list[bytes] = []
         self.started = time.monotonic()
         self.idle_since = 0.0
+        self.logs: list = []
 
 
 class ActorState:
@@ -139,7 +141,7 @@ class ActorState:
 
 class NodeRuntime:
     def __init__(self, num_cpus, num_gpus, resources, object_store_memory, namespace,
-                 arena_size=None, spill_dir=None):
+                 arena_size=None, spill_dir=None, event_caps=None):
         self.node_pid = os.getpid()
         self.namespace = namespace
         self.total = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
@@ -181,6 +183,10 @@ class NodeRuntime:
         self.arena_size = self.store.arena_size
         self.watchdog = None
         self.worker_env = None
+        self.events = EventBus(event_caps)
+        self.log_dir = os.path.join(self.spill_dir, "logs")
+        self.log_to_driver = True
+        self.started_at = time.time()
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -214,6 +220,10 @@ class NodeRuntime:
 
     def _on_started(self) -> None:
         self.loop.call_later(0.05, self._tick)
+        from .introspect import MetricsSampler
+
+        self.sampler = MetricsSampler(self)
+        self.sampler.start()
         for _ in range(self._worker_target):
             self._spawn_worker()
 
@@ -299,6 +309,9 @@ class NodeRuntime:
             if worker.transport is not None:
                 worker.transport.abort()
             worker.dead = True
+        for worker in list(self.workers.values()) + self._dead_workers:
+            for log in worker.logs:
+                log.close()
 
     def _reap_workers(self) -> None:
         for worker in list(self.workers.values()) + self._dead_workers:
@@ -394,14 +407,17 @@ class NodeRuntime:
             [sys.executable, "-m", "miniray._core.worker_main", str(child.fileno()),
              str(self.node_pid), str(self.capacity), str(self.arena_size), str(worker_id)],
             pass_fds=[child.fileno()], start_new_session=True, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         child.close()
         worker = WorkerHandle(worker_id, proc, parent)
         worker.actor = actor
+        self._capture_output(worker)
         self.workers[worker_id] = worker
         self.workers_by_pid[proc.pid] = worker
         self._watchdog_note(f"+{proc.pid}")
         self.counters["workers_started"] += 1
+        self.events.worker_state(worker, "STARTING")
         runtime = self
 
         class Protocol(asyncio.Protocol):
@@ -428,6 +444,64 @@ class NodeRuntime:
         parent.setblocking(False)
         self.loop.create_task(self.loop.create_unix_connection(Protocol, sock=parent))
         return worker
+
+    def _capture_output(self, worker: WorkerHandle) -> None:
+        """Worker stdout/stderr go to log files (for the dashboard and
+        ``miniray logs``) and, like Ray's log_to_driver, to the driver's
+        terminal with a ``(name pid=N)`` prefix."""
+        os.makedirs(self.log_dir, exist_ok=True)
+        runtime = self
+        for stream, suffix in ((worker.proc.stdout, "out"), (worker.proc.stderr, "err")):
+            path = os.path.join(self.log_dir, f"worker-{worker.worker_id}-{worker.pid}.{suffix}")
+            echo = (sys.stdout if suffix == "out" else sys.stderr) if self.log_to_driver else None
+
+            class LogProtocol(asyncio.Protocol):
+                def __init__(self, path=path, echo=echo):
+                    self.file = open(path, "ab", buffering=0)
+                    self.echo = echo
+                    self.partial = b""
+                    self.transport = None
+                    worker.logs.append(self)
+
+                def connection_made(self, transport):
+                    self.transport = transport
+
+                def data_received(self, data):
+                    self.file.write(data)
+                    if self.echo is not None:
+                        runtime._echo(worker, self, data)
+
+                def connection_lost(self, exc):
+                    if self.partial and self.echo is not None:
+                        runtime._echo(worker, self, b"\n")
+                    self.close()
+
+                def close(self):
+                    if self.transport is not None:
+                        self.transport.close()
+                    self.file.close()
+
+            self.loop.create_task(self.loop.connect_read_pipe(LogProtocol, stream))
+
+    def _echo(self, worker: WorkerHandle, log, data: bytes) -> None:
+        data = log.partial + data
+        lines = data.split(b"\n")
+        log.partial = lines.pop()
+        if not lines:
+            return
+        if worker.actor is not None:
+            name = worker.actor.class_name
+        elif worker.assigned:
+            name = next(iter(worker.assigned.values())).name
+        else:
+            name = "worker"
+        prefix = f"({name} pid={worker.pid}) "
+        try:
+            log.echo.write("".join(prefix + line.decode(errors="replace") + "\n"
+                                   for line in lines))
+            log.echo.flush()
+        except (OSError, ValueError):  # the driver's stdout is closed: keep the file
+            log.echo = None
 
     def _send(self, worker: WorkerHandle, message) -> None:
         worker.out.append(self._pack(message))
@@ -461,6 +535,7 @@ class NodeRuntime:
             self._on_task_failed(worker, message[1], message[2], message[3])
         elif kind == P.READY:
             worker.ready = True
+            self.events.worker_state(worker, "ALIVE")
             if worker.transport is not None and worker.out:
                 self._flush_worker(worker)
             if worker.actor is not None:
@@ -507,6 +582,7 @@ class NodeRuntime:
                 code = None
         reason = _describe_exit(code)
         self.counters["workers_died"] += 1
+        self.events.worker_state(worker, "DEAD", reason)
         self._dead_workers.append(worker)
         # Its objects survive it: _free_storage unlinks its segments once they empty.
         for object_id, n in worker.pins.items():
@@ -529,6 +605,7 @@ class NodeRuntime:
             elif task.retries_left > 0:
                 task.retries_left -= 1
                 self.counters["tasks_retried"] += 1
+                self.events.task_retried(task.task_id)
                 self.ready.appendleft(task)
             else:
                 self._fail_task(task, _error_bytes(WorkerCrashedError(
@@ -642,8 +719,10 @@ class NodeRuntime:
                 self._unpin(object_id)
             task.pinned = ()
         task.worker = worker
-        task.dispatched_at = time.perf_counter() if not worker.assigned else 0.0
+        queued = bool(worker.assigned)
+        task.dispatched_at = 0.0 if queued else time.perf_counter()
         worker.assigned[task.task_id] = task
+        self.events.task_dispatched(task.task_id, worker.worker_id, queued)
         if task.fn_id is not None and task.fn_id not in worker.known_functions:
             worker.known_functions.add(task.fn_id)
             self._send(worker, [P.FUNCTION, task.fn_id, self.functions[task.fn_id]])
@@ -698,6 +777,7 @@ class NodeRuntime:
         entry.size = size
         if state == VALUE_SHM:
             self._add_used(size)
+            self.events.object_event(object_id, "SEALED", size)
         with self._state_lock:
             entry.state = state
             entry.data = data
@@ -737,6 +817,7 @@ class NodeRuntime:
             return
         self.counters["objects_freed"] += 1
         if entry.state == VALUE_SHM:
+            self.events.object_event(object_id, "FREED", entry.size)
             if entry.pins > 0:
                 entry.free_when_unpinned = True
                 self._pinned_garbage[object_id] = entry
@@ -819,6 +900,7 @@ class NodeRuntime:
             self._add_used(-entry.size)
             freed += entry.size
             self.counters["objects_spilled"] += 1
+            self.events.object_event(object_id, "SPILLED", entry.size)
         return freed
 
     def _restore(self, object_id: bytes, entry: ObjectEntry) -> None:
@@ -834,6 +916,7 @@ class NodeRuntime:
         os.unlink(path)
         self._add_used(entry.size)
         self.counters["objects_restored"] += 1
+        self.events.object_event(object_id, "RESTORED", entry.size)
 
     def make_room_threadsafe(self, size: int) -> None:
         """Called by the driver before writing a large object."""
@@ -930,6 +1013,7 @@ class NodeRuntime:
         self.tasks[task.task_id] = task
         self._hold_args(task)
         self.counters["tasks_submitted"] += 1
+        self.events.task_submitted(task, task.deps)
         if task.deps == 0:
             self.ready.append(task)
 
@@ -973,6 +1057,7 @@ class NodeRuntime:
                 return
             task.deps -= 1
             if task.deps == 0:
+                self.events.task_state(task.task_id, PENDING_NODE_ASSIGNMENT)
                 if task.actor is not None:
                     self._actor_pump(task.actor)
                 else:
@@ -1004,6 +1089,7 @@ class NodeRuntime:
             return
         self._finish_task(task)
         self.counters["tasks_failed"] += 1
+        self.events.task_ended(task.task_id, error)
         for object_id in task.return_ids:
             self._set_value(object_id, VALUE_ERROR, error)
 
@@ -1033,6 +1119,10 @@ class NodeRuntime:
         if task is None:
             return
         self.counters["tasks_finished"] += 1
+        events = self.events
+        events.task_ended(task_id, None)
+        if worker.assigned:
+            events.task_started(next(iter(worker.assigned)))
         if task.dispatched_at and task.fn_id is not None:
             took = time.perf_counter() - task.dispatched_at
             previous = self.fn_cost.get(task.fn_id)
@@ -1056,6 +1146,7 @@ class NodeRuntime:
             task.retries_left -= 1
             task.worker = None
             self.counters["tasks_retried"] += 1
+            self.events.task_retried(task_id)
             self.ready.append(task)
             return
         self._fail_task(task, error)
@@ -1230,6 +1321,7 @@ class NodeRuntime:
             self.named_actors[key] = actor_id
         actor = ActorState(actor_id, fn_id, args, kwargs, contained, options, class_name)
         self.actors[actor_id] = actor
+        self.events.actor_state(actor, "DEPENDENCIES_UNREADY")
         handle_entry = ObjectEntry(0 if caller is DRIVER else 1)
         handle_entry.is_actor_handle = True
         if options.get("lifetime") == "detached" or name:
@@ -1277,6 +1369,7 @@ class NodeRuntime:
         actor.state = "PENDING_CREATION" if actor.num_restarts == 0 else "RESTARTING"
         worker = self._spawn_worker(actor)
         actor.worker = worker
+        self.events.actor_state(actor)
 
     def _start_actor_on(self, actor: ActorState, worker: WorkerHandle) -> None:
         if actor.fn_id not in worker.known_functions:
@@ -1304,6 +1397,7 @@ class NodeRuntime:
             os.kill(worker.pid, signal.SIGKILL) if not worker.dead else None
             return
         actor.state = "ALIVE"
+        self.events.actor_state(actor)
         self._actor_pump(actor)
 
     def rpc_actor_call(self, caller, actor_id, task_id, method, args, kwargs, contained,
@@ -1339,6 +1433,7 @@ class NodeRuntime:
         self._hold_args(task)
         if task.finished:
             return
+        self.events.task_submitted(task, task.deps)
         actor.queue.append(task)
         self._actor_pump(actor)
 
@@ -1408,6 +1503,7 @@ class NodeRuntime:
 
     def _actor_dead(self, actor: ActorState) -> None:
         actor.state = "DEAD"
+        self.events.actor_state(actor)
         queue = list(actor.queue)
         actor.queue.clear()
         error = self._actor_death_error(actor)
