@@ -107,7 +107,7 @@ def init(
     global _runtime, _namespace
     unknown = set(kwargs) - {"_system_config", "local_mode", "dashboard_host",
                              "dashboard_port", "job_config", "_temp_dir", "_node_ip_address",
-                             "log_to_driver", "_plasma_directory"}
+                             "log_to_driver", "_plasma_directory", "_token"}
     if unknown:
         raise TypeError(f"init() got unexpected keyword arguments {sorted(unknown)}")
     with _lock:
@@ -124,10 +124,12 @@ def init(
             raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
         if to_ray:
             ray_address, address = address, None
-        if address not in (None, "local"):
-            raise ValueError(
-                f"address={address!r}: miniray runs an embedded local node; connecting to "
-                "other nodes is not available yet. Call miniray.init() without an address.")
+        elif address is None and os.environ.get("MINIRAY_ADDRESS"):
+            address = os.environ["MINIRAY_ADDRESS"]
+        if address not in (None, "local") and not to_ray:
+            return _connect_head(address, kwargs.get("_token"), namespace, num_cpus=num_cpus,
+                                 num_gpus=num_gpus, resources=resources,
+                                 object_store_memory=object_store_memory)
         if runtime_env:
             raise ValueError("runtime_env is not supported yet: miniray workers use the "
                              "driver's Python environment.")
@@ -152,6 +154,9 @@ def init(
         client = DriverClient(runtime)
         _refs.set_client(client)
         _runtime = runtime
+        dashboard_url = _maybe_start_dashboard(runtime, include_dashboard,
+                                               kwargs.get("dashboard_host"),
+                                               kwargs.get("dashboard_port"))
         _init_info.clear()
         _init_info.update({
             "node_id": f"node-{runtime.node_pid}",
@@ -159,6 +164,8 @@ def init(
             "session_dir": runtime.spill_dir,
             "object_store_memory": object_store_memory,
             "init_seconds": time.perf_counter() - started,
+            "dashboard_url": dashboard_url,
+            "dashboard_token": runtime.dashboard_token,
         })
         if to_ray:
             from .cluster import _init_hook
@@ -170,6 +177,68 @@ def init(
                 shutdown()
                 raise
         return RayContext(_init_info)
+
+
+def _maybe_start_dashboard(runtime, include_dashboard, host, port):
+    import secrets
+
+    runtime.dashboard_token = secrets.token_urlsafe(24)
+    if include_dashboard is False:
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("aiohttp") is None:
+        if include_dashboard:
+            raise ImportError("include_dashboard=True needs aiohttp: "
+                              "pip install 'miniray[dashboard]'")
+        return None
+    from ._core.dashboard_boot import launch
+
+    try:
+        return launch(runtime, host, port, runtime.dashboard_token).url
+    except ImportError:
+        if include_dashboard:
+            raise
+        return None
+    except OSError as exc:
+        if include_dashboard or port is not None:
+            shutdown()
+            raise
+        import sys
+
+        print(f"miniray: no dashboard ({exc})", file=sys.stderr)
+        return None
+
+
+def _connect_head(address, token, namespace, **node_options) -> RayContext:
+    global _runtime, _namespace
+    given = sorted(k for k, v in node_options.items() if v is not None)
+    if given:
+        raise ValueError(
+            f"init(address={address!r}) connects to a running head, so {given} cannot be "
+            "set here: they belong to the head (`miniray start --head --num-cpus ...`). "
+            "Drop them, or leave out address= for an embedded node.")
+    from ._core import session
+    from ._core.remote_driver import RemoteDriverClient, RemoteNode
+
+    started = time.perf_counter()
+    sock, info = session.connect(address, token)
+    client = RemoteDriverClient(sock, info, address)
+    client.start()
+    _refs.set_client(client)
+    _runtime = RemoteNode(client)
+    _namespace = namespace or info.get("namespace") or "default"
+    _init_info.clear()
+    _init_info.update({
+        "node_id": f"node-{info['node_pid']}",
+        "node_ip_address": "127.0.0.1",
+        "address": address,
+        "session_dir": info.get("session_dir"),
+        "object_store_memory": info["capacity"],
+        "dashboard_url": info.get("dashboard_url"),
+        "init_seconds": time.perf_counter() - started,
+    })
+    return RayContext(_init_info)
 
 
 def _auto_init() -> None:

@@ -176,7 +176,10 @@ class LocalStore:
                 except BufferError:
                     pass  # views still exported; unlinking is what matters
                 os.close(arena.fd)
-                if unlink:
+                # An arena with nothing left in it can go even when others may
+                # still read our objects: a long-lived head would otherwise keep
+                # one empty segment per driver or worker that ever ran.
+                if unlink or arena.allocator.bytes_in_use == 0:
                     shm.unlink(arena.name)
             if unlink:
                 for name in self._dedicated:

@@ -91,6 +91,8 @@ class Task:
 
 
 class WorkerHandle:
+    is_driver = False
+
     def __init__(self, worker_id: int, proc, sock):
         self.worker_id = worker_id
         self.proc = proc
@@ -110,6 +112,33 @@ class WorkerHandle:
         self.started = time.monotonic()
         self.idle_since = 0.0
         self.logs: list = []
+
+
+class DriverConn:
+    """A driver connected to a head node: a worker that never runs tasks.
+
+    It makes the same requests as a worker (submit, get, put, ...), so the
+    rpc_* methods serve it unchanged; what it holds is released when it
+    disconnects, like a dead worker's.
+    """
+
+    is_driver = True
+
+    def __init__(self, conn_id: int, pid: int, transport):
+        self.worker_id = conn_id
+        self.pid = pid
+        self.transport = transport
+        self.dead = False
+        self.ready = True
+        self.out: list[bytes] = []
+        self.held: collections.Counter = collections.Counter()
+        self.pins: collections.Counter = collections.Counter()
+        self.assigned: dict = {}
+        self.actor = None
+        self.lease = None
+        self.blocked = 0
+        self.known_functions: set[bytes] = set()
+        self.connected_at = time.time()
 
 
 class ActorState:
@@ -184,6 +213,10 @@ class NodeRuntime:
         self.watchdog = None
         self.worker_env = None
         self.events = EventBus(event_caps)
+        self.drivers: dict[int, DriverConn] = {}
+        self._driver_servers: list = []
+        self.dashboard = None
+        self.dashboard_token = None
         self.log_dir = os.path.join(self.spill_dir, "logs")
         self.log_to_driver = True
         self.started_at = time.time()
@@ -274,6 +307,14 @@ class NodeRuntime:
 
     def _ask_workers_to_exit(self) -> None:
         self._closing = True
+        sampler = getattr(self, "sampler", None)
+        if sampler is not None:
+            sampler.stop()
+        for server in self._driver_servers:
+            server.close()
+        self._driver_servers = []
+        for conn in list(self.drivers.values()):
+            conn.transport.abort()
         for worker in list(self.workers.values()):
             if worker.dead:
                 continue
@@ -283,7 +324,16 @@ class NodeRuntime:
             else:  # still starting: nothing to lose
                 worker.proc.kill()
 
+    async def stop_dashboard(self) -> None:
+        dashboard, self.dashboard = self.dashboard, None
+        if dashboard is not None:
+            try:
+                await asyncio.wait_for(dashboard.stop(), 5)
+            except Exception as exc:  # pragma: no cover - never block shutdown on it
+                print(f"miniray: stopping the dashboard failed: {exc!r}", file=sys.stderr)
+
     async def _shutdown_async(self) -> None:
+        await self.stop_dashboard()
         self._ask_workers_to_exit()
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline and any(
@@ -293,6 +343,11 @@ class NodeRuntime:
         await asyncio.sleep(0)
 
     def _stop_workers_blocking(self) -> None:
+        if self.dashboard is not None:  # the loop is the caller's: stop it when it can
+            if self.loop.is_running():
+                self.loop.create_task(self.stop_dashboard())
+            else:
+                self.dashboard = None
         self._ask_workers_to_exit()
         deadline = time.monotonic() + 2.0
         for worker in list(self.workers.values()):
@@ -612,13 +667,119 @@ class NodeRuntime:
                     f"The worker running {task.name} died ({reason}) and the task has no "
                     "retries left; raise max_retries to retry it.")))
         for object_id, n in list(worker.held.items()):
-            self._decref(object_id, 1)
+            self._decref(object_id, n)
         worker.held.clear()
         if worker.actor is None:
             task_workers = sum(1 for w in self.workers.values() if w.actor is None)
             if task_workers < self._worker_target:
                 self._spawn_worker()
         self._schedule()
+
+    # -- drivers connected to a head node ----------------------------------------------
+    async def serve_drivers(self, token: str, unix_path: str | None = None,
+                            host: str | None = None, port: int | None = None) -> list:
+        """Accept drivers (``miniray.init(address=...)``) on a Unix socket and/or
+        TCP; each must present ``token`` first. Returns the bound addresses."""
+        import hmac
+
+        runtime = self
+        expected = token.encode()
+
+        class Protocol(asyncio.Protocol):
+            def __init__(self):
+                self.unpacker = P.new_unpacker()
+                self.conn = None
+                self.transport = None
+
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def data_received(self, data):
+                self.unpacker.feed(data)
+                for message in self.unpacker:
+                    if self.conn is None:
+                        if not self._handshake(message):
+                            return
+                        continue
+                    try:
+                        runtime._on_message(self.conn, message)
+                    except Exception:  # pragma: no cover - a runtime bug; keep serving
+                        import traceback
+
+                        traceback.print_exc()
+                runtime._schedule()
+
+            def _handshake(self, message) -> bool:
+                ok = (isinstance(message, list) and len(message) >= 3
+                      and message[0] == "hello" and isinstance(message[1], str)
+                      and hmac.compare_digest(message[1].encode(), expected))
+                if not ok:
+                    runtime.counters["drivers_rejected"] += 1
+                    self.transport.write(P.pack(["denied", "wrong or missing token"]))
+                    self.transport.close()
+                    return False
+                runtime._next_worker_id += 1
+                conn = DriverConn(runtime._next_worker_id, int(message[2]), self.transport)
+                self.conn = conn
+                runtime.drivers[conn.worker_id] = conn
+                runtime.workers_by_pid[conn.pid] = conn
+                runtime.counters["drivers_connected"] += 1
+                self.transport.write(P.pack(["welcome", runtime.node_info()]))
+                return True
+
+            def connection_lost(self, exc):
+                if self.conn is not None:
+                    runtime._on_driver_lost(self.conn)
+
+        addresses = []
+        if unix_path is not None:
+            server = await self.loop.create_unix_server(Protocol, path=unix_path)
+            os.chmod(unix_path, 0o600)
+            self._driver_servers.append(server)
+            addresses.append(unix_path)
+        if port is not None:
+            server = await self.loop.create_server(Protocol, host or "127.0.0.1", port)
+            self._driver_servers.append(server)
+            bound = server.sockets[0].getsockname()
+            addresses.append(f"{bound[0]}:{bound[1]}")
+        return addresses
+
+    def node_info(self) -> dict:
+        return {
+            "node_pid": self.node_pid, "capacity": self.capacity,
+            "arena_size": self.arena_size, "namespace": self.namespace,
+            "total": self.total, "session_dir": self.spill_dir,
+            "dashboard_url": getattr(self.dashboard, "url", None),
+        }
+
+    def _on_driver_lost(self, conn: DriverConn) -> None:
+        if conn.dead:
+            return
+        conn.dead = True
+        self.drivers.pop(conn.worker_id, None)
+        if self.workers_by_pid.get(conn.pid) is conn:
+            del self.workers_by_pid[conn.pid]
+        if self._closing:
+            return
+        for object_id, n in conn.pins.items():
+            entry = self.objects.get(object_id)
+            if entry is not None:
+                entry.pins -= n
+                self._maybe_free_unpinned(object_id, entry)
+        conn.pins.clear()
+        # Its refs go, so its non-detached actors and unreachable objects go too.
+        for object_id, n in list(conn.held.items()):
+            self._decref(object_id, n)
+        conn.held.clear()
+        self._schedule()
+
+    def rpc_summary(self, caller):
+        from .introspect import summary
+
+        info = summary(self)
+        if getattr(caller, "is_driver", False):
+            info["drivers"] -= 1  # not the one asking (``miniray status``)
+        return info
 
     # -- scheduling ----------------------------------------------------------------
     def _fits(self, resources: dict) -> bool:
@@ -1176,7 +1337,7 @@ class NodeRuntime:
                 self.ready.appendleft(task)
 
     def _block(self, worker: WorkerHandle) -> None:
-        if worker.actor is not None:
+        if worker.actor is not None or worker.is_driver:
             return
         if worker.blocked == 0:
             if worker.lease is not None:
@@ -1186,7 +1347,7 @@ class NodeRuntime:
         worker.blocked += 1
 
     def _unblock(self, worker: WorkerHandle) -> None:
-        if worker.actor is not None or worker.dead:
+        if worker.actor is not None or worker.dead or worker.is_driver:
             return
         worker.blocked -= 1
         if worker.blocked == 0:

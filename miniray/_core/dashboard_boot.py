@@ -1,0 +1,78 @@
+"""Start the dashboard for a node without making ``init()`` wait for aiohttp.
+
+The listening socket is bound here, synchronously, so the URL is known (and
+printed) at once; aiohttp (about 0.4 s to import) loads in the background and
+starts serving that socket. Connections made meanwhile wait in the backlog.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8265
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int, fallback: bool) -> socket.socket:
+    """A listening socket on host:port (or the next free port if ``fallback``)."""
+    last = None
+    for candidate in range(port, port + (50 if fallback else 1)):
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+            sock.listen(128)
+            sock.setblocking(False)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    if fallback:
+        raise OSError(f"No free port for the dashboard on {host} from {port} to "
+                      f"{port + 49} ({last}); pass dashboard_port=... or "
+                      "include_dashboard=False.")
+    raise OSError(f"Cannot listen on {host}:{port} for the dashboard ({last}). Choose "
+                  "another dashboard_port, or leave it out to take the next free one.")
+
+
+def launch(runtime, host: str | None, port: int | None, token: str, quiet: bool = False):
+    """Bind, create the Dashboard and start it on the node's loop; returns it."""
+    from ..dashboard.server import Dashboard
+
+    host = host or DEFAULT_HOST
+    sock = bind(host, DEFAULT_PORT if port is None else int(port), fallback=port is None)
+    dashboard = Dashboard(runtime, sock, token=token)
+    runtime.dashboard = dashboard
+    loop = runtime.loop
+
+    def report(future):
+        exc = future.exception()
+        if exc is not None:
+            print(f"miniray: the dashboard failed to start: {exc!r}", file=sys.stderr)
+
+    async def start():
+        await dashboard.start()
+
+    if runtime.owns_loop:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(start(), loop).add_done_callback(report)
+    else:
+        loop.create_task(start()).add_done_callback(report)
+    if not quiet:
+        url = dashboard.url
+        if not is_loopback(host):
+            url += f"/?token={token}"
+        print(f"miniray: dashboard at {url}", file=sys.stderr)
+    return dashboard
