@@ -92,8 +92,10 @@ def init(
     otherwise on a background thread.
 
     Args:
-        address: ``None``/``"local"`` for the embedded node. Connecting to other
-            nodes is not available yet.
+        address: ``None``/``"local"`` for the embedded node (the default, or
+            ``$MINIRAY_ADDRESS`` when set); ``"auto"`` or ``"host:port"`` to join a
+            head started with ``miniray start --head``; ``"ray://host:port"`` to run
+            on a Ray cluster through :mod:`miniray.cluster`.
         num_cpus: CPUs to schedule on (default: ``os.cpu_count()``); also the
             number of task workers.
         num_gpus: GPUs (default: detected from ``CUDA_VISIBLE_DEVICES`` or
@@ -103,6 +105,15 @@ def init(
             they spill to disk (default 30% of RAM, at most 80% of /dev/shm).
         namespace: default namespace for named actors.
         ignore_reinit_error: return quietly if already initialized.
+        include_dashboard: serve the dashboard (``None``: when aiohttp is
+            installed); the URL is printed and returned as ``dashboard_url``.
+            ``dashboard_host``/``dashboard_port`` keyword arguments choose where
+            (127.0.0.1:8265, or the next free port, by default).
+        log_to_driver: echo workers' stdout/stderr here with a
+            ``(name pid=N)`` prefix (they always go to log files too).
+        backend: ``"ray"`` to run on Ray through :mod:`miniray.cluster`.
+        clusters: a YAML/TOML file or a list of ``ClusterConfig`` for
+            :mod:`miniray.cluster` to dispatch across several Ray clusters.
     """
     global _runtime, _namespace
     unknown = set(kwargs) - {"_system_config", "local_mode", "dashboard_host",
