@@ -57,9 +57,14 @@ def launch(runtime, host: str | None, port: int | None, token: str, quiet: bool 
     loop = runtime.loop
 
     def report(future):
+        if future.cancelled():
+            return
         exc = future.exception()
         if exc is not None:
             print(f"miniray: the dashboard failed to start: {exc!r}", file=sys.stderr)
+            if runtime.dashboard is dashboard:
+                runtime.dashboard = None
+            sock.close()
 
     async def start():
         await dashboard.start()

@@ -42,36 +42,33 @@ DEFAULT_CAPS = {
 }
 
 
-class TaskRecord:
-    __slots__ = ("task_id", "name", "state", "kind", "actor_id", "submitted_at", "started_at",
-                 "ended_at", "worker_id", "deps", "returns", "error", "attempt", "func_or_method")
-
-    def to_dict(self, full: bool = False) -> dict:
-        out = {
-            "task_id": self.task_id.hex(),
-            "name": self.name,
-            "state": self.state,
-            "type": self.kind,
-            "actor_id": self.actor_id.hex() if self.actor_id else None,
-            "submitted_at": self.submitted_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "duration_s": (self.ended_at - self.started_at
-                           if self.ended_at and self.started_at else None),
-            "worker_id": self.worker_id,
-            "attempt": self.attempt,
-        }
-        if self.error is not None:
-            summary, text = describe_error(self.error)
-            out["error"] = summary
-            if full:
-                out["traceback"] = text
-        else:
-            out["error"] = None
+def task_dict(task, full: bool = False) -> dict:
+    """JSON-ready view of a runtime Task kept in the table."""
+    actor = task.actor
+    started, ended = task.started_at, task.ended_at
+    out = {
+        "task_id": task.task_id.hex(),
+        "name": task.name,
+        "state": task.state,
+        "type": "ACTOR_TASK" if actor is not None else "NORMAL_TASK",
+        "actor_id": actor.actor_id.hex() if actor is not None else None,
+        "submitted_at": task.submitted_at,
+        "started_at": started,
+        "ended_at": ended,
+        "duration_s": ended - started if ended and started else None,
+        "worker_id": task.worker_id,
+        "attempt": task.attempt,
+        "error": None,
+    }
+    if task.error is not None:
+        summary, text = describe_error(task.error)
+        out["error"] = summary
         if full:
-            out["dependencies"] = [d.hex() for d in self.deps]
-            out["returns"] = [r.hex() for r in self.returns]
-        return out
+            out["traceback"] = text
+    if full:
+        out["dependencies"] = [d.hex() for d in (task.deps_ids or ())]
+        out["returns"] = [r.hex() for r in task.return_ids]
+    return out
 
 
 def describe_error(error: bytes) -> tuple[str, str]:
@@ -98,30 +95,30 @@ def describe_error(error: bytes) -> tuple[str, str]:
 class _Ring:
     """Events of one kind with contiguous sequence numbers."""
 
-    __slots__ = ("items", "first_seq", "next_seq")
+    __slots__ = ("items", "next_seq")
 
     def __init__(self, cap: int):
         self.items: collections.deque = collections.deque(maxlen=cap)
-        self.first_seq = 0
         self.next_seq = 0
 
     def append(self, item) -> None:
-        items = self.items
-        if len(items) == items.maxlen:
-            self.first_seq += 1
-        items.append(item)
+        self.items.append(item)
         self.next_seq += 1
+
+    @property
+    def first_seq(self) -> int:
+        return self.next_seq - len(self.items)
 
     def since(self, cursor: int):
         """(events after cursor, how many were lost to the cap)."""
         if cursor >= self.next_seq:
             return [], 0
+        first = self.first_seq
         lost = 0
-        if cursor < self.first_seq:
-            lost = self.first_seq - cursor
-            cursor = self.first_seq
-        start = cursor - self.first_seq
-        return list(itertools.islice(self.items, start, None)), lost
+        if cursor < first:
+            lost = first - cursor
+            cursor = first
+        return list(itertools.islice(self.items, cursor - first, None)), lost
 
 
 class EventBus:
@@ -129,8 +126,8 @@ class EventBus:
 
     def __init__(self, caps: dict | None = None):
         self.caps = {**DEFAULT_CAPS, **(caps or {})}
-        self.tasks: collections.OrderedDict[bytes, TaskRecord] = collections.OrderedDict()
-        self.producers: dict[bytes, TaskRecord] = {}  # return object id -> its task
+        self.tasks: collections.OrderedDict = collections.OrderedDict()  # id -> Task
+        self.task_cap = self.caps["tasks"]
         self.actors: dict[bytes, dict] = {}
         self.dead_actors: collections.deque = collections.deque()
         self.workers: dict[int, dict] = {}
@@ -138,91 +135,61 @@ class EventBus:
             maxlen=self.caps["dead_workers"])
         cap = self.caps["events"]
         self.rings = {kind: _Ring(cap) for kind in KINDS}
-        self._task_ring = self.rings["task"]
+        self._task_append = self.rings["task"].append
         self.metrics: collections.deque = collections.deque(maxlen=self.caps["metrics"])
         self.evicted_tasks = 0
 
     # -- tasks (hot path: keep these lean) ---------------------------------------
-    def task_submitted(self, task, deps_pending: int) -> None:
-        record = TaskRecord()
-        task_id = task.task_id
-        record.task_id = task_id
-        record.name = task.name
-        record.state = PENDING_ARGS_AVAIL if deps_pending else PENDING_NODE_ASSIGNMENT
-        actor = task.actor
-        if actor is not None:
-            record.kind = "ACTOR_TASK"
-            record.actor_id = actor.actor_id
-        else:
-            record.kind = "NORMAL_TASK"
-            record.actor_id = None
+    # The runtime's Task objects are the records (their arguments are dropped
+    # when they finish), so recording costs attribute writes and appends only.
+    def task_submitted(self, task) -> None:
         now = time.time()
-        record.submitted_at = now
-        record.started_at = None
-        record.ended_at = None
-        record.worker_id = None
-        record.deps = task.held or ()
-        record.returns = task.return_ids
-        record.error = None
-        record.attempt = 0
+        task.state = state = PENDING_ARGS_AVAIL if task.deps else PENDING_NODE_ASSIGNMENT
+        task.submitted_at = now
+        task.deps_ids = task.held
         tasks = self.tasks
-        tasks[task_id] = record
-        producers = self.producers
-        for object_id in record.returns:
-            producers[object_id] = record
-        if len(tasks) > self.caps["tasks"]:
-            _, old = tasks.popitem(last=False)
-            for object_id in old.returns:
-                if producers.get(object_id) is old:
-                    del producers[object_id]
+        tasks[task.task_id] = task
+        if len(tasks) > self.task_cap:
+            tasks.popitem(last=False)
             self.evicted_tasks += 1
-        self._task_ring.append((now, record, record.state))
+        self._task_append((now, task, state))
 
-    def task_state(self, task_id: bytes, state: str) -> None:
-        record = self.tasks.get(task_id)
-        if record is not None:
-            record.state = state
-            self._task_ring.append((time.time(), record, state))
+    def task_state(self, task, state: str) -> None:
+        task.state = state
+        self._task_append((time.time(), task, state))
 
-    def task_dispatched(self, task_id: bytes, worker_id: int, queued: bool) -> None:
-        record = self.tasks.get(task_id)
-        if record is not None:
-            now = time.time()
-            state = SUBMITTED_TO_WORKER if queued else RUNNING
-            record.state = state
-            record.worker_id = worker_id
-            if not queued:
-                record.started_at = now
-            self._task_ring.append((now, record, state))
+    def task_dispatched(self, task, worker_id: int, queued: bool) -> None:
+        now = time.time()
+        task.worker_id = worker_id
+        if queued:
+            task.state = state = SUBMITTED_TO_WORKER
+        else:
+            task.state = state = RUNNING
+            task.started_at = now
+        self._task_append((now, task, state))
 
-    def task_started(self, task_id: bytes) -> None:
+    def task_started(self, task) -> None:
         """A pipelined task reached the front of its worker's queue."""
-        record = self.tasks.get(task_id)
-        if record is not None and record.state == SUBMITTED_TO_WORKER:
+        if task.state == SUBMITTED_TO_WORKER:
             now = time.time()
-            record.state = RUNNING
-            record.started_at = now
-            self._task_ring.append((now, record, RUNNING))
+            task.state = RUNNING
+            task.started_at = now
+            self._task_append((now, task, RUNNING))
 
-    def task_ended(self, task_id: bytes, error) -> None:
-        record = self.tasks.get(task_id)
-        if record is not None:
-            now = time.time()
-            state = FINISHED if error is None else FAILED
-            record.state = state
-            record.error = error
-            record.ended_at = now
-            if record.started_at is None:
-                record.started_at = now
-            self._task_ring.append((now, record, state))
+    def task_ended(self, task, error) -> None:
+        now = time.time()
+        task.state = state = FINISHED if error is None else FAILED
+        task.error = error
+        task.ended_at = now
+        if task.started_at is None:
+            task.started_at = now
+        self._task_append((now, task, state))
 
-    def task_retried(self, task_id: bytes) -> None:
-        record = self.tasks.get(task_id)
-        if record is not None:
-            record.attempt += 1
-            record.state = PENDING_NODE_ASSIGNMENT
-            record.started_at = None
-            self._task_ring.append((time.time(), record, PENDING_NODE_ASSIGNMENT))
+    def task_retried(self, task) -> None:
+        task.attempt += 1
+        task.state = PENDING_NODE_ASSIGNMENT
+        task.started_at = None
+        self._task_append((time.time(), task, PENDING_NODE_ASSIGNMENT))
 
     # -- actors, workers, objects ---------------------------------------------------
     def actor_state(self, actor, state: str | None = None) -> None:
@@ -294,7 +261,7 @@ class EventBus:
             events = []
             for t, record, state in reversed(list(latest.values())):
                 if kind == "task":
-                    item = record.to_dict()
+                    item = task_dict(record)
                 else:
                     item = dict(record)
                 item["state"] = state
@@ -314,11 +281,16 @@ class EventBus:
         matching = [r for r in reversed(self.tasks.values())
                     if (states is None or r.state in states)
                     and (not name or name in r.name)]
-        return len(matching), [r.to_dict() for r in matching[offset:offset + limit]]
+        return len(matching), [task_dict(r) for r in matching[offset:offset + limit]]
 
     def get_task(self, task_id: bytes):
         record = self.tasks.get(task_id)
-        return None if record is None else record.to_dict(full=True)
+        return None if record is None else task_dict(record, full=True)
+
+    def producers(self) -> dict:
+        """Return object id -> the task in the table that makes it."""
+        return {object_id: task for task in self.tasks.values()
+                for object_id in task.return_ids}
 
     def task_counts(self) -> dict:
         counts = dict.fromkeys(TASK_STATES, 0)
@@ -330,13 +302,14 @@ class EventBus:
         """The newest ``limit`` tasks as nodes, edges from the refs they consumed."""
         records = list(itertools.islice(reversed(self.tasks.values()), limit))
         in_view = {id(r) for r in records}
+        producers = {object_id: r for r in records for object_id in r.return_ids}
         nodes = [{"id": r.task_id.hex(), "name": r.name, "state": r.state, "type": "task"}
                  for r in reversed(records)]
         edges = []
         objects = {}
         for r in records:
-            for dep in r.deps:
-                producer = self.producers.get(dep)
+            for dep in r.deps_ids or ():
+                producer = producers.get(dep)
                 if producer is not None and id(producer) in in_view:
                     edges.append({"source": producer.task_id.hex(),
                                   "target": r.task_id.hex(), "object_id": dep.hex()})

@@ -188,7 +188,7 @@ def list_actors(runtime) -> list:
 
 def list_objects(runtime, offset: int = 0, limit: int = 100):
     """(total, page) of the object table, largest first."""
-    producers = runtime.events.producers
+    producers = runtime.events.producers()
     entries = [(oid, e) for oid, e in list(runtime.objects.items()) if not e.is_actor_handle]
     entries.sort(key=lambda item: item[1].size, reverse=True)
     page = []

@@ -75,7 +75,10 @@ class Task:
     __slots__ = ("task_id", "fn_id", "args", "kwargs", "contained", "return_ids", "name",
                  "resources", "retries_left", "retry_exceptions", "deps", "worker",
                  "cancelled", "force_cancelled", "actor", "method", "pinned", "held",
-                 "gpu_ids", "finished", "dispatched_at", "has_refs")
+                 "gpu_ids", "finished", "dispatched_at", "has_refs",
+                 # kept for the event bus's task table (events.task_dict)
+                 "state", "submitted_at", "started_at", "ended_at", "worker_id", "error",
+                 "attempt", "deps_ids")
 
     def __init__(self):
         self.deps = 0
@@ -88,6 +91,11 @@ class Task:
         self.gpu_ids = ()
         self.finished = False
         self.has_refs = True
+        self.started_at = None
+        self.ended_at = None
+        self.worker_id = None
+        self.error = None
+        self.attempt = 0
 
 
 class WorkerHandle:
@@ -660,7 +668,7 @@ class NodeRuntime:
             elif task.retries_left > 0:
                 task.retries_left -= 1
                 self.counters["tasks_retried"] += 1
-                self.events.task_retried(task.task_id)
+                self.events.task_retried(task)
                 self.ready.appendleft(task)
             else:
                 self._fail_task(task, _error_bytes(WorkerCrashedError(
@@ -883,7 +891,7 @@ class NodeRuntime:
         queued = bool(worker.assigned)
         task.dispatched_at = 0.0 if queued else time.perf_counter()
         worker.assigned[task.task_id] = task
-        self.events.task_dispatched(task.task_id, worker.worker_id, queued)
+        self.events.task_dispatched(task, worker.worker_id, queued)
         if task.fn_id is not None and task.fn_id not in worker.known_functions:
             worker.known_functions.add(task.fn_id)
             self._send(worker, [P.FUNCTION, task.fn_id, self.functions[task.fn_id]])
@@ -1174,7 +1182,7 @@ class NodeRuntime:
         self.tasks[task.task_id] = task
         self._hold_args(task)
         self.counters["tasks_submitted"] += 1
-        self.events.task_submitted(task, task.deps)
+        self.events.task_submitted(task)
         if task.deps == 0:
             self.ready.append(task)
 
@@ -1218,7 +1226,7 @@ class NodeRuntime:
                 return
             task.deps -= 1
             if task.deps == 0:
-                self.events.task_state(task.task_id, PENDING_NODE_ASSIGNMENT)
+                self.events.task_state(task, PENDING_NODE_ASSIGNMENT)
                 if task.actor is not None:
                     self._actor_pump(task.actor)
                 else:
@@ -1237,6 +1245,8 @@ class NodeRuntime:
 
     def _finish_task(self, task: Task) -> None:
         task.finished = True
+        # The event bus may keep the finished task a while: not its arguments.
+        task.args = task.kwargs = task.contained = None
         self.tasks.pop(task.task_id, None)
         for object_id in task.pinned:
             self._unpin(object_id)
@@ -1250,7 +1260,7 @@ class NodeRuntime:
             return
         self._finish_task(task)
         self.counters["tasks_failed"] += 1
-        self.events.task_ended(task.task_id, error)
+        self.events.task_ended(task, error)
         for object_id in task.return_ids:
             self._set_value(object_id, VALUE_ERROR, error)
 
@@ -1281,9 +1291,9 @@ class NodeRuntime:
             return
         self.counters["tasks_finished"] += 1
         events = self.events
-        events.task_ended(task_id, None)
+        events.task_ended(task, None)
         if worker.assigned:
-            events.task_started(next(iter(worker.assigned)))
+            events.task_started(next(iter(worker.assigned.values())))
         if task.dispatched_at and task.fn_id is not None:
             took = time.perf_counter() - task.dispatched_at
             previous = self.fn_cost.get(task.fn_id)
@@ -1307,7 +1317,7 @@ class NodeRuntime:
             task.retries_left -= 1
             task.worker = None
             self.counters["tasks_retried"] += 1
-            self.events.task_retried(task_id)
+            self.events.task_retried(task)
             self.ready.append(task)
             return
         self._fail_task(task, error)
@@ -1594,7 +1604,7 @@ class NodeRuntime:
         self._hold_args(task)
         if task.finished:
             return
-        self.events.task_submitted(task, task.deps)
+        self.events.task_submitted(task)
         actor.queue.append(task)
         self._actor_pump(actor)
 
