@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 
 from ..exceptions import GetTimeoutError, ObjectLostError
@@ -19,6 +20,7 @@ class DriverClient(ClientBase):
         self.store = runtime.store
         self.objects = runtime.objects
         self._state_lock = runtime._state_lock
+        self._wakers = {}  # id(loop) -> _LoopWaker, for loops other than the node's
 
     # -- hooks ----------------------------------------------------------------
     def _notify_add_ref(self, object_id: bytes) -> None:
@@ -197,13 +199,18 @@ class DriverClient(ClientBase):
                 if not future.done():
                     future.set_result(None)
 
-            def wake(object_id, entry):
-                count[0] -= 1
-                if count[0] == 0:
-                    if loop is runtime_loop:
+            if loop is runtime_loop:
+                def wake(object_id, entry):
+                    count[0] -= 1
+                    if count[0] == 0:
                         done()
-                    else:
-                        loop.call_soon_threadsafe(done)
+            else:
+                waker = self._waker(loop)
+
+                def wake(object_id, entry):
+                    count[0] -= 1
+                    if count[0] == 0:
+                        waker.wake(done)
 
             registered = self._add_waiter(pending, wake, count)
             if registered:
@@ -213,6 +220,16 @@ class DriverClient(ClientBase):
                     raise GetTimeoutError(f"get() timed out after {timeout} s") from None
         values = [self._value(r._id, e) for r, e in zip(refs, entries)]
         return values[0] if single else values
+
+    def _waker(self, loop) -> "_LoopWaker":
+        waker = self._wakers.get(id(loop))
+        if waker is None or waker.loop is not loop:
+            if len(self._wakers) > 16:  # loops come and go (asyncio.run): drop closed ones
+                for key, old in list(self._wakers.items()):
+                    if old.loop.is_closed():
+                        del self._wakers[key]
+            waker = self._wakers[id(loop)] = _LoopWaker(loop)
+        return waker
 
     def get_future(self, ref):
         import concurrent.futures
@@ -294,6 +311,40 @@ class DriverClient(ClientBase):
         if isinstance(result, asyncio.Future):
             return await result
         return result
+
+
+class _LoopWaker:
+    """Wakes coroutines of one foreign loop in batches.
+
+    A burst of results (``await asyncio.gather(*refs)``) costs one
+    ``call_soon_threadsafe`` (one self-pipe write and loop wake-up) instead of
+    one per ref. ``wake`` runs on the node's thread, ``_run`` on the loop's.
+    """
+
+    __slots__ = ("loop", "pending", "scheduled")
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.pending = collections.deque()
+        self.scheduled = False
+
+    def wake(self, fn) -> None:
+        self.pending.append(fn)
+        if not self.scheduled:
+            self.scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._run)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting
+                self.pending.clear()
+                self.scheduled = False
+
+    def _run(self) -> None:
+        # Cleared before draining: a wake that lands meanwhile is either drained
+        # below or schedules another run.
+        self.scheduled = False
+        pending = self.pending
+        while pending:
+            pending.popleft()()
 
 
 def _keep(refs) -> None:
