@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -50,7 +49,6 @@ async def security_middleware(request: web.Request, handler):
         origin = request.headers.get("Origin")
         if origin and not _same_origin(origin, request):
             return json_error(403, f"cross-origin request from {origin!r} refused")
-    request["authorized"] = authorized
     return await handler(request)
 
 
@@ -79,7 +77,7 @@ async def error_middleware(request: web.Request, handler):
 
 
 # -- registered routes (the router freezes at start; these may come later) -------
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::((?:[^{}]|\{[^{}]*\})+))?\}")
+_PLACEHOLDER = openapi.PATH_PLACEHOLDER
 _compiled: dict[str, re.Pattern] = {}
 
 
@@ -108,12 +106,16 @@ async def dispatch_registered(request: web.Request):
                 request.method == "HEAD" and route.method == "GET"):
             allowed.append(route.method)
             continue
-        if route.mutating and not request["authorized"]:
+        if route.mutating and not request.app[DASHBOARD].is_authorized(request):
             return json_error(401, f"{route.method} {route.path} changes the node's state "
                                    "and needs the dashboard token")
         request.match_info.clear()
         request.match_info.update(match.groupdict())
         return await route.handler(request)
+    if not allowed:
+        for route in api.BUILTIN_ROUTES + FIXED_ROUTES:
+            if compile_path(route.path).match(path):
+                allowed.append(route.method)
     if allowed:
         return web.json_response(
             {"error": f"method {request.method} not allowed on {path}", "status": 405},
@@ -125,7 +127,7 @@ async def dispatch_registered(request: web.Request):
 async def index(request: web.Request):
     dashboard = request.app[DASHBOARD]
     token = request.query.get("token")
-    if token and request["authorized"]:
+    if token and dashboard.is_authorized(request):
         # Move the token from the address bar into a cookie the page and its
         # WebSocket send back automatically.
         response = web.HTTPFound("/")
@@ -175,6 +177,11 @@ async def events_socket(request: web.Request):
     return await dashboard.stream.handle(request)
 
 
+# Served by the router but not in api.BUILTIN_ROUTES (no JSON answer).
+FIXED_ROUTES = [routes.Route("GET", path, None) for path in
+                ("/", "/static/{name}", "/ws/events", "/metrics", "/api/openapi.json")]
+
+
 def build_app(dashboard) -> web.Application:
     app = web.Application(middlewares=[error_middleware, security_middleware],
                           client_max_size=1 << 20)
@@ -191,6 +198,3 @@ def build_app(dashboard) -> web.Application:
     router.add_route("*", "/{tail:.*}", dispatch_registered)
     return app
 
-
-def dumps(data) -> str:
-    return json.dumps(data, separators=(",", ":"))

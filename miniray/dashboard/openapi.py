@@ -7,7 +7,8 @@ import re
 
 from .. import __version__ as _version
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(?:[^{}]|\{[^{}]*\})+)?\}")
+# aiohttp's path placeholders: {name} or {name:regex} (the regex may hold {m,n}).
+PATH_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::((?:[^{}]|\{[^{}]*\})+))?\}")
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {
     "type": "object", "required": ["error", "status"],
@@ -34,7 +35,7 @@ def openapi_path(path: str) -> tuple[str, list[str]]:
         names.append(match.group(1))
         return "{" + match.group(1) + "}"
 
-    return _PLACEHOLDER.sub(plain, path), names
+    return PATH_PLACEHOLDER.sub(plain, path), names
 
 
 def _operation_id(method: str, path: str) -> str:

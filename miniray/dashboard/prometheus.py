@@ -118,10 +118,10 @@ def node_metrics(runtime, stream=None) -> Exposition:
     out.add("miniray_object_store_capacity_bytes", "gauge", "Shared-memory capacity in bytes",
             store["capacity_bytes"])
     for resource, total in info["resources_total"].items():
-        out.add("miniray_resources_total", "gauge", "Schedulable resources of the node", total,
+        out.add("miniray_resource_capacity", "gauge", "Schedulable resources of the node", total,
                 {"resource": resource})
     for resource, available in info["resources_available"].items():
-        out.add("miniray_resources_available", "gauge", "Resources not leased to tasks now",
+        out.add("miniray_resource_available", "gauge", "Resources not leased to tasks now",
                 available, {"resource": resource})
     out.add("miniray_uptime_seconds", "gauge", "Seconds since the node started",
             info["uptime_s"])

@@ -105,10 +105,11 @@ class Dashboard:
                                       queue_size=self.client_queue,
                                       send_buffer=self.ws_send_buffer)
             app = build_app(self)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                   shutdown_timeout=1.0)
             await runner.setup()
             try:
-                site = web.SockSite(runner, self.sock, shutdown_timeout=1.0)
+                site = web.SockSite(runner, self.sock)
                 await site.start()
             except BaseException:
                 await runner.cleanup()
