@@ -516,7 +516,7 @@ class NodeRuntime:
         runtime = self
         for stream, suffix in ((worker.proc.stdout, "out"), (worker.proc.stderr, "err")):
             path = os.path.join(self.log_dir, f"worker-{worker.worker_id}-{worker.pid}.{suffix}")
-            echo = (sys.stdout if suffix == "out" else sys.stderr) if self.log_to_driver else None
+            echo = suffix if self.log_to_driver else None
 
             class LogProtocol(asyncio.Protocol):
                 def __init__(self, path=path, echo=echo):
@@ -555,14 +555,16 @@ class NodeRuntime:
         if worker.actor is not None:
             name = worker.actor.class_name
         elif worker.assigned:
-            name = next(iter(worker.assigned.values())).name
+            name = next(iter(worker.assigned.values())).name.rsplit(".", 1)[-1]
         else:
             name = "worker"
         prefix = f"({name} pid={worker.pid}) "
+        # Looked up now, not at spawn: the driver may redirect sys.stdout meanwhile.
+        stream = sys.stdout if log.echo == "out" else sys.stderr
         try:
-            log.echo.write("".join(prefix + line.decode(errors="replace") + "\n"
-                                   for line in lines))
-            log.echo.flush()
+            stream.write("".join(prefix + line.decode(errors="replace") + "\n"
+                                 for line in lines))
+            stream.flush()
         except (OSError, ValueError):  # the driver's stdout is closed: keep the file
             log.echo = None
 
