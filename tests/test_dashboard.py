@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -540,3 +541,77 @@ async def _call(fn):
 def _rss(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_openapi_described_endpoints_survive_fuzzing(dash):
+    """Hypothesis over the OpenAPI description: any parameters give a 200
+    matching the declared schema, or a clear 400/404; never a 500."""
+    hypothesis = pytest.importorskip("hypothesis")
+    jsonschema = pytest.importorskip("jsonschema")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    run_workload(miniray)
+    spec = get_json(dash.url + "/api/openapi.json")[1]
+    jsonschema.Draft202012Validator.check_schema(spec["paths"]["/api/tasks"]["get"]
+                                                 ["responses"]["200"]["content"]
+                                                 ["application/json"]["schema"])
+    operations = [(path, item["get"]) for path, item in sorted(spec["paths"].items())
+                  if "get" in item and path != "/metrics"]
+    assert len(operations) >= 12
+    known_task = get_json(dash.url + "/api/tasks?limit=1")[1]["tasks"][0]["task_id"]
+    known_log = get_json(dash.url + "/api/logs")[1]["logs"][0]["name"]
+    text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
+                   max_size=30)
+
+    def value_for(parameter):
+        schema = parameter["schema"]
+        if parameter["in"] == "path":
+            known = known_task if parameter["name"] == "task_id" else known_log
+            return st.one_of(st.just(known), text.filter(bool))
+        if schema.get("type") == "integer":
+            low, high = schema.get("minimum", -10), schema.get("maximum", 10**6)
+            return st.one_of(st.integers(low, high), st.integers(low - 5, high + 5),
+                             text).map(str)
+        if schema.get("type") == "number":
+            return st.one_of(st.floats(allow_nan=True), text).map(str)
+        if parameter["name"] == "state":
+            return st.one_of(st.sampled_from(["RUNNING", "finished,failed", "FAILED"]), text)
+        return text
+
+    @st.composite
+    def requests_(draw):
+        path, op = draw(st.sampled_from(operations))
+        query, concrete = {}, path
+        for parameter in op.get("parameters", []):
+            if parameter["in"] == "path":
+                value = draw(value_for(parameter))
+                concrete = concrete.replace("{" + parameter["name"] + "}",
+                                            urllib.parse.quote(value, safe=""))
+            elif draw(st.booleans()):
+                query[parameter["name"]] = draw(value_for(parameter))
+        return path, op, concrete, query
+
+    validators = {}
+
+    @settings(max_examples=150, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                     HealthCheck.too_slow])
+    @given(requests_())
+    def check(request):
+        path, op, concrete, query = request
+        url = dash.url + concrete + ("?" + urllib.parse.urlencode(query) if query else "")
+        code, body = get_json(url)
+        assert code in (200, 400, 404), (url, code, body)
+        if code != 200:
+            assert body["status"] == code and body["error"], (url, body)
+            return
+        content = op["responses"]["200"].get("content", {}).get("application/json")
+        if content:
+            validator = validators.get(path)
+            if validator is None:
+                validator = validators[path] = jsonschema.Draft202012Validator(
+                    content["schema"])
+            validator.validate(body)
+
+    check()
