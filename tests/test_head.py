@@ -282,3 +282,44 @@ def test_second_head_is_refused_and_sigkilled_head_leaves_nothing(head):
             return 1
         miniray.get(f.remote(), timeout=10)
     # (the fixture's `miniray stop` then reports no head and removes the files)
+
+
+def test_head_serves_the_dashboard(tmp_path):
+    pytest.importorskip("aiohttp")
+    import urllib.request
+
+    env = dict(os.environ, MINIRAY_TMPDIR=str(tmp_path))
+    env.pop("MINIRAY_ADDRESS", None)
+    out = _cli(env, "start", "--head", "--num-cpus", "1", "--port", "0",
+               "--include-dashboard", "true", "--dashboard-port", "0").stdout
+    info = _head_info(tmp_path)
+    info["tmp"] = str(tmp_path)
+    try:
+        url = info["dashboard_url"]
+        assert url and f"dashboard:  {url}" in out
+        assert _cli(env, "dashboard", "--no-browser").stdout.strip() == url
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/api/summary", timeout=5) as response:
+                    summary = json.load(response)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert summary["pid"] == info["pid"]
+        _run_driver(env, """
+            import miniray as ray
+            ray.init(address="auto")
+            @ray.remote
+            def shown_on_dashboard(): return 1
+            assert ray.get(shown_on_dashboard.remote()) == 1
+        """)
+        with urllib.request.urlopen(url + "/api/tasks?name=shown_on_dashboard",
+                                    timeout=5) as response:
+            tasks = json.load(response)
+        assert json.dumps(tasks).count("shown_on_dashboard") >= 1
+    finally:
+        _cli(env, "stop")
+        _assert_head_gone(info)
