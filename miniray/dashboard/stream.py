@@ -67,7 +67,7 @@ class EventStream:
     """The WebSocket hub of one dashboard."""
 
     def __init__(self, runtime, *, interval: float, queue_size: int, send_buffer: int,
-                 event_limit: int = 500):
+                 event_limit: int = 200):
         self.runtime = runtime
         self.interval = interval
         self.queue_size = queue_size
@@ -235,7 +235,7 @@ class EventStream:
             message = built.get(key)
             if message is None:
                 if summary is None:
-                    summary = introspect.summary(runtime)
+                    summary = introspect.summary(runtime, by_state=False)
                     summary["time"] = now
                 message = built[key] = self._build(client, kinds, summary, samples)
             text, changes, cursors = message
