@@ -1,0 +1,260 @@
+"""The Ray driver process of one cluster: ``python -m miniray.cluster._ray_driver FD``.
+
+One process per cluster, because a Ray driver connects to one cluster per
+process (Ray Client's multi-connect is experimental and slower; see
+docs/cluster.md) and because Ray's token and address settings are
+process-wide. It reads requests from the socket ``FD``, submits them with
+Ray's own API, and writes each result back when Ray has it. It never imports
+the miniray runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import sysconfig
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+import cloudpickle
+
+from miniray.cluster import _wire
+
+_SYSTEM_PATHS = tuple(p for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
+                                  sysconfig.get_paths()["platlib"]} if p)
+
+
+class Driver:
+    def __init__(self, sock: socket.socket, spec: dict):
+        import ray
+
+        self.ray = ray
+        self.sock = sock
+        self.spec = spec
+        self.write_lock = threading.Lock()
+        self.functions: dict = {}
+        self.actors: dict = {}
+        self.by_value: set = set()
+        self.pool = ThreadPoolExecutor(4, thread_name_prefix="miniray-cluster")
+
+    # -- replies ---------------------------------------------------------------------
+    def send(self, message) -> None:
+        data = _wire.pack(message)
+        with self.write_lock:
+            self.sock.sendall(data)
+
+    def reply_ok(self, rid, value) -> None:
+        try:
+            self.send(("ok", rid, value))
+        except Exception as exc:  # the value itself does not pickle
+            self.reply_error(rid, exc, "pickling the result")
+
+    def reply_error(self, rid, exc: BaseException, where: str = "") -> None:
+        ray = self.ray
+        kind = "app"
+        cause = exc
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if isinstance(exc, ray.exceptions.RayTaskError):
+            cause = exc.cause if exc.cause is not None else exc
+            tb = str(exc)
+        elif isinstance(exc, ray.exceptions.RayActorError):
+            kind = "actor"
+        elif isinstance(exc, ray.exceptions.RayError):
+            kind = "system"
+        try:
+            blob = cloudpickle.dumps(cause)
+            cloudpickle.loads(blob)
+        except Exception:
+            blob = None
+        try:
+            self.send(("err", rid, kind, type(cause).__name__, blob, where + tb))
+        except OSError:
+            pass
+
+    # -- requests --------------------------------------------------------------------
+    def serve(self) -> None:
+        while True:
+            message = _wire.recv_message(self.sock)
+            if message is None or message[0] == "exit":
+                return
+            try:
+                getattr(self, "on_" + message[0])(*message[1:])
+            except Exception as exc:
+                rid = message[1] if len(message) > 1 and isinstance(message[1], int) else None
+                if rid is not None:
+                    self.reply_error(rid, exc, f"driver of {self.spec['name']}: ")
+
+    def _by_value(self, obj) -> None:
+        # Ray workers of a remote cluster cannot import the user's own modules
+        # (tests, scripts beside the driver): ship those by value, as Ray does
+        # for __main__. Installed packages stay by reference.
+        module_name = getattr(obj, "__module__", None)
+        if not module_name or module_name in self.by_value or module_name == "__main__":
+            return
+        module = sys.modules.get(module_name)
+        path = getattr(module, "__file__", None) or ""
+        if module is None or module_name.split(".")[0] in ("miniray", "ray") \
+                or os.path.abspath(path).startswith(_SYSTEM_PATHS) or not path:
+            return
+        cloudpickle.register_pickle_by_value(module)
+        self.by_value.add(module_name)
+
+    def on_fn(self, fn_id, blob) -> None:
+        obj = cloudpickle.loads(blob)
+        self._by_value(obj)
+        self.functions[fn_id] = self.ray.remote(obj)
+
+    def _options(self, options: dict) -> dict:
+        options = dict(options)
+        runtime_env = self.spec.get("runtime_env")
+        if runtime_env and "runtime_env" not in options:
+            options["runtime_env"] = runtime_env
+        return options
+
+    def _watch(self, rid, refs, single: bool) -> None:
+        remaining = [len(refs)]
+        values = [None] * len(refs)
+        lock = threading.Lock()
+
+        def done(index, future):
+            try:
+                values[index] = future.result()
+            except BaseException as exc:
+                with lock:
+                    if remaining[0] < 0:
+                        return
+                    remaining[0] = -1
+                self.reply_error(rid, exc)
+                return
+            with lock:
+                if remaining[0] < 0:
+                    return
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                self.reply_ok(rid, values[0] if single else values)
+
+        if not refs:
+            self.reply_ok(rid, [])
+        for index, ref in enumerate(refs):
+            ref.future().add_done_callback(lambda f, i=index: done(i, f))
+
+    def on_task(self, rid, fn_id, payload, options, num_returns) -> None:
+        args, kwargs = cloudpickle.loads(payload)
+        remote = self.functions[fn_id].options(**self._options(options))
+        refs = remote.remote(*args, **kwargs)
+        if num_returns == 1:
+            self._watch(rid, [refs], True)
+        else:
+            self._watch(rid, list(refs or ()), False)
+
+    def on_actor_new(self, rid, key, fn_id, payload, options) -> None:
+        args, kwargs = cloudpickle.loads(payload)
+        cls = self.functions[fn_id]
+        self.actors[key] = cls.options(**self._options(options)).remote(*args, **kwargs)
+        self.reply_ok(rid, None)
+
+    def on_actor_call(self, rid, key, method, payload, num_returns) -> None:
+        handle = self.actors.get(key)
+        if handle is None:
+            raise KeyError(f"actor {key} is not known to this driver (it was lost when the "
+                           "connection to its cluster was re-established)")
+        args, kwargs = cloudpickle.loads(payload)
+        bound = getattr(handle, method)
+        if num_returns != 1:
+            bound = bound.options(num_returns=num_returns)
+        refs = bound.remote(*args, **kwargs)
+        self._watch(rid, [refs] if num_returns == 1 else list(refs), num_returns == 1)
+
+    def on_actor_kill(self, key, no_restart=True) -> None:
+        handle = self.actors.pop(key, None)
+        if handle is not None:
+            self.ray.kill(handle, no_restart=no_restart)
+
+    def _in_pool(self, rid, fn, *args) -> None:
+        def run():
+            try:
+                value = fn(*args)
+            except BaseException as exc:
+                self.reply_error(rid, exc)
+            else:
+                self.reply_ok(rid, value)
+
+        self.pool.submit(run)
+
+    def on_probe(self, rid) -> None:
+        ray = self.ray
+
+        def probe():
+            nodes = ray.nodes()
+            return {"total": ray.cluster_resources(), "available": ray.available_resources(),
+                    "nodes": sum(1 for n in nodes if n.get("Alive"))}
+
+        self._in_pool(rid, probe)
+
+    def _jobs(self):
+        from ray.job_submission import JobSubmissionClient
+
+        dashboard = self.spec.get("dashboard")
+        if not dashboard:
+            raise ValueError(f"cluster {self.spec['name']!r} has no dashboard address: add "
+                             "dashboard='http://host:8265' to its config to submit jobs")
+        return JobSubmissionClient(dashboard)
+
+    def on_job_submit(self, rid, entrypoint, runtime_env, submission_id, metadata) -> None:
+        self._in_pool(rid, lambda: self._jobs().submit_job(
+            entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id,
+            metadata=metadata))
+
+    def on_job_status(self, rid, job_id) -> None:
+        self._in_pool(rid, lambda: str(self._jobs().get_job_status(job_id)).split(".")[-1])
+
+    def on_job_logs(self, rid, job_id) -> None:
+        self._in_pool(rid, lambda: self._jobs().get_job_logs(job_id))
+
+    def on_job_stop(self, rid, job_id) -> None:
+        self._in_pool(rid, lambda: self._jobs().stop_job(job_id))
+
+
+def main() -> None:
+    fd = int(sys.argv[1])
+    sock = socket.socket(fileno=fd)
+    spec = _wire.recv_message(sock)
+    try:
+        import ray
+
+        address = spec["address"]
+        kwargs = {"address": address, "logging_level": "WARNING",
+                  "namespace": spec.get("namespace")}
+        if not address.startswith("ray://"):
+            host = address.rsplit(":", 1)[0]
+            if host in ("127.0.0.1", "localhost"):
+                # Ray maps 127.0.0.1 to the machine's routable address; a driver
+                # for a loopback-only cluster must stay on loopback to find its raylet.
+                kwargs["_node_ip_address"] = "127.0.0.1"
+        ray.init(**kwargs)
+        info = {"ray_version": ray.__version__, "python": sys.version.split()[0],
+                "pid": os.getpid()}
+        driver = Driver(sock, spec)
+    except BaseException as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        try:
+            sock.sendall(_wire.pack(("hello_failed", message)))
+        finally:
+            os._exit(1)
+    sock.sendall(_wire.pack(("hello", info)))
+    try:
+        driver.serve()
+    finally:
+        # Exit without Ray's atexit teardown racing our socket; Ray cleans up
+        # a driver that went away.
+        try:
+            ray.shutdown()
+        finally:
+            os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,416 @@
+"""The control plane: a thread with its own asyncio loop that owns the
+registry, health monitor, queue and dispatcher, and the router the core
+consults on every ``remote()``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+import warnings
+
+import cloudpickle
+
+from .config import Settings, check_unique
+from .dispatcher import Dispatcher, FunctionBlobs, WorkItem, bypass, resolve_refs
+from .errors import (ClusterConnectionLost, ClusterError, ClusterUnavailableError,
+                     NoEligibleClusterError)
+from .health import HealthMonitor
+from .local_backend import LocalBackend
+from .policies import PlacementRequest, default_policy
+from .queue import WorkQueue
+from .ray_backend import RayClusterBackend
+from .registry import ACTIVE, CORDONED, Member, Registry
+from .results import user_error
+
+_PLACEMENT_ONLY = ("cluster", "tags")
+
+
+def placement_request(kind: str, name: str, options: dict, default_cpus: float):
+    cluster = options.get("cluster")
+    if cluster is not None and not isinstance(cluster, str):
+        raise TypeError(f"{name}: cluster= must be a cluster name (str), got {cluster!r}")
+    tags = options.get("tags") or []
+    if isinstance(tags, str):
+        tags = [tags]
+    if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) and t for t in tags):
+        raise TypeError(f"{name}: tags= must be a list of strings, got {options.get('tags')!r}")
+    resources = dict(options.get("resources") or {})
+    cpus = options.get("num_cpus", default_cpus)
+    if cpus:
+        resources["CPU"] = cpus
+    if options.get("num_gpus"):
+        resources["GPU"] = options["num_gpus"]
+    return PlacementRequest(kind, name, resources, cluster,
+                            [t for t in tags if not t.startswith("~")],
+                            [t[1:] for t in tags if t.startswith("~")])
+
+
+class ControlPlane:
+    """Runs on its own thread; user threads talk to it through the router."""
+
+    def __init__(self, configs: list, settings: Settings, policy=None, strict: bool = False):
+        from .._core.refs import get_client
+
+        self.client = get_client()
+        if self.client is None:
+            raise RuntimeError("miniray.cluster needs a running node: call miniray.init() "
+                               "first (or miniray.init(clusters=...))")
+        check_unique(configs)
+        if not configs:
+            raise ValueError("no clusters to connect to: give at least one ClusterConfig")
+        self.settings = settings
+        self.policy = policy or default_policy()
+        self.strict = strict
+        self.registry = Registry()
+        self.queue = WorkQueue(settings.queue_size)
+        self.blobs = FunctionBlobs()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="miniray-cluster",
+                                        daemon=True)
+        self.configs = configs
+        self.dispatcher = Dispatcher(self.registry, self.queue, self.policy, settings,
+                                     self.client, self.blobs)
+        self.monitor = None
+        self.closed = False
+        self._actors: dict = {}  # key -> _RemoteActor, control loop only
+
+    # -- lifecycle -----------------------------------------------------------------
+    def _run_loop(self) -> None:
+        bypass.on = True
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro, timeout: float | None = None):
+        """Run a coroutine on the control loop from another thread and wait."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("ControlPlane.call() from the control loop would deadlock")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> None:
+        self._thread.start()
+        try:
+            self.call(self._start())
+        except BaseException:
+            self.stop()
+            raise
+
+    async def _start(self) -> None:
+        for config in self.configs:
+            backend = LocalBackend() if config.is_local else RayClusterBackend(
+                config, self.settings)
+            backend.on_lost = self._on_lost
+            self.registry.add(Member(config, backend, self.settings))
+        members = list(self.registry)
+        results = await asyncio.gather(
+            *(asyncio.wait_for(m.backend.probe(), self.settings.connect_timeout)
+              for m in members), return_exceptions=True)
+        failed = []
+        for member, result in zip(members, results):
+            if isinstance(result, BaseException):
+                reason = (f"no answer in {self.settings.connect_timeout:g}s"
+                          if isinstance(result, asyncio.TimeoutError) else str(result))
+                failed.append(f"{member.name}: {reason}")
+                member.health.error = reason
+                member.health.failures += 1
+                member.breaker.trip()
+            else:
+                h = member.health
+                h.alive, h.total, h.available = True, result["total"], result["available"]
+                h.nodes, h.latency_s, h.checks = result["nodes"], result["latency_s"], 1
+        if failed:
+            if self.strict or len(failed) == len(members):
+                raise ClusterUnavailableError(
+                    "connect", message="cannot connect to " + "; ".join(failed))
+            warnings.warn("miniray.cluster: unreachable at start, retried through the "
+                          "breaker: " + "; ".join(failed), RuntimeWarning, stacklevel=3)
+        self.monitor = HealthMonitor(self.registry, self.settings, self._on_health)
+        self.monitor.start()
+
+    def stop(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._thread.is_alive():
+            try:
+                self.call(self._stop(), timeout=60)
+            finally:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._thread.join(10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+    async def _stop(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.stop()
+        await self.dispatcher.close()
+        await asyncio.gather(*(m.backend.close() for m in self.registry),
+                             return_exceptions=True)
+
+    # -- events from the monitor and backends -------------------------------------------
+    def _on_health(self, member, opened: bool) -> None:
+        if opened:
+            self.dispatcher.on_member_down(member, f"breaker opened: {member.health.error}")
+        self.dispatcher.wake()
+
+    def _on_lost(self, backend, reason: str) -> None:
+        member = self.registry.get(backend.name)
+        member.health.alive = False
+        member.health.error = reason
+        member.breaker.last_error = reason
+        member.breaker.trip()
+        self.dispatcher.wake()
+
+    # -- the router's side (user threads) -------------------------------------------------
+    def _check_eligible(self, request) -> None:
+        members = list(self.registry)
+        if request.cluster is not None:
+            if request.cluster not in self.registry:
+                raise NoEligibleClusterError(
+                    f"{request.name}: no cluster named {request.cluster!r}; "
+                    f"known: {self.registry.names()}")
+            members = [self.registry.get(request.cluster)]
+        if not self.policy.filter(request, members):
+            raise NoEligibleClusterError(
+                f"{request.name}: no cluster can ever run it (cluster={request.cluster!r}, "
+                f"tags={request.tags}, resources={request.resources}); clusters: "
+                + ", ".join(f"{m.name} tags={m.tags} total={m.health.total}"
+                            for m in self.registry))
+
+    def submit_task(self, function, args, kwargs, options):
+        name = function._name
+        request = placement_request("task", name, options, 1)
+        self._check_eligible(request)
+        num_returns = options.get("num_returns", 1)
+        if not isinstance(num_returns, int) or num_returns < 0:
+            raise ValueError(f"num_returns of {name} must be a non-negative int")
+        refs = [self.client.new_future_ref() for _ in range(max(1, num_returns))]
+        clean = {k: v for k, v in options.items() if k not in _PLACEMENT_ONLY}
+        item = WorkItem(request, function, args, kwargs, clean, refs, num_returns)
+        self.queue.reserve(self.settings.block_when_full)
+        self.loop.call_soon_threadsafe(self.dispatcher.enqueue, item)
+        if num_returns == 1:
+            return refs[0]
+        return None if num_returns == 0 else refs
+
+    def create_actor(self, actor_class, args, kwargs, options):
+        name = actor_class.__name__
+        request = placement_request("actor", name, options, 0)
+        self._check_eligible(request)
+        member = self.call(self._place_actor(request))
+        clean = {k: v for k, v in options.items() if k not in _PLACEMENT_ONLY}
+        if member.backend.kind == "local":
+            bypass.on = True
+            try:
+                return actor_class._remote(args, kwargs, clean)
+            finally:
+                bypass.on = False
+        handle = RoutedActorHandle(self, member.name, uuid.uuid4().hex, name)
+        self.loop.call_soon_threadsafe(self._start_actor, handle, actor_class, args, kwargs,
+                                       clean)
+        return handle
+
+    async def _place_actor(self, request):
+        while True:
+            member = self.dispatcher.choose(request)
+            if member is None:  # actors hold resources, not in-flight slots
+                members = [m for m in self.registry if m.accepting]
+                if request.cluster is not None:
+                    members = [m for m in members if m.name == request.cluster]
+                members = self.policy.filter(request, members)
+                member = members[0] if members else None
+            if member is not None:
+                return member
+            await asyncio.sleep(0.05)
+
+    def _start_actor(self, handle, actor_class, args, kwargs, options) -> None:
+        member = self.registry.get(handle._cluster)
+        state = _RemoteActor(self, member, handle, actor_class, args, kwargs, options)
+        self._actors[handle._key] = state
+
+    # -- admin ---------------------------------------------------------------------
+    def status(self) -> dict:
+        """A JSON-ready snapshot of every member, the queue and the counters."""
+        return self.call(self._status())
+
+    async def _status(self) -> dict:
+        return {
+            "clusters": [m.snapshot() for m in self.registry],
+            "queue": {"waiting": len(self.queue), "maxsize": self.queue.maxsize,
+                      "waited_for_room": self.queue.waited_for_room,
+                      "by_request": _queue_summary(self.queue.items())},
+            "counters": dict(self.dispatcher.counters),
+            "settings": vars(self.settings),
+        }
+
+    async def set_state(self, name: str, action: str) -> dict:
+        member = self.registry.get(name)
+        if action == "drain":
+            self.dispatcher.drain(member)
+        elif action == "cordon":
+            member.admin_state = CORDONED
+        elif action in ("undrain", "uncordon"):
+            member.admin_state = ACTIVE
+        else:
+            raise ValueError(f"unknown action {action!r}")
+        self.dispatcher.wake()
+        return member.snapshot()
+
+    async def check(self, name: str) -> dict:
+        member = self.registry.get(name)
+        snapshot = await self.monitor.check(member)
+        self.dispatcher.wake()
+        return snapshot
+
+
+def _queue_summary(items) -> dict:
+    summary: dict = {}
+    for item in items:
+        summary[item.request.name] = summary.get(item.request.name, 0) + 1
+    return summary
+
+
+class _RemoteActor:
+    """An actor on a Ray cluster: calls are sent in submission order."""
+
+    def __init__(self, plane, member, handle, actor_class, args, kwargs, options):
+        self.plane = plane
+        self.member = member
+        self.handle = handle
+        self.calls: asyncio.Queue = asyncio.Queue()
+        self.error: BaseException | None = None
+        self.generation = None
+        self.calls.put_nowait(("create", actor_class, args, kwargs, options))
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        backend = self.member.backend
+        while True:
+            entry = await self.calls.get()
+            if entry[0] == "kill":
+                if self.error is None and backend.generation == self.generation:
+                    backend.kill_actor(self.handle._key, entry[1])
+                self.error = ClusterError(f"actor {self.handle._class_name} was killed")
+                continue
+            try:
+                args, kwargs = await resolve_refs(entry[2], entry[3])
+                payload = cloudpickle.dumps((args, kwargs), protocol=5)
+                if entry[0] == "create":
+                    cls = entry[1]
+                    if not backend.connected:
+                        await backend.connect()
+                    await backend.create_actor(
+                        self.handle._key, cls._fn_id,
+                        self.plane.blobs.getter(cls._fn_id, cls._cls), payload, entry[4])
+                    self.generation = backend.generation
+                    continue
+                _, method, _, _, num_returns, refs = entry
+                if self.error is not None:
+                    raise self.error
+                if backend.generation != self.generation or not backend.connected:
+                    raise ClusterConnectionLost(
+                        self.member.name, f"actor {self.handle._class_name} was lost with the "
+                        "connection to its cluster (actors stay on their cluster)")
+                future = backend.call_actor(self.handle._key, method, payload, num_returns)
+            except BaseException as exc:
+                if entry[0] == "create":
+                    self.error = user_error(exc, f"{self.handle._class_name}.__init__",
+                                            self.member.name)
+                else:
+                    self._fail(entry[5], exc)
+                continue
+            self.member.actor_calls_inflight += 1
+            asyncio.get_running_loop().create_task(self._finish(future, entry[5], num_returns,
+                                                                method))
+
+    async def _finish(self, future, refs, num_returns, method) -> None:
+        try:
+            values = await future
+        except BaseException as exc:
+            self._fail(refs, exc, method)
+        else:
+            if num_returns == 1:
+                values = [values]
+            for ref, value in zip(refs, values):
+                self.plane.client.fulfill(ref, value)
+        finally:
+            self.member.actor_calls_inflight -= 1
+
+    def _fail(self, refs, exc, method: str = "") -> None:
+        error = user_error(exc, f"{self.handle._class_name}.{method}", self.member.name) \
+            if method else exc
+        for ref in refs:
+            self.plane.client.fulfill(ref, error=error)
+
+
+class RoutedActorHandle:
+    """Handle of an actor placed on a Ray cluster: ``handle.method.remote()``
+    gives refs, as with a local actor. The actor stays on its cluster."""
+
+    def __init__(self, plane, cluster: str, key: str, class_name: str):
+        self._plane = plane
+        self._cluster = cluster
+        self._key = key
+        self._class_name = class_name
+
+    @property
+    def cluster(self) -> str:
+        """The name of the cluster the actor lives on."""
+        return self._cluster
+
+    def __getattr__(self, method: str):
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return _RoutedMethod(self, method, 1)
+
+    def _call(self, method, args, kwargs, num_returns):
+        plane = self._plane
+        refs = [plane.client.new_future_ref() for _ in range(max(1, num_returns))]
+        plane.loop.call_soon_threadsafe(self._enqueue, ("call", method, args, kwargs,
+                                                        num_returns, refs))
+        if num_returns == 1:
+            return refs[0]
+        return None if num_returns == 0 else refs
+
+    def _enqueue(self, entry) -> None:
+        self._plane._actors[self._key].calls.put_nowait(entry)
+
+    def _kill(self, no_restart: bool = True) -> None:
+        self._plane.loop.call_soon_threadsafe(self._enqueue, ("kill", no_restart))
+
+    def __repr__(self) -> str:
+        return f"Actor({self._class_name}, cluster={self._cluster!r}, {self._key[:8]})"
+
+    def __reduce__(self):
+        raise TypeError("a handle of an actor on a Ray cluster cannot be passed to tasks "
+                        "(yet): call its methods from the driver")
+
+
+class _RoutedMethod:
+    def __init__(self, handle, method, num_returns):
+        self._handle = handle
+        self._method = method
+        self._num_returns = num_returns
+
+    def remote(self, *args, **kwargs):
+        return self._handle._call(self._method, args, kwargs, self._num_returns)
+
+    def options(self, num_returns: int = 1, **ignored):
+        return _RoutedMethod(self._handle, self._method, num_returns)
+
+
+class Router:
+    """What the core calls on every driver-side ``remote()`` (hooks.router)."""
+
+    def __init__(self, plane: ControlPlane):
+        self.plane = plane
+
+    def submit_task(self, function, args, kwargs, options):
+        if getattr(bypass, "on", False):
+            return NotImplemented
+        return self.plane.submit_task(function, args, kwargs, options)
+
+    def create_actor(self, actor_class, args, kwargs, options):
+        if getattr(bypass, "on", False):
+            return NotImplemented
+        return self.plane.create_actor(actor_class, args, kwargs, options)
