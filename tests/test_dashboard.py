@@ -498,18 +498,21 @@ def test_importing_miniray_does_not_import_aiohttp():
 
 def test_memory_stays_bounded_over_many_tasks(ray):
     """40k tasks (4x the task table, 6x the event rings) with a stalled client
-    connected: every buffer stays within its cap and the RSS stays flat."""
+    connected: every buffer stays within its cap and the RSS stays flat.
+    (The issue's million-task figure is the same caps at a longer run.)"""
     rt = runtime()
     with running_dashboard(rt, ws_interval=0.1, client_queue=8) as dash:
         client = RawWebSocket(dash.port)  # connected, and never reads
         try:
-            total = 40_000
+            # Under a tracer (coverage) tasks are ~4x slower: still past every cap.
+            total = 40_000 if sys.gettrace() is None else 12_000
             batch = 2_000
             started = time.monotonic()
             rss = []
+            checkpoints = {total // batch // 4 * batch, total - batch}
             for start in range(0, total, batch):
                 ray.get([tiny.remote(i) for i in range(batch)])
-                if start in (12_000, total - batch):
+                if start in checkpoints:
                     rss.append(_rss(os.getpid()))
             elapsed = time.monotonic() - started
 
@@ -519,7 +522,8 @@ def test_memory_stays_bounded_over_many_tasks(ray):
                     "tasks": len(events.tasks),
                     "rings": max(len(r.items) for r in events.rings.values()),
                     "metrics": len(events.metrics),
-                    "queued": max(len(c.queue) for c in dash.stream.clients),
+                    # (a client that never answers pings is closed after 30 s)
+                    "queued": max((len(c.queue) for c in dash.stream.clients), default=0),
                 }
 
             measured = on_loop(rt, _call(sizes))
@@ -594,7 +598,8 @@ def test_openapi_described_endpoints_survive_fuzzing(dash):
 
     validators = {}
 
-    @settings(max_examples=150, deadline=None, derandomize=True,
+    @settings(max_examples=150 if sys.gettrace() is None else 60, deadline=None,
+              derandomize=True,
               suppress_health_check=[HealthCheck.function_scoped_fixture,
                                      HealthCheck.too_slow])
     @given(requests_())
