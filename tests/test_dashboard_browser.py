@@ -121,7 +121,7 @@ def test_page_updates_live_and_reports_disconnect(ray, browser):
             points = browser.execute_script(
                 "return Number(document.getElementById('chart-rate').dataset.points)")
             wait_for(browser, f"Number(document.getElementById('chart-rate').dataset.points) "
-                              f"> {points}", timeout=5, what="the chart to grow")
+                              f"> {points}", timeout=8, what="the chart to grow")
             assert browser.execute_script(
                 "return document.querySelector('#chart-cpu path.series').getAttribute('d')")
             assert finished() != first, "the finished counter did not move"

@@ -98,7 +98,9 @@ def compile_path(path: str) -> re.Pattern:
 async def dispatch_registered(request: web.Request):
     path = request.path
     allowed = []
-    for route in reversed(routes.routes()):  # the newest registration wins
+    # In registration order, like aiohttp's router: "/x/queue" registered
+    # before "/x/{name}" keeps its own handler.
+    for route in routes.routes():
         match = compile_path(route.path).match(path)
         if match is None:
             continue
