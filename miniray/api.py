@@ -179,9 +179,9 @@ def init(
             "dashboard_token": runtime.dashboard_token,
         })
         if to_ray:
-            from .cluster import _init_hook
-
             try:
+                from .cluster import _init_hook
+
                 _init_info.update(_init_hook(address=ray_address, backend=backend,
                                              clusters=clusters) or {})
             except BaseException:

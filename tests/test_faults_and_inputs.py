@@ -103,7 +103,7 @@ def test_init_argument_errors():
     import miniray
 
     with pytest.raises(ValueError, match="address"):
-        miniray.init(address="ray://somewhere:10001")
+        miniray.init(address="somewhere-without-a-port")
     with pytest.raises(ValueError, match="runtime_env"):
         miniray.init(runtime_env={"pip": ["x"]})
     with pytest.raises(ValueError, match="object_store_memory"):

@@ -351,11 +351,9 @@ class NodeRuntime:
         await asyncio.sleep(0)
 
     def _stop_workers_blocking(self) -> None:
-        if self.dashboard is not None:  # the loop is the caller's: stop it when it can
-            if self.loop.is_running():
-                self.loop.create_task(self.stop_dashboard())
-            else:
-                self.dashboard = None
+        if self.dashboard is not None:  # the caller's loop: it may never run again
+            dashboard, self.dashboard = self.dashboard, None
+            dashboard.close_now()
         self._ask_workers_to_exit()
         deadline = time.monotonic() + 2.0
         for worker in list(self.workers.values()):

@@ -130,6 +130,29 @@ class Dashboard:
             # closing again is harmless and covers the never-started case.
             self.sock.close()
 
+    def close_now(self) -> None:
+        """Stop listening at once, without awaiting (a node shut down from inside
+        the loop it runs on, which may never run again). Open WebSockets are
+        aborted; prefer :meth:`stop` when the loop can run."""
+        self._stopped = True
+        stream = self.stream
+        if stream is not None:
+            stream._closing = True
+            if stream._task is not None:
+                stream._task.cancel()
+            for client in list(stream.clients):
+                if client.sender is not None:
+                    client.sender.cancel()
+                transport = getattr(getattr(client.ws, "_req", None), "transport", None)
+                if transport is not None:
+                    transport.abort()
+        site = self._site
+        server = getattr(site, "_server", None) if site is not None else None
+        if server is not None:
+            server.close()
+        self._runner = self._site = None
+        self.sock.close()
+
     # -- authorization -------------------------------------------------------------
     def token_from(self, request) -> str | None:
         """The token a request presents (header, query or cookie), if any."""
