@@ -21,17 +21,23 @@ ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
                          "test-artifacts")
 
 
+def _skip(reason: str):
+    # CI installs the browser: there a missing one is a failure, not a skip.
+    if os.environ.get("MINIRAY_REQUIRE_BROWSER"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def _find_browser():
     browser = next((p for p in map(shutil.which, ("chromium", "chromium-browser",
                                                   "google-chrome")) if p), None)
     driver = shutil.which("chromedriver")
     if browser is None or driver is None:
-        pytest.skip("no chromium/chromedriver on PATH: apt-get install chromium "
-                    "chromium-driver")
+        _skip("no chromium/chromedriver on PATH: apt-get install chromium chromium-driver")
     try:
         from selenium import webdriver  # noqa: F401
     except ImportError:
-        pytest.skip("selenium is not installed: pip install selenium")
+        _skip("selenium is not installed: pip install selenium")
     return browser, driver
 
 
