@@ -74,6 +74,13 @@ class ControlPlane:
         self.monitor = None
         self.closed = False
         self._actors: dict = {}  # key -> _RemoteActor, control loop only
+        self._actor_tasks: set = set()
+
+    def spawn(self, coro) -> None:
+        """A task on the control loop that shutdown cancels."""
+        task = self.loop.create_task(coro)
+        self._actor_tasks.add(task)
+        task.add_done_callback(self._actor_tasks.discard)
 
     # -- lifecycle -----------------------------------------------------------------
     def _run_loop(self) -> None:
@@ -103,7 +110,7 @@ class ControlPlane:
             self.registry.add(Member(config, backend, self.settings))
         members = list(self.registry)
         results = await asyncio.gather(
-            *(asyncio.wait_for(m.backend.probe(), self.settings.connect_timeout)
+            *(asyncio.wait_for(m.backend.probe(), self.settings.connect_timeout + 10)
               for m in members), return_exceptions=True)
         failed = []
         for member, result in zip(members, results):
@@ -144,6 +151,10 @@ class ControlPlane:
         if self.monitor is not None:
             await self.monitor.stop()
         await self.dispatcher.close()
+        tasks = list(self._actor_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(m.backend.close() for m in self.registry),
                              return_exceptions=True)
 
@@ -281,7 +292,7 @@ class _RemoteActor:
         self.error: BaseException | None = None
         self.generation = None
         self.calls.put_nowait(("create", actor_class, args, kwargs, options))
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        plane.spawn(self._run())
 
     async def _run(self) -> None:
         backend = self.member.backend
@@ -320,8 +331,7 @@ class _RemoteActor:
                     self._fail(entry[5], exc)
                 continue
             self.member.actor_calls_inflight += 1
-            asyncio.get_running_loop().create_task(self._finish(future, entry[5], num_returns,
-                                                                method))
+            self.plane.spawn(self._finish(future, entry[5], num_returns, method))
 
     async def _finish(self, future, refs, num_returns, method) -> None:
         try:

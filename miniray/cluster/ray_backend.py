@@ -118,14 +118,20 @@ class RayClusterBackend:
         finally:
             child_sock.close()
         try:
-            return await self._handshake(parent_sock)
+            reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+        except BaseException:
+            parent_sock.close()
+            self._kill()
+            raise
+        try:
+            return await self._handshake(reader, writer)
         except BaseException:
             # Cancelled (a probe timed out) or failed: never leave a driver behind.
+            writer.close()
             self._kill()
             raise
 
-    async def _handshake(self, parent_sock) -> dict:
-        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+    async def _handshake(self, reader, writer) -> dict:
         spec = {"name": self.name, "address": self.config.address,
                 "dashboard": self.config.dashboard, "runtime_env": self.config.runtime_env,
                 "namespace": self.namespace}
@@ -136,8 +142,6 @@ class RayClusterBackend:
         except asyncio.TimeoutError:
             hello = ("hello_failed", f"no answer in {self.settings.connect_timeout:g}s")
         if not hello or hello[0] != "hello":
-            writer.close()
-            self._kill()
             reason = hello[1] if hello else "the driver process exited"
             raise ClusterConnectionLost(self.name, f"cannot connect to {self.config.address}: "
                                         f"{reason}")
