@@ -233,3 +233,8 @@ def assert_no_drivers() -> None:
     while driver_pids() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not driver_pids(), f"cluster driver processes left behind: {driver_pids()}"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: restarts a Ray cluster (run in CI; skip locally with -m 'not slow')")
