@@ -432,6 +432,8 @@ class NodeRuntime:
 
                 traceback.print_exc()
         self._schedule()
+        if self._flush_pending:  # write now rather than one loop iteration later
+            self._flush_all()
 
     def _tick(self) -> None:
         if self._ops:
@@ -498,6 +500,8 @@ class NodeRuntime:
 
                         traceback.print_exc()
                 runtime._schedule()
+                if runtime._flush_pending:
+                    runtime._flush_all()
 
             def connection_lost(self, exc):
                 runtime._on_worker_lost(worker)
