@@ -652,12 +652,7 @@ class NodeRuntime:
         self.events.worker_state(worker, "DEAD", reason)
         self._dead_workers.append(worker)
         # Its objects survive it: _free_storage unlinks its segments once they empty.
-        for object_id, n in worker.pins.items():
-            entry = self.objects.get(object_id)
-            if entry is not None:
-                entry.pins -= n
-                self._maybe_free_unpinned(object_id, entry)
-        worker.pins.clear()
+        self._release_pins(worker)
         self._release_lease(worker)
         tasks = list(worker.assigned.values())
         worker.assigned.clear()
@@ -678,9 +673,7 @@ class NodeRuntime:
                 self._fail_task(task, _error_bytes(WorkerCrashedError(
                     f"The worker running {task.name} died ({reason}) and the task has no "
                     "retries left; raise max_retries to retry it.")))
-        for object_id, n in list(worker.held.items()):
-            self._decref(object_id, n)
-        worker.held.clear()
+        self._release_held(worker)
         if worker.actor is None:
             task_workers = sum(1 for w in self.workers.values() if w.actor is None)
             if task_workers < self._worker_target:
@@ -773,17 +766,25 @@ class NodeRuntime:
             del self.workers_by_pid[conn.pid]
         if self._closing:
             return
-        for object_id, n in conn.pins.items():
+        self._release_pins(conn)
+        # Its refs go, so its non-detached actors and unreachable objects go too.
+        self._release_held(conn)
+        self._schedule()
+
+    def _release_pins(self, holder) -> None:
+        """Drop the pins of a worker or driver that is gone."""
+        for object_id, n in holder.pins.items():
             entry = self.objects.get(object_id)
             if entry is not None:
                 entry.pins -= n
                 self._maybe_free_unpinned(object_id, entry)
-        conn.pins.clear()
-        # Its refs go, so its non-detached actors and unreachable objects go too.
-        for object_id, n in list(conn.held.items()):
+        holder.pins.clear()
+
+    def _release_held(self, holder) -> None:
+        """Drop the refs a worker or driver that is gone held."""
+        for object_id, n in list(holder.held.items()):
             self._decref(object_id, n)
-        conn.held.clear()
-        self._schedule()
+        holder.held.clear()
 
     def rpc_summary(self, caller):
         from .introspect import summary
