@@ -158,8 +158,10 @@ def init(
 
         _namespace = namespace or "default"
         started = time.perf_counter()
+        system_config = kwargs.get("_system_config") or {}
         runtime = NodeRuntime(num_cpus, num_gpus, resources, object_store_memory, _namespace,
-                              arena_size=_arena_size)
+                              arena_size=_arena_size,
+                              event_caps=system_config.get("event_caps"))
         runtime.log_to_driver = bool(log_to_driver)
         runtime.start(running_loop())
         client = DriverClient(runtime)
@@ -407,6 +409,9 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill an actor's process at once. With ``no_restart=False`` it may restart."""
     if not isinstance(actor, ActorHandle):
+        kill_routed = getattr(actor, "_kill", None)
+        if kill_routed is not None and type(actor).__name__ == "RoutedActorHandle":
+            return kill_routed(no_restart)  # an actor miniray.cluster placed on Ray
         raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
     _client().generic("kill_actor", actor._id, no_restart)
 

@@ -125,6 +125,11 @@ class EventBus:
     """Bounded records and change events of one node."""
 
     def __init__(self, caps: dict | None = None):
+        for key, value in (caps or {}).items():
+            if key not in DEFAULT_CAPS:
+                raise ValueError(f"unknown event cap {key!r}; the caps are {sorted(DEFAULT_CAPS)}")
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"event cap {key!r} must be a positive int, got {value!r}")
         self.caps = {**DEFAULT_CAPS, **(caps or {})}
         self.tasks: collections.OrderedDict = collections.OrderedDict()  # id -> Task
         self.task_cap = self.caps["tasks"]

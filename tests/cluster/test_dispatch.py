@@ -162,9 +162,12 @@ def test_actors_stay_on_their_cluster(node, ray_clusters):
     local = Counter.options(cluster="local").remote(1)
     assert isinstance(local, miniray.ActorHandle)
     assert miniray.get(local.add.remote(2), timeout=30) == 3
-    mc.kill(counter)
+    miniray.kill(counter)  # the core API knows routed handles too
     with pytest.raises(mc.ClusterError, match="killed"):
         miniray.get(counter.add.remote(1), timeout=30)
+    mc.kill(local)
+    with pytest.raises(miniray.exceptions.RayActorError):
+        miniray.get(local.add.remote(1), timeout=30)
 
 
 def test_backpressure_queue_waits_or_raises(node, ray_clusters):
