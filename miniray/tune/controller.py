@@ -19,8 +19,9 @@ import uuid
 
 from .. import api
 from ..exceptions import TaskCancelledError
+from . import dashboard
 from . import session as _s
-from ._runner import Hub, run_trial
+from ._runner import forget_hub, run_trial, session_hub
 from .errors import TuneError
 from .schedulers import FIFOScheduler, TrialScheduler
 from .search import sample
@@ -314,11 +315,14 @@ class TuneController:
         self._task = api.remote(max_retries=0)(run_trial)
         self._bound: dict = {}
         self._files = _FileWriter()
-        self._hub = api.remote(Hub).options(num_cpus=0, max_concurrency=100000).remote()
+        self._hub = session_hub(api)
+        self._channel = uuid.uuid4().hex[:12]
         # The hub's handle rides with the trainable: stored once, unpickled once per worker.
         self._blob_ref = api.put(cloudpickle.dumps((self._blob, self._hub)))
-        poll_ref = self._hub.poll.remote()
+        poll_ref = self._hub.poll.remote(self._channel)
         running: dict = {}
+        ended_cleanly = False
+        tracked = dashboard.track(self)
         try:
             while True:
                 if not self._stop_all:
@@ -341,8 +345,8 @@ class TuneController:
                 if poll_ref in ready:
                     decisions = [(tid, self._on_result(self._by_id[tid], result, ckpt))
                                  for tid, result, ckpt in api.get(poll_ref)]
-                    self._hub.decide.remote(decisions)
-                    poll_ref = self._hub.poll.remote()
+                    self._hub.decide.remote(self._channel, decisions)
+                    poll_ref = self._hub.poll.remote(self._channel)
                 for ref in [r for r in running if r in ready]:
                     self._on_done(running.pop(ref), ref)
                 if self._stop_all and not self._stopped:
@@ -353,10 +357,16 @@ class TuneController:
                     self._stop_everything(running)
                 self._progress(False)
                 self.save_state()
+            ended_cleanly = True
         finally:
             for ref in running:
                 api.cancel(ref)
-            api.kill(self._hub)
+            tracked.finish("TERMINATED" if ended_cleanly else "ERROR")
+            if not ended_cleanly:  # maybe the hub itself broke: the next run starts a new one
+                forget_hub(self._hub)
+                api.kill(self._hub)
+            else:
+                self._hub.close.remote(self._channel)
             self._files.close()
             self._elapsed_before += time.monotonic() - self._start
             self._start = time.monotonic()
@@ -365,6 +375,7 @@ class TuneController:
         if self.fail_fast == "raise":
             errors = [t for t in self.trials if t.status == "ERROR"]
             if errors:
+                tracked.finish("ERROR")
                 raise TuneError(f"trial {errors[0].trial_id} failed") from errors[0].error
         return self.trials
 
@@ -372,7 +383,7 @@ class TuneController:
         self._stop_all = self._stopped = True
         for trial in running.values():
             trial._stopping = True
-        self._hub.decide.remote([(t.trial_id, _s.STOP) for t in running.values()])
+        self._hub.decide.remote(self._channel, [(t.trial_id, _s.STOP) for t in running.values()])
         for ref in running:
             api.cancel(ref)
 
@@ -406,7 +417,7 @@ class TuneController:
         meta = _s.read_checkpoint_meta(trial.checkpoint) if trial.checkpoint else {}
         ckpt = self.ckpt_config
         options = self._resource_options(trial.config)
-        spec = {"token": self._token, "trial_id": trial.trial_id,
+        spec = {"channel": self._channel, "trial_id": trial.trial_id,
                 "trial_name": f"{self.trainable_name}_{trial.trial_id}",
                 "trial_dir": trial.path, "experiment_name": os.path.basename(
                     self.experiment_dir), "config": trial.config,
