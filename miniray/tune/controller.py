@@ -95,8 +95,12 @@ class Trial:
 class _FileWriter:
     """Writes result files on a background thread, in order.
 
-    Opening a file costs ~0.5 ms on some file systems: done inline, the files of
-    1,000 short trials would be most of the experiment's overhead.
+    Opening a file costs ~0.5 ms and a mkdir up to ~0.5 ms on some file systems:
+    done inline, the files of 1,000 short trials would be most of the experiment's
+    overhead. Each ``put`` is one batch (a trial's directory and params, or a
+    result's two lines), so the thread wakes, and takes the GIL from the controller,
+    once per batch instead of once per file; files are written with bare
+    ``os.open``/``os.write`` (3 system calls, where ``open()`` makes 5-6).
     """
 
     def __init__(self):
@@ -108,24 +112,21 @@ class _FileWriter:
 
     def _run(self):
         while True:
-            item = self._queue.get()
-            if item is None:
+            batch = self._queue.get()
+            if batch is None:
                 return
-            path, mode, text = item
-            try:
-                if mode == "mkdir":
-                    os.makedirs(path, exist_ok=True)
-                else:
-                    with open(path, mode, newline="" if path.endswith(".csv") else None) as f:
-                        f.write(text)
-            except OSError as exc:  # reported once at the end; results stay in memory
-                self.error = self.error or exc
+            for path, mode, text in batch:
+                try:
+                    if mode == "mkdir":
+                        _mkdir(path)
+                    else:
+                        _write(path, text, mode == "a")
+                except OSError as exc:  # reported once at the end; results stay in memory
+                    self.error = self.error or exc
 
-    def mkdir(self, path):
-        self._queue.put((path, "mkdir", None))
-
-    def write(self, path, text, mode="a"):
-        self._queue.put((path, mode, text))
+    def put(self, *items):
+        """Queue ``(path, mode, text)`` items: mode ``"mkdir"``, ``"w"`` or ``"a"``."""
+        self._queue.put(items)
 
     def close(self):
         self._queue.put(None)
@@ -133,6 +134,29 @@ class _FileWriter:
         if self.error is not None:
             print(f"miniray.tune: could not write result files: {self.error}",
                   file=sys.stderr)
+
+
+_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+_TRUNCATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+
+
+def _write(path, text, append):
+    data = text.encode("utf-8")
+    fd = os.open(path, _APPEND if append else _TRUNCATE, 0o644)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path)  # the experiment directory exists: one call, no stat first
+    except FileExistsError:
+        pass
+    except FileNotFoundError:  # a trial_dirname_creator made nested directories
+        os.makedirs(path, exist_ok=True)
 
 
 def _check_serializable(space):
@@ -411,9 +435,9 @@ class TuneController:
         return trial
 
     def _launch(self, trial):
-        self._files.mkdir(trial.path)
-        self._files.write(os.path.join(trial.path, "params.json"),
-                          json.dumps(trial.config, default=repr, indent=2), "w")
+        self._files.put((trial.path, "mkdir", None),
+                        (os.path.join(trial.path, "params.json"), "w",
+                         json.dumps(trial.config, default=repr, indent=2)))
         meta = _s.read_checkpoint_meta(trial.checkpoint) if trial.checkpoint else {}
         ckpt = self.ckpt_config
         options = self._resource_options(trial.config)
@@ -446,8 +470,6 @@ class TuneController:
         result["date"] = time.strftime("%Y-%m-%d_%H-%M-%S")
         trial.last_result = result
         trial.results.append(result)
-        self._files.write(os.path.join(trial.path, "result.json"),
-                          json.dumps(result, default=repr) + "\n")
         flat = sample.flatten({k: v for k, v in result.items() if k != "config"})
         path = os.path.join(trial.path, "progress.csv")
         new = trial._csv_fields is None
@@ -458,7 +480,8 @@ class TuneController:
         if new and not trial._csv_exists:
             writer.writeheader()
         writer.writerow(flat)
-        self._files.write(path, buf.getvalue())
+        self._files.put((os.path.join(trial.path, "result.json"), "a",
+                         json.dumps(result, default=repr) + "\n"), (path, "a", buf.getvalue()))
         if checkpoint:
             self._add_checkpoint(trial, checkpoint, result)
         for cb in self.callbacks:
@@ -588,7 +611,7 @@ class TuneController:
         trial.status = "ERROR"
         trial.error = exc
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        self._files.write(os.path.join(trial.path, "error.txt"), text)
+        self._files.put((os.path.join(trial.path, "error.txt"), "a", text))
         self.searcher.on_trial_complete(trial.trial_id, trial.last_result or None, error=True)
         self.scheduler.on_trial_error(self, trial)
         for cb in self.callbacks:
