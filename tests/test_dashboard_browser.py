@@ -147,7 +147,9 @@ def test_page_updates_live_and_reports_disconnect(ray, browser):
                               ".length > 0 && [...document.querySelectorAll('#tasks-table tbody"
                               " tr')].every(r => r.dataset.state === 'FAILED')",
                      what="the state filter")
-            browser.find_element("css selector", "#tasks-table tbody tr").click()
+            # A JS click: the live table may move the row under a real pointer.
+            browser.execute_script("arguments[0].click()", browser.find_element(
+                "css selector", "#tasks-table tbody tr"))
             wait_for(browser, "document.querySelector('#task-detail pre') && document."
                               "querySelector('#task-detail pre').textContent.includes("
                               "'browser-test-failure')", what="the failed task's traceback")

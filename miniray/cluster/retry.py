@@ -29,6 +29,8 @@ class Backoff:
 # cluster, not the application, failed.
 CLUSTER_FAILURE_NAMES = frozenset({
     "NodeDiedError", "RaySystemError", "ObjectLostError", "OwnerDiedError",
+    # What a task in flight sees while its cluster is being killed:
+    "LocalRayletDiedError", "WorkerCrashedError", "RpcError",
     "ObjectFetchTimedOutError", "ReferenceCountingAssertionError", "ObjectReconstructionFailedError",
     "ObjectReconstructionFailedMaxAttemptsExceededError",
     "ObjectReconstructionFailedLineageEvictedError", "RuntimeEnvSetupError",
