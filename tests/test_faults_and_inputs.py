@@ -172,3 +172,24 @@ async def test_as_future_and_async_wait(ray):
     ready, pending = await ray.wait(refs, num_returns=3, timeout=10)
     assert ready == refs and pending == []
     assert await asyncio.wait_for(ray.get(refs), 10) == [1, 2, 3]
+
+
+def test_workers_default_to_one_numeric_thread_per_cpu(ray, monkeypatch):
+    import os
+
+    if "OMP_NUM_THREADS" in os.environ:
+        pytest.skip("OMP_NUM_THREADS is set for this run; workers keep it")
+
+    @ray.remote
+    def threads():
+        import os
+        return os.environ.get("OMP_NUM_THREADS")
+
+    @ray.remote(num_cpus=2)
+    class Wide:
+        def threads(self):
+            import os
+            return os.environ.get("OMP_NUM_THREADS")
+
+    assert ray.get(threads.remote()) == "1"
+    assert ray.get(Wide.remote().threads.remote()) == "2"

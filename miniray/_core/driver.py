@@ -221,6 +221,44 @@ class DriverClient(ClientBase):
         values = [self._value(r._id, e) for r, e in zip(refs, entries)]
         return values[0] if single else values
 
+    def await_ref(self, ref):
+        """An asyncio future of the running loop for one ref (``await ref``).
+
+        A bare future, not a coroutine: ``asyncio.gather(*refs)`` then costs
+        one future and one wrapping task per ref, nothing more.
+        """
+        loop = asyncio.get_running_loop()
+        entry = self._entries([ref])[0]
+        future = loop.create_future()
+
+        def resolve():
+            # Uses ``ref`` so the closure holds it: in ``await f.remote()`` nothing
+            # else does, and the object must not be freed before it is read.
+            if future.done():  # cancelled meanwhile
+                return
+            try:
+                value = self._value(ref._id, entry)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(value)
+
+        if entry.state == PENDING:
+            if loop is self.runtime.loop:
+                def wake(_object_id, _entry):
+                    resolve()
+            else:
+                waker = self._waker(loop)
+
+                def wake(_object_id, _entry):
+                    waker.wake(resolve)
+            with self._state_lock:
+                if entry.state == PENDING:
+                    entry.waiters.append(wake)
+                    return future
+        resolve()
+        return future
+
     def _waker(self, loop) -> "_LoopWaker":
         waker = self._wakers.get(id(loop))
         if waker is None or waker.loop is not loop:

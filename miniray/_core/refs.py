@@ -68,6 +68,9 @@ class ObjectRef:
 
     def __await__(self):
         client = _require_client()
+        await_ref = getattr(client, "await_ref", None)
+        if await_ref is not None:
+            return await_ref(self).__await__()
         return client.get_async([self], None, single=True).__await__()
 
     def future(self):

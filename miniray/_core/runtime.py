@@ -237,6 +237,12 @@ class NodeRuntime:
         # Workers import miniray from wherever the driver did.
         pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
+        # As in Ray: numeric libraries in a worker use as many threads as the work
+        # has CPUs (1 for task workers), not every core each, which would
+        # oversubscribe the machine. A value the user set is kept.
+        self._omp_default = "OMP_NUM_THREADS" not in env
+        if self._omp_default:
+            env["OMP_NUM_THREADS"] = "1"
         self.worker_env = env
         if loop is None:
             from .loop import new_event_loop
@@ -466,6 +472,10 @@ class NodeRuntime:
         env = self.worker_env
         if actor is not None and actor.options.get("_gpu_ids"):
             env = dict(env, CUDA_VISIBLE_DEVICES=",".join(map(str, actor.options["_gpu_ids"])))
+        if actor is not None and self._omp_default:
+            cpus = int(actor.options.get("resources", {}).get("CPU", 0) or 0)
+            if cpus > 1:
+                env = dict(env, OMP_NUM_THREADS=str(cpus))
         proc = subprocess.Popen(
             [sys.executable, "-m", "miniray._core.worker_main", str(child.fileno()),
              str(self.node_pid), str(self.capacity), str(self.arena_size), str(worker_id)],
