@@ -12,19 +12,26 @@ import miniray
 from miniray._core import shm
 
 
-def _children_of(pid: int) -> list[int]:
-    out = []
+def iter_processes():
+    """(pid, command line with spaces, /proc stat fields after the name) of live processes."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
+                cmd = f.read().replace(b"\0", b" ")
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if b"miniray._core.worker" in cmd and f" {pid} ".encode() in cmd.replace(b"\0", b" "):
-            out.append(int(entry))
-    return out
+        yield int(entry), cmd, stat
+
+
+def _children_of(pid: int) -> list[int]:
+    """Worker processes of the node whose pid is ``pid`` (their argv names it)."""
+    marker = f" {pid} ".encode()
+    return [p for p, cmd, _ in iter_processes()
+            if b"miniray._core.worker" in cmd and marker in cmd]
 
 
 def assert_nothing_leaked(node_pid: int) -> None:

@@ -24,6 +24,8 @@ import pytest
 import miniray
 from miniray.cluster import ClusterConfig, Settings
 
+from ..conftest import iter_processes
+
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 PORTS_PER_CLUSTER = 10
 
@@ -212,20 +214,8 @@ def node():
 def driver_pids() -> list:
     """This process's cluster driver processes still alive."""
     me = os.getpid()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if b"miniray.cluster._ray_driver" in cmd and int(stat[1]) == me and stat[0] != "Z":
-            found.append(int(entry))
-    return found
+    return [pid for pid, cmd, stat in iter_processes()
+            if b"miniray.cluster._ray_driver" in cmd and int(stat[1]) == me and stat[0] != "Z"]
 
 
 def assert_no_drivers() -> None:
