@@ -189,28 +189,20 @@ class DriverClient(ClientBase):
     async def _get_async(self, refs, timeout, single):
         entries = self._entries(refs)
         loop = asyncio.get_running_loop()
-        runtime_loop = self.runtime.loop
         pending = [e for e in entries if e.state == PENDING]
         if pending:
             future = loop.create_future()
             count = [0]
+            call = self._caller_on(loop)
 
             def done():
                 if not future.done():
                     future.set_result(None)
 
-            if loop is runtime_loop:
-                def wake(object_id, entry):
-                    count[0] -= 1
-                    if count[0] == 0:
-                        done()
-            else:
-                waker = self._waker(loop)
-
-                def wake(object_id, entry):
-                    count[0] -= 1
-                    if count[0] == 0:
-                        waker.wake(done)
+            def wake(object_id, entry):
+                count[0] -= 1
+                if count[0] == 0:
+                    call(done)
 
             registered = self._add_waiter(pending, wake, count)
             if registered:
@@ -244,20 +236,23 @@ class DriverClient(ClientBase):
                 future.set_result(value)
 
         if entry.state == PENDING:
-            if loop is self.runtime.loop:
-                def wake(_object_id, _entry):
-                    resolve()
-            else:
-                waker = self._waker(loop)
+            call = self._caller_on(loop)
 
-                def wake(_object_id, _entry):
-                    waker.wake(resolve)
+            def wake(_object_id, _entry):
+                call(resolve)
             with self._state_lock:
                 if entry.state == PENDING:
                     entry.waiters.append(wake)
                     return future
         resolve()
         return future
+
+    def _caller_on(self, loop):
+        """How the node's thread runs a callback on ``loop``: directly on its
+        own loop, else through that loop's batching waker."""
+        if loop is self.runtime.loop:
+            return _call_now
+        return self._waker(loop).wake
 
     def _waker(self, loop) -> "_LoopWaker":
         waker = self._wakers.get(id(loop))
@@ -349,6 +344,10 @@ class DriverClient(ClientBase):
         if isinstance(result, asyncio.Future):
             return await result
         return result
+
+
+def _call_now(fn) -> None:
+    fn()
 
 
 class _LoopWaker:
