@@ -66,11 +66,8 @@ def part_sequential():
     return {"seconds": time.perf_counter() - start, "best": best}
 
 
-def part_miniray_digits():
-    import miniray
-    from miniray import tune
-
-    miniray.init(num_cpus=2, include_dashboard=False)
+def _digits_grid(tune):
+    """The digits grid through ``tune`` (miniray's or Ray's: the same API)."""
     data = _data()
     space = {k: tune.grid_search(v) for k, v in GRID.items()}
     with tempfile.TemporaryDirectory() as storage:
@@ -81,6 +78,14 @@ def part_miniray_digits():
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "best": grid.get_best_result().metrics["accuracy"],
             "trials": len(grid)}
+
+
+def part_miniray_digits():
+    import miniray
+    from miniray import tune
+
+    miniray.init(num_cpus=2, include_dashboard=False)
+    return _digits_grid(tune)
 
 
 def part_ray_digits():
@@ -88,16 +93,7 @@ def part_ray_digits():
     from ray import tune
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    data = _data()
-    space = {k: tune.grid_search(v) for k, v in GRID.items()}
-    with tempfile.TemporaryDirectory() as storage:
-        start = time.perf_counter()
-        grid = tune.Tuner(tune.with_parameters(fit_rf, data=data), param_space=space,
-                          tune_config=tune.TuneConfig(metric="accuracy", mode="max"),
-                          run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()
-        seconds = time.perf_counter() - start
-    return {"seconds": seconds, "best": grid.get_best_result().metrics["accuracy"],
-            "trials": len(grid)}
+    return _digits_grid(tune)
 
 
 def trivial(config):

@@ -45,8 +45,9 @@ def dash(ray):
         yield dashboard
 
 
-def get_json(url: str, headers: dict | None = None):
-    request = urllib.request.Request(url, headers=headers or {})
+def get_json(url: str, headers: dict | None = None, method: str = "GET"):
+    request = urllib.request.Request(url, headers=headers or {}, method=method,
+                                     data=b"" if method != "GET" else None)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -297,14 +298,7 @@ def test_registered_routes_added_after_start(dash):
         assert poke_op["x-mutating"] and poke_op["security"]
 
         def post(path, headers):
-            request = urllib.request.Request(dash.url + path, method="POST", data=b"",
-                                             headers=headers)
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    return response.status, json.loads(response.read())
-            except urllib.error.HTTPError as error:
-                with error:
-                    return error.code, json.loads(error.read())
+            return get_json(dash.url + path, headers, method="POST")
 
         # Mutating routes need the token even on loopback.
         assert post("/api/test-poke/abc", {})[0] == 401
