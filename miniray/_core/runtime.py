@@ -196,6 +196,7 @@ class NodeRuntime:
         self.workers: dict[int, WorkerHandle] = {}
         self.workers_by_pid: dict[int, WorkerHandle] = {}
         self.idle: list[WorkerHandle] = []
+        self._blocked_workers = 0  # workers lending their CPU back from a nested get
         self.actors: dict[bytes, ActorState] = {}
         self.named_actors: dict[tuple, bytes] = {}
         self._pinned_garbage: dict[bytes, ObjectEntry] = {}
@@ -664,6 +665,9 @@ class NodeRuntime:
         # Its objects survive it: _free_storage unlinks its segments once they empty.
         self._release_pins(worker)
         self._release_lease(worker)
+        if worker.blocked:
+            worker.blocked = 0
+            self._blocked_workers -= 1
         tasks = list(worker.assigned.values())
         worker.assigned.clear()
         if worker.actor is not None:
@@ -856,19 +860,22 @@ class NodeRuntime:
             elif self._is_short(task.fn_id):
                 worker = self._pipeline_target(resources)
             if worker is None:
-                if not self._fits(resources) or not idle:
+                if idle:
                     # Head of line waits for resources; others of other shapes may fit.
                     blocked.append(ready.popleft())
                     if len(blocked) > 64:
                         break
                     continue
+                # Every worker is busy and none can queue the head: the tasks behind it
+                # wait their turn (scanning them on every completion cost more than the
+                # rare task of another shape it could place).
                 break
             ready.popleft()
             task.gpu_ids = worker.lease.get("_gpu_ids", ()) if worker.lease else ()
             self._dispatch(task, worker)
         if blocked:
             ready.extendleft(reversed(blocked))
-        if ready and not idle:
+        if ready and not idle and self._blocked_workers:
             self._maybe_grow_pool()
 
     def _is_short(self, fn_id) -> bool:
@@ -1262,6 +1269,7 @@ class NodeRuntime:
         task.finished = True
         # The event bus may keep the finished task a while: not its arguments.
         task.args = task.kwargs = task.contained = None
+        task.return_ids = tuple(task.return_ids)  # untracked by the GC while kept
         self.tasks.pop(task.task_id, None)
         for object_id in task.pinned:
             self._unpin(object_id)
@@ -1365,6 +1373,7 @@ class NodeRuntime:
         if worker.actor is not None or worker.is_driver:
             return
         if worker.blocked == 0:
+            self._blocked_workers += 1
             if worker.lease is not None:
                 self._release(worker.lease)
             if len(worker.assigned) > 1:
@@ -1376,6 +1385,7 @@ class NodeRuntime:
             return
         worker.blocked -= 1
         if worker.blocked == 0:
+            self._blocked_workers -= 1
             if worker.lease is not None:
                 self._acquire(worker.lease)  # may oversubscribe briefly, as in Ray
             elif not worker.assigned and worker not in self.idle:
