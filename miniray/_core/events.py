@@ -42,16 +42,53 @@ DEFAULT_CAPS = {
 }
 
 
-def task_dict(task, full: bool = False) -> dict:
-    """JSON-ready view of a runtime Task kept in the table."""
+# A finished task's record is a plain tuple of atomic values, which the cyclic
+# GC stops tracking: 10,000 kept Task objects cost every task ~4 us in collections.
+_Done = collections.namedtuple("_Done", (
+    "task_id", "name", "state", "actor_id", "submitted_at", "started_at", "ended_at",
+    "worker_id", "attempt", "error", "deps_ids", "return_ids"))
+_STATE, _NAME, _RETURN_IDS = 2, 1, 11
+
+
+def _done_record(task) -> tuple:
     actor = task.actor
+    return (task.task_id, task.name, task.state,
+            actor.actor_id if actor is not None else None, task.submitted_at,
+            task.started_at, task.ended_at, task.worker_id, task.attempt, task.error,
+            tuple(task.deps_ids or ()), tuple(task.return_ids))
+
+
+def _view(record):
+    """Attribute access to a table record (a live Task or a finished tuple)."""
+    return _Done._make(record) if type(record) is tuple else record
+
+
+def _state_of(record) -> str:
+    return record[_STATE] if type(record) is tuple else record.state
+
+
+def _name_of(record) -> str:
+    return record[_NAME] if type(record) is tuple else record.name
+
+
+def _return_ids_of(record):
+    return record[_RETURN_IDS] if type(record) is tuple else record.return_ids
+
+
+def task_dict(task, full: bool = False) -> dict:
+    """JSON-ready view of a task kept in the table (live Task or finished record)."""
+    task = _view(task)
+    if type(task) is _Done:
+        actor_id = task.actor_id
+    else:
+        actor_id = task.actor.actor_id if task.actor is not None else None
     started, ended = task.started_at, task.ended_at
     out = {
         "task_id": task.task_id.hex(),
         "name": task.name,
         "state": task.state,
-        "type": "ACTOR_TASK" if actor is not None else "NORMAL_TASK",
-        "actor_id": actor.actor_id.hex() if actor is not None else None,
+        "type": "ACTOR_TASK" if actor_id is not None else "NORMAL_TASK",
+        "actor_id": actor_id.hex() if actor_id is not None else None,
         "submitted_at": task.submitted_at,
         "started_at": started,
         "ended_at": ended,
@@ -190,7 +227,10 @@ class EventBus:
         task.ended_at = now
         if task.started_at is None:
             task.started_at = now
-        self._task_append((now, task.task_id, state))
+        task_id = task.task_id
+        if task_id in self.tasks:
+            self.tasks[task_id] = _done_record(task)
+        self._task_append((now, task_id, state))
 
     def task_retried(self, task) -> None:
         task.attempt += 1
@@ -291,8 +331,8 @@ class EventBus:
         if state:
             states = {state} if isinstance(state, str) else set(state)
         matching = [r for r in reversed(self.tasks.values())
-                    if (states is None or r.state in states)
-                    and (not name or name in r.name)]
+                    if (states is None or _state_of(r) in states)
+                    and (not name or name in _name_of(r))]
         return len(matching), [task_dict(r) for r in matching[offset:offset + limit]]
 
     def get_task(self, task_id: bytes):
@@ -301,18 +341,18 @@ class EventBus:
 
     def producers(self) -> dict:
         """Return object id -> the task in the table that makes it."""
-        return {object_id: task for task in self.tasks.values()
-                for object_id in task.return_ids}
+        return {object_id: _view(task) for task in self.tasks.values()
+                for object_id in _return_ids_of(task)}
 
     def task_counts(self) -> dict:
         counts = dict.fromkeys(TASK_STATES, 0)
         for record in self.tasks.values():
-            counts[record.state] += 1
+            counts[_state_of(record)] += 1
         return counts
 
     def dag(self, limit: int = 200) -> dict:
         """The newest ``limit`` tasks as nodes, edges from the refs they consumed."""
-        records = list(itertools.islice(reversed(self.tasks.values()), limit))
+        records = [_view(r) for r in itertools.islice(reversed(self.tasks.values()), limit)]
         in_view = {id(r) for r in records}
         producers = {object_id: r for r in records for object_id in r.return_ids}
         nodes = [{"id": r.task_id.hex(), "name": r.name, "state": r.state, "type": "task"}

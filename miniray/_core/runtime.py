@@ -1269,7 +1269,6 @@ class NodeRuntime:
         task.finished = True
         # The event bus may keep the finished task a while: not its arguments.
         task.args = task.kwargs = task.contained = None
-        task.return_ids = tuple(task.return_ids)  # untracked by the GC while kept
         self.tasks.pop(task.task_id, None)
         for object_id in task.pinned:
             self._unpin(object_id)
