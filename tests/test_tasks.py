@@ -298,6 +298,55 @@ async def test_await_refs_in_asyncio(ray):
     assert len(ready) == 200
 
 
+async def test_refs_follow_asyncio_future_protocol(ray):
+    @ray.remote
+    def square(x):
+        return x * x
+
+    @ray.remote
+    def fail():
+        raise KeyError("boom")
+
+    @ray.remote
+    def nap(seconds):
+        time.sleep(seconds)
+        return "woke"
+
+    ref = square.remote(5)
+    assert asyncio.isfuture(ref)
+    assert not ref.done()
+    with pytest.raises(asyncio.InvalidStateError, match="ray.get"):
+        ref.result()
+    # gather takes refs as they are (no wrapping Task) and keeps errors in place.
+    out = await asyncio.gather(ref, fail.remote(), square.remote(6), return_exceptions=True)
+    assert out[0] == 25 and out[2] == 36
+    assert isinstance(out[1], KeyError) and isinstance(out[1], exceptions.RayTaskError)
+    assert ref.done() and ref.result() == 25 and ref.exception() is None
+    with pytest.raises(KeyError):
+        await asyncio.gather(square.remote(1), fail.remote())
+    # asyncio.wait hands back the refs themselves.
+    fast, slow = square.remote(2), nap.remote(0.5)
+    done, pending = await asyncio.wait([fast, slow], return_when=asyncio.FIRST_COMPLETED)
+    assert done == {fast} and pending == {slow}
+    assert [r.result() for r in done] == [4]
+    # A timed-out wait stops waiting; the task itself goes on and can be awaited again.
+    slow = nap.remote(0.6)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(slow, 0.05)
+    assert await slow == "woke"
+    assert sorted([await r for r in asyncio.as_completed([square.remote(i) for i in range(4)])]) \
+        == [0, 1, 4, 9]
+    # Callbacks get the ref; remove_done_callback finds the same (ref, fn) pair.
+    seen = []
+    ref = square.remote(7)
+    ref.add_done_callback(seen.append)
+    ref.add_done_callback(print)
+    assert ref.remove_done_callback(print) == 1
+    assert await ref == 49
+    await asyncio.sleep(0)
+    assert seen == [ref]
+
+
 async def test_init_inside_running_loop_uses_that_loop():
     import miniray
 

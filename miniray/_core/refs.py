@@ -24,10 +24,16 @@ class ObjectRef:
     to an object is alive in any process, the object is kept.
     """
 
-    __slots__ = ("_id", "_client", "__weakref__")
+    __slots__ = ("_id", "_client", "_fut", "__weakref__")
+
+    # asyncio's Future protocol (see the section below): ``asyncio.isfuture(ref)``
+    # is true, so gather/wait/wait_for/as_completed take refs as they are instead
+    # of wrapping each in a Task (half the per-ref cost of ``gather(*refs)``).
+    _asyncio_future_blocking = False
 
     def __init__(self, object_id: bytes, _counted: bool = False):
         self._id = object_id
+        self._fut = None
         client = _client
         self._client = client
         if client is not None:
@@ -73,6 +79,72 @@ class ObjectRef:
             return await_ref(self).__await__()
         return client.get_async([self], None, single=True).__await__()
 
+    # -- asyncio Future protocol ---------------------------------------------------
+    # Bound to the running loop of the last caller. The value is read once, into
+    # that loop's future, and kept while the ref lives (like a resolved Future).
+    def _loop_future(self):
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        fut = self._fut
+        if fut is None or fut.get_loop() is not loop or fut.cancelled():
+            client = _require_client()
+            await_ref = getattr(client, "await_ref", None)
+            if await_ref is not None:
+                fut = await_ref(self)
+            else:
+                fut = asyncio.ensure_future(client.get_async([self], None, single=True))
+            self._fut = fut
+        return fut
+
+    def get_loop(self):
+        """The running loop (asyncio Future protocol)."""
+        return self._loop_future().get_loop()
+
+    def add_done_callback(self, fn, *, context=None):
+        """Call ``fn(ref)`` on the running loop once the value is ready."""
+        self._loop_future().add_done_callback(_RefCallback(self, fn), context=context)
+
+    def remove_done_callback(self, fn) -> int:
+        fut = self._fut
+        if fut is None:
+            return 0
+        return fut.remove_done_callback(_RefCallback(self, fn))
+
+    def done(self) -> bool:
+        """Whether the value was read into this ref's asyncio future (or the wait
+        was cancelled). Use ``miniray.wait`` to ask whether an object is ready."""
+        fut = self._fut
+        return fut is not None and fut.done()
+
+    def cancelled(self) -> bool:
+        fut = self._fut
+        return fut is not None and fut.cancelled()
+
+    def cancel(self, msg=None) -> bool:
+        """Stop waiting for the value (asyncio Future protocol). The task goes on
+        running: ``miniray.cancel(ref)`` cancels the task."""
+        fut = self._fut
+        return fut is not None and fut.cancel(msg)
+
+    def result(self):
+        """The value, once :meth:`done` (asyncio Future protocol); ``ray.get``
+        and ``await ref`` are the usual ways to read it."""
+        return self._done_future().result()
+
+    def exception(self):
+        return self._done_future().exception()
+
+    def _done_future(self):
+        fut = self._fut
+        if fut is None or not fut.done():
+            import asyncio
+
+            raise asyncio.InvalidStateError(
+                f"{self!r} has not been awaited to completion on an event loop; use "
+                "ray.get(ref) or await ref to read its value")
+        return fut
+
     def future(self):
         """A ``concurrent.futures.Future`` that resolves to the value."""
         return _require_client().get_future(self)
@@ -82,6 +154,27 @@ class ObjectRef:
         import asyncio
 
         return asyncio.wrap_future(self.future())
+
+
+class _RefCallback:
+    """``fn(ref)`` as a future's done callback; equal for the same ref and fn, so
+    ``remove_done_callback`` finds it."""
+
+    __slots__ = ("ref", "fn")
+
+    def __init__(self, ref, fn):
+        self.ref = ref
+        self.fn = fn
+
+    def __call__(self, _future):
+        self.fn(self.ref)
+
+    def __eq__(self, other):
+        return (type(other) is _RefCallback and other.ref is self.ref
+                and other.fn == self.fn)
+
+    def __hash__(self):
+        return hash((id(self.ref), self.fn))
 
 
 def _rebuild_ref(object_id: bytes) -> ObjectRef:
