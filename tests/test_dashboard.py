@@ -527,7 +527,7 @@ def test_memory_stays_bounded_over_many_tasks(ray):
                 events = rt.events
                 return {
                     "tasks": len(events.tasks),
-                    "rings": max(len(r.items) for r in events.rings.values()),
+                    "rings": max(len(r) for r in events.rings.values()),
                     "metrics": len(events.metrics),
                     # (a client that never answers pings is closed after 30 s)
                     "queued": max((len(c.queue) for c in dash.stream.clients), default=0),

@@ -60,6 +60,8 @@ class ClientBase:
     # -- arguments ------------------------------------------------------------
     def encode_args(self, args, kwargs, what: str):
         """Encode call arguments; returns (args, kwargs, contained_ids, keepalive)."""
+        if not args and not kwargs:
+            return (), None, (), None  # shared, allocation-free: nothing for the GC
         contained: list[bytes] = []
         keepalive: list = []
         enc_args = [self._encode_arg(a, f"argument {i} of {what}", contained, keepalive)

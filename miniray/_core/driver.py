@@ -67,7 +67,9 @@ class DriverClient(ClientBase):
         return self.store.write(serialized)
 
     def submit_task(self, fn_id, args, kwargs, contained, options, num_returns):
-        return_ids = [self.ids.new() for _ in range(num_returns or 1)]
+        # A tuple: the GC stops tracking it at its first pass, so tasks in flight
+        # are not promoted and rescanned for it.
+        return_ids = tuple([self.ids.new() for _ in range(num_returns or 1)])
         objects = self.objects
         for object_id in return_ids:
             objects[object_id] = ObjectEntry(1)
@@ -77,7 +79,7 @@ class DriverClient(ClientBase):
         return [ObjectRef(i, _counted=True) for i in return_ids]
 
     def submit_actor_task(self, actor_id, method, args, kwargs, contained, options, num_returns):
-        return_ids = [self.ids.new() for _ in range(num_returns or 1)]
+        return_ids = tuple([self.ids.new() for _ in range(num_returns or 1)])
         objects = self.objects
         for object_id in return_ids:
             objects[object_id] = ObjectEntry(1)

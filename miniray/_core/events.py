@@ -142,6 +142,9 @@ class _Ring:
         self.items.append(item)
         self.next_seq += 1
 
+    def __len__(self) -> int:
+        return len(self.items)
+
     @property
     def first_seq(self) -> int:
         return self.next_seq - len(self.items)
@@ -156,6 +159,46 @@ class _Ring:
             lost = first - cursor
             cursor = first
         return list(itertools.islice(self.items, cursor - first, None)), lost
+
+
+class _TaskRing:
+    """The task ring, stored as three columns of atomic values: appending
+    allocates no tuple, so the hot path adds nothing for the cyclic GC to count
+    or scan (3-4 events a task)."""
+
+    __slots__ = ("times", "ids", "states", "next_seq")
+
+    def __init__(self, cap: int):
+        self.times: collections.deque = collections.deque(maxlen=cap)
+        self.ids: collections.deque = collections.deque(maxlen=cap)
+        self.states: collections.deque = collections.deque(maxlen=cap)
+        self.next_seq = 0
+
+    def add(self, t: float, task_id: bytes, state: str) -> None:
+        self.times.append(t)
+        self.ids.append(task_id)
+        self.states.append(state)
+        self.next_seq += 1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def first_seq(self) -> int:
+        return self.next_seq - len(self.ids)
+
+    def since(self, cursor: int):
+        if cursor >= self.next_seq:
+            return [], 0
+        first = self.first_seq
+        lost = 0
+        if cursor < first:
+            lost = first - cursor
+            cursor = first
+        start = cursor - first
+        return list(zip(itertools.islice(self.times, start, None),
+                        itertools.islice(self.ids, start, None),
+                        itertools.islice(self.states, start, None))), lost
 
 
 class EventBus:
@@ -176,16 +219,16 @@ class EventBus:
         self.dead_workers: collections.deque = collections.deque(
             maxlen=self.caps["dead_workers"])
         cap = self.caps["events"]
-        self.rings = {kind: _Ring(cap) for kind in KINDS}
-        self._task_append = self.rings["task"].append
+        self.rings = {kind: _TaskRing(cap) if kind == "task" else _Ring(cap) for kind in KINDS}
+        self._task_add = self.rings["task"].add
         self.metrics: collections.deque = collections.deque(maxlen=self.caps["metrics"])
         self.evicted_tasks = 0
 
     # -- tasks (hot path: keep these lean) ---------------------------------------
     # The runtime's Task objects are the records (their arguments are dropped
     # when they finish), so recording costs attribute writes and appends only.
-    # Ring entries name the task by id: a tuple of atomic values is untracked by
-    # the cyclic GC, and 20,000 tracked tuples cost every task ~10 us in collections.
+    # Ring entries name the task by id, never the Task: 20,000 events holding
+    # Task objects cost every task ~10 us in cyclic-GC collections.
     def task_submitted(self, task) -> None:
         now = time.time()
         task.state = state = PENDING_ARGS_AVAIL if task.deps else PENDING_NODE_ASSIGNMENT
@@ -196,11 +239,11 @@ class EventBus:
         if len(tasks) > self.task_cap:
             tasks.popitem(last=False)
             self.evicted_tasks += 1
-        self._task_append((now, task.task_id, state))
+        self._task_add(now, task.task_id, state)
 
     def task_state(self, task, state: str) -> None:
         task.state = state
-        self._task_append((time.time(), task.task_id, state))
+        self._task_add(time.time(), task.task_id, state)
 
     def task_dispatched(self, task, worker_id: int, queued: bool) -> None:
         now = time.time()
@@ -210,7 +253,7 @@ class EventBus:
         else:
             task.state = state = RUNNING
             task.started_at = now
-        self._task_append((now, task.task_id, state))
+        self._task_add(now, task.task_id, state)
 
     def task_started(self, task) -> None:
         """A pipelined task reached the front of its worker's queue."""
@@ -218,7 +261,7 @@ class EventBus:
             now = time.time()
             task.state = RUNNING
             task.started_at = now
-            self._task_append((now, task.task_id, RUNNING))
+            self._task_add(now, task.task_id, RUNNING)
 
     def task_ended(self, task, error) -> None:
         now = time.time()
@@ -230,13 +273,13 @@ class EventBus:
         task_id = task.task_id
         if task_id in self.tasks:
             self.tasks[task_id] = _done_record(task)
-        self._task_append((now, task_id, state))
+        self._task_add(now, task_id, state)
 
     def task_retried(self, task) -> None:
         task.attempt += 1
         task.state = PENDING_NODE_ASSIGNMENT
         task.started_at = None
-        self._task_append((time.time(), task.task_id, PENDING_NODE_ASSIGNMENT))
+        self._task_add(time.time(), task.task_id, PENDING_NODE_ASSIGNMENT)
 
     # -- actors, workers, objects ---------------------------------------------------
     def actor_state(self, actor, state: str | None = None) -> None:
