@@ -22,6 +22,13 @@ class ObjectRef:
     Hashable and comparable by id. Awaitable in asyncio code (``await ref``);
     ``ref.future()`` gives a ``concurrent.futures.Future``. While any ObjectRef
     to an object is alive in any process, the object is kept.
+
+    A ref also follows asyncio's Future protocol on the running loop
+    (``done``, ``result``, ``exception``, ``cancelled``, ``cancel``,
+    ``add_done_callback``, ``get_loop``), so ``asyncio.gather``, ``wait``,
+    ``wait_for`` and ``as_completed`` take refs directly. Those methods describe
+    the wait on the loop that last awaited the ref; ``cancel()`` stops that wait,
+    not the task (``miniray.cancel(ref)`` does that).
     """
 
     __slots__ = ("_id", "_client", "_fut", "__weakref__")
