@@ -102,6 +102,21 @@ def part_miniray_digits():
     return _cold_warm(lambda: _digits_grid(tune))
 
 
+def _preload_sklearn():
+    import sklearn.ensemble  # noqa: F401
+
+
+def part_miniray_digits_preload():
+    """A fresh node whose workers import sklearn as they start (the runtime_env
+    setup hook), while the driver loads the data."""
+    import miniray
+    from miniray import tune
+
+    miniray.init(num_cpus=2, include_dashboard=False,
+                 runtime_env={"worker_process_setup_hook": _preload_sklearn})
+    return _digits_grid(tune)
+
+
 def part_ray_digits():
     import ray
     from ray import tune
@@ -260,6 +275,7 @@ def main():
         r = run("miniray_digits")
         cold.append(r.get("seconds"))
         warm.append(r.get("warm"))
+    preload = run("miniray_digits_preload")
     pool = run("pool_digits")
     ray_r = {} if args.skip_ray else run("ray_digits")
     for name in ("miniray_trivial", "ray_trivial", "optuna"):
@@ -285,7 +301,8 @@ def main():
         ok = [x for x in values if x]
         rows.append(("", label, fmt(statistics.median(ok) if ok else None),
                      ratio_cell(values), target))
-    for label, r in (("process pool (spawn), warm", pool and {"seconds": pool.get("warm")}),
+    for label, r in (("miniray.tune, fresh node, setup hook imports sklearn", preload),
+                     ("process pool (spawn), warm", pool and {"seconds": pool.get("warm")}),
                      ("process pool (spawn), fresh", pool),
                      ("Ray Tune, warm", ray_r and {"seconds": ray_r.get("warm")}),
                      ("Ray Tune, fresh", ray_r)):

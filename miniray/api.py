@@ -111,6 +111,12 @@ def init(
             (127.0.0.1:8265, or the next free port, by default).
         log_to_driver: echo workers' stdout/stderr here with a
             ``(name pid=N)`` prefix (they always go to log files too).
+        runtime_env: of Ray's runtime environments, what needs no other Python
+            environment: ``{"env_vars": {...}}`` set in every worker, and
+            ``"worker_process_setup_hook"`` (a callable or ``"module.function"``)
+            run in every worker before it takes work, e.g. to import heavy
+            modules once per process. If the hook raises, work fails with
+            ``RuntimeEnvSetupError``. Other keys raise ``ValueError``.
         backend: ``"ray"`` to run on Ray through :mod:`miniray.cluster`.
         clusters: a YAML/TOML file or a list of ``ClusterConfig`` for
             :mod:`miniray.cluster` to dispatch across several Ray clusters.
@@ -137,13 +143,18 @@ def init(
             ray_address, address = address, None
         elif address is None and os.environ.get("MINIRAY_ADDRESS"):
             address = os.environ["MINIRAY_ADDRESS"]
+        from ._core import runtime_env as _renv
+
+        env_vars, setup_hook = _renv.parse(runtime_env)
         if address not in (None, "local") and not to_ray:
+            if runtime_env:
+                raise ValueError(
+                    "runtime_env applies to a node init() starts; a driver joining a head "
+                    "uses the head's workers. Start the head with the environment variables "
+                    "set instead.")
             return _connect_head(address, kwargs.get("_token"), namespace, num_cpus=num_cpus,
                                  num_gpus=num_gpus, resources=resources,
                                  object_store_memory=object_store_memory)
-        if runtime_env:
-            raise ValueError("runtime_env is not supported yet: miniray workers use the "
-                             "driver's Python environment.")
         num_cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
         if not isinstance(num_cpus, (int, float)) or num_cpus < 0:
             raise ValueError(f"num_cpus must be a non-negative number, got {num_cpus!r}")
@@ -163,6 +174,8 @@ def init(
                               arena_size=_arena_size,
                               event_caps=system_config.get("event_caps"))
         runtime.log_to_driver = bool(log_to_driver)
+        runtime.runtime_env_vars = env_vars
+        runtime.setup_hook = setup_hook
         runtime.start(running_loop())
         client = DriverClient(runtime)
         _refs.set_client(client)

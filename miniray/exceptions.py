@@ -23,6 +23,7 @@ __all__ = [
     "ActorUnavailableError",
     "RaySystemError",
     "PendingCallsLimitExceeded",
+    "RuntimeEnvSetupError",
 ]
 
 
@@ -88,6 +89,11 @@ class ActorUnavailableError(RayActorError):
 
 class PendingCallsLimitExceeded(RayError):
     """An actor has too many calls queued (``max_pending_calls``)."""
+
+
+class RuntimeEnvSetupError(RayError):
+    """A worker could not set up its runtime environment: the
+    ``runtime_env`` ``worker_process_setup_hook`` raised (Ray's name)."""
 
 
 class RayTaskError(RayError):

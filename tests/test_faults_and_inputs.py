@@ -193,3 +193,80 @@ def test_workers_default_to_one_numeric_thread_per_cpu(ray, monkeypatch):
 
     assert ray.get(threads.remote()) == "1"
     assert ray.get(Wide.remote().threads.remote()) == "2"
+
+
+def test_runtime_env_bad_input_is_named_before_anything_starts():
+    import miniray
+
+    with pytest.raises(ValueError, match=r"\['pip', 'working_dir'\].*install packages"):
+        miniray.init(runtime_env={"pip": ["x"], "working_dir": "."})
+    with pytest.raises(TypeError, match="env_vars.*dict of str to str"):
+        miniray.init(runtime_env={"env_vars": {"N": 4}})
+    with pytest.raises(ValueError, match="module.function"):
+        miniray.init(runtime_env={"worker_process_setup_hook": "no_dots"})
+    with pytest.raises(TypeError, match="callable"):
+        miniray.init(runtime_env={"worker_process_setup_hook": 42})
+    assert not miniray.is_initialized()
+
+
+def _mark_setup():
+    os.environ["MINIRAY_TEST_SETUP_RAN"] = str(os.getpid())
+
+
+def test_runtime_env_sets_env_vars_and_runs_the_setup_hook_in_every_worker(ray_factory):
+    ray = ray_factory(runtime_env={"env_vars": {"MINIRAY_TEST_VAR": "hello",
+                                                "OMP_NUM_THREADS": "3"},
+                                   "worker_process_setup_hook": _mark_setup})
+
+    @ray.remote
+    def probe():
+        return (os.environ.get("MINIRAY_TEST_VAR"), os.environ.get("OMP_NUM_THREADS"),
+                os.environ.get("MINIRAY_TEST_SETUP_RAN") == str(os.getpid()))
+
+    @ray.remote
+    class Probe:
+        def probe(self):
+            return os.environ.get("MINIRAY_TEST_SETUP_RAN") == str(os.getpid())
+
+    assert set(ray.get([probe.remote() for _ in range(8)])) == {("hello", "3", True)}
+    assert ray.get(Probe.remote().probe.remote()) is True
+    assert "MINIRAY_TEST_VAR" not in os.environ  # the driver's own environment is untouched
+
+
+def test_runtime_env_setup_hook_given_by_path(ray_factory):
+    ray = ray_factory(runtime_env={"worker_process_setup_hook": "json.loads"})
+
+    @ray.remote
+    def f():
+        return 1
+
+    # json.loads() with no argument raises: the path was resolved and called.
+    with pytest.raises(exceptions.RuntimeEnvSetupError, match="json.loads|TypeError"):
+        ray.get(f.remote(), timeout=30)
+
+
+def _failing_setup():
+    raise RuntimeError("no GPU driver here")
+
+
+def test_failing_setup_hook_fails_the_work_clearly_and_spawns_no_more(ray_factory):
+    ray = ray_factory(runtime_env={"worker_process_setup_hook": _failing_setup},
+                      log_to_driver=False)
+
+    @ray.remote
+    def f():
+        return 1
+
+    @ray.remote
+    class A:
+        def m(self):
+            return 1
+
+    with pytest.raises(exceptions.RuntimeEnvSetupError, match="no GPU driver here"):
+        ray.get(f.remote(), timeout=30)
+    with pytest.raises(exceptions.RuntimeEnvSetupError):
+        ray.get([f.remote() for _ in range(5)], timeout=30)
+    with pytest.raises(exceptions.ActorDiedError, match="setup hook"):
+        ray.get(A.remote().m.remote(), timeout=30)
+    stats = ray.api._node_stats()
+    assert stats["counters"]["workers_started"] <= 3  # two task workers + the actor's

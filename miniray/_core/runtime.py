@@ -229,6 +229,10 @@ class NodeRuntime:
         self.log_dir = os.path.join(self.spill_dir, "logs")
         self.log_to_driver = True
         self.started_at = time.time()
+        # init(runtime_env=...): set before start()
+        self.runtime_env_vars: dict = {}
+        self.setup_hook: bytes | None = None
+        self.setup_error: bytes | None = None  # a worker's setup hook failed: no work runs
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -238,6 +242,14 @@ class NodeRuntime:
         # Workers import miniray from wherever the driver did.
         pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(self.runtime_env_vars)
+        if self.setup_hook is not None:
+            from .runtime_env import HOOK_ENV
+
+            path = os.path.join(self.spill_dir, "setup_hook.bin")
+            with open(path, "wb") as f:
+                f.write(self.setup_hook)
+            env[HOOK_ENV] = path
         # As in Ray: numeric libraries in a worker use as many threads as the work
         # has CPUs (1 for task workers), not every core each, which would
         # oversubscribe the machine. A value the user set is kept.
@@ -612,6 +624,9 @@ class NodeRuntime:
         elif kind == P.FAILED:
             self._on_task_failed(worker, message[1], message[2], message[3])
         elif kind == P.READY:
+            if len(message) > 2 and message[2] is not None:
+                self._on_setup_failed(worker, message[2])
+                return
             worker.ready = True
             self.events.worker_state(worker, "ALIVE")
             if worker.transport is not None and worker.out:
@@ -688,7 +703,7 @@ class NodeRuntime:
                     f"The worker running {task.name} died ({reason}) and the task has no "
                     "retries left; raise max_retries to retry it.")))
         self._release_held(worker)
-        if worker.actor is None:
+        if worker.actor is None and self.setup_error is None:
             task_workers = sum(1 for w in self.workers.values() if w.actor is None)
             if task_workers < self._worker_target:
                 self._spawn_worker()
@@ -834,9 +849,26 @@ class NodeRuntime:
                 self.free_gpu_ids.extend(gpu_ids)
         worker.lease = None
 
+    def _on_setup_failed(self, worker: WorkerHandle, error: bytes) -> None:
+        """A worker's runtime_env setup hook raised: the hook is the same in every
+        worker, so no work can run; everything waiting fails with the error."""
+        if self.setup_error is None:
+            self.setup_error = error
+        actor = worker.actor
+        if actor is not None and actor.worker is worker:
+            actor.death_error = error
+            actor.death_cause = "its worker's runtime_env setup hook raised"
+            actor.no_restart = True
+            self._actor_dead(actor)
+        self._schedule()
+
     def _schedule(self) -> None:
         ready = self.ready
         if not ready:
+            return
+        if self.setup_error is not None:
+            while ready:
+                self._fail_task(ready.popleft(), self.setup_error)
             return
         idle = self.idle
         blocked = []
@@ -1556,6 +1588,12 @@ class NodeRuntime:
         return actor_id
 
     def _launch_actor(self, actor: ActorState) -> None:
+        if self.setup_error is not None:
+            actor.death_error = self.setup_error
+            actor.death_cause = "its worker's runtime_env setup hook raised"
+            actor.no_restart = True
+            self._actor_dead(actor)
+            return
         lease = actor.lease
         self._acquire(lease)
         ngpu = int(lease.get("GPU", 0))

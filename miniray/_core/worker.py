@@ -776,6 +776,13 @@ def main(argv=None) -> None:
     code = 0
     try:
         try:
+            from .runtime_env import run_setup_hook
+
+            setup_error = run_setup_hook()
+            if setup_error is not None:  # the node fails the work; this worker ends
+                client.send([P.READY, os.getpid(), setup_error])
+                client.flush()
+                raise _ExitWorker("setup hook failed")
             client.send([P.READY, os.getpid()])
             client.flush()
             client.run_sync()
