@@ -147,9 +147,10 @@ def test_page_updates_live_and_reports_disconnect(ray, browser):
                               ".length > 0 && [...document.querySelectorAll('#tasks-table tbody"
                               " tr')].every(r => r.dataset.state === 'FAILED')",
                      what="the state filter")
-            # A JS click: the live table may move the row under a real pointer.
-            browser.execute_script("arguments[0].click()", browser.find_element(
-                "css selector", "#tasks-table tbody tr"))
+            # Found and clicked in one script: the live table re-renders its rows, so a
+            # row looked up from Python can be replaced (stale) before the click arrives,
+            # and a real pointer could land on a moved row.
+            browser.execute_script("document.querySelector('#tasks-table tbody tr').click()")
             wait_for(browser, "document.querySelector('#task-detail pre') && document."
                               "querySelector('#task-detail pre').textContent.includes("
                               "'browser-test-failure')", what="the failed task's traceback")
