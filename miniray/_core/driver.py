@@ -242,12 +242,20 @@ class DriverClient(ClientBase):
 
             def wake(_object_id, _entry):
                 call(resolve)
-            with self._state_lock:
-                if entry.state == PENDING:
-                    entry.waiters.append(wake)
-                    return future
+            if self._wait_on(entry, wake):
+                return future
         resolve()
         return future
+
+    def _wait_on(self, entry, waiter) -> bool:
+        """Register ``waiter`` if the entry is still pending; False if it is ready
+        (then the caller reads it now). Under the state lock, so the entry is
+        either seen ready here or calls ``waiter`` once it becomes ready."""
+        with self._state_lock:
+            if entry.state == PENDING:
+                entry.waiters.append(waiter)
+                return True
+        return False
 
     def _caller_on(self, loop):
         """How the node's thread runs a callback on ``loop``: directly on its
@@ -278,11 +286,8 @@ class DriverClient(ClientBase):
             except BaseException as exc:
                 future.set_exception(exc)
 
-        with self._state_lock:
-            if entry.state == PENDING:
-                entry.waiters.append(resolve)
-                return future
-        resolve()
+        if not self._wait_on(entry, resolve):
+            resolve()
         return future
 
     def wait(self, refs, num_returns, timeout, fetch_local):

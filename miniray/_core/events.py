@@ -158,47 +158,34 @@ class _Ring:
         if cursor < first:
             lost = first - cursor
             cursor = first
-        return list(itertools.islice(self.items, cursor - first, None)), lost
+        return self._events_from(cursor - first), lost
+
+    def _events_from(self, start: int) -> list:
+        return list(itertools.islice(self.items, start, None))
 
 
-class _TaskRing:
-    """The task ring, stored as three columns of atomic values: appending
-    allocates no tuple, so the hot path adds nothing for the cyclic GC to count
-    or scan (3-4 events a task)."""
+class _TaskRing(_Ring):
+    """The task ring, stored as three columns of atomic values (``items`` holds
+    the task ids): appending allocates no tuple, so the hot path adds nothing
+    for the cyclic GC to count or scan (3-4 events a task)."""
 
-    __slots__ = ("times", "ids", "states", "next_seq")
+    __slots__ = ("times", "states")
 
     def __init__(self, cap: int):
+        super().__init__(cap)
         self.times: collections.deque = collections.deque(maxlen=cap)
-        self.ids: collections.deque = collections.deque(maxlen=cap)
         self.states: collections.deque = collections.deque(maxlen=cap)
-        self.next_seq = 0
 
     def add(self, t: float, task_id: bytes, state: str) -> None:
         self.times.append(t)
-        self.ids.append(task_id)
+        self.items.append(task_id)
         self.states.append(state)
         self.next_seq += 1
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def first_seq(self) -> int:
-        return self.next_seq - len(self.ids)
-
-    def since(self, cursor: int):
-        if cursor >= self.next_seq:
-            return [], 0
-        first = self.first_seq
-        lost = 0
-        if cursor < first:
-            lost = first - cursor
-            cursor = first
-        start = cursor - first
+    def _events_from(self, start: int) -> list:
         return list(zip(itertools.islice(self.times, start, None),
-                        itertools.islice(self.ids, start, None),
-                        itertools.islice(self.states, start, None))), lost
+                        itertools.islice(self.items, start, None),
+                        itertools.islice(self.states, start, None)))
 
 
 class EventBus:

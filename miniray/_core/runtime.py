@@ -856,11 +856,14 @@ class NodeRuntime:
             self.setup_error = error
         actor = worker.actor
         if actor is not None and actor.worker is worker:
-            actor.death_error = error
-            actor.death_cause = "its worker's runtime_env setup hook raised"
-            actor.no_restart = True
-            self._actor_dead(actor)
+            self._actor_setup_failed(actor, error)
         self._schedule()
+
+    def _actor_setup_failed(self, actor: ActorState, error: bytes) -> None:
+        actor.death_error = error
+        actor.death_cause = "its worker's runtime_env setup hook raised"
+        actor.no_restart = True
+        self._actor_dead(actor)
 
     def _schedule(self) -> None:
         ready = self.ready
@@ -1589,10 +1592,7 @@ class NodeRuntime:
 
     def _launch_actor(self, actor: ActorState) -> None:
         if self.setup_error is not None:
-            actor.death_error = self.setup_error
-            actor.death_cause = "its worker's runtime_env setup hook raised"
-            actor.no_restart = True
-            self._actor_dead(actor)
+            self._actor_setup_failed(actor, self.setup_error)
             return
         lease = actor.lease
         self._acquire(lease)
