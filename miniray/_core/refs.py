@@ -113,6 +113,7 @@ class ObjectRef:
         self._loop_future().add_done_callback(_RefCallback(self, fn), context=context)
 
     def remove_done_callback(self, fn) -> int:
+        """Remove ``fn`` added by :meth:`add_done_callback`; returns how many."""
         fut = self._fut
         if fut is None:
             return 0
@@ -125,6 +126,7 @@ class ObjectRef:
         return fut is not None and fut.done()
 
     def cancelled(self) -> bool:
+        """Whether the wait on this ref's asyncio future was cancelled."""
         fut = self._fut
         return fut is not None and fut.cancelled()
 
@@ -140,6 +142,7 @@ class ObjectRef:
         return self._done_future().result()
 
     def exception(self):
+        """The exception reading the value raised (or None), once :meth:`done`."""
         return self._done_future().exception()
 
     def _done_future(self):
