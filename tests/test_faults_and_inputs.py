@@ -270,3 +270,32 @@ def test_failing_setup_hook_fails_the_work_clearly_and_spawns_no_more(ray_factor
         ray.get(A.remote().m.remote(), timeout=30)
     stats = ray.api._node_stats()
     assert stats["counters"]["workers_started"] <= 3  # two task workers + the actor's
+
+
+def test_workers_that_cannot_start_fail_the_work_instead_of_respawning_forever(
+        ray_factory, tmp_path, monkeypatch):
+    # A module in the working directory shadowing one the worker imports: every
+    # worker exits at start-up. get() must raise, naming the cause, not hang.
+    (tmp_path / "msgpack.py").write_text(
+        "raise ImportError('this msgpack.py shadows the real package')\n")
+    monkeypatch.chdir(tmp_path)
+    ray = ray_factory(log_to_driver=False)
+
+    @ray.remote
+    def f():
+        return 1
+
+    @ray.remote
+    class A:
+        def m(self):
+            return 1
+
+    with pytest.raises(exceptions.WorkerCrashedError,
+                       match="(?s)in a row exited while starting.*shadows the real package"):
+        ray.get(f.remote(), timeout=60)
+    with pytest.raises(exceptions.WorkerCrashedError):
+        ray.get([f.remote() for _ in range(3)], timeout=30)
+    with pytest.raises(exceptions.ActorDiedError, match="exited while starting"):
+        ray.get(A.remote().m.remote(), timeout=30)
+    stats = ray.api._node_stats()
+    assert stats["counters"]["workers_started"] <= 4

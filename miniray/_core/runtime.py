@@ -50,6 +50,7 @@ from .serialization import deserialize_inline, serialize
 PENDING = -1
 VALUE_SPILLED = 3
 PIPELINE_DEPTH = 4
+STARTUP_DEATHS_LIMIT = 3
 SHORT_TASK_S = 0.002  # tasks of functions faster than this may be pipelined
 SURPLUS_IDLE_S = 2.0  # an extra worker idle this long exits
 DRIVER = None  # the caller id of the driver process in rpc methods
@@ -109,6 +110,7 @@ class WorkerHandle:
         self.transport = None
         self.ready = False
         self.dead = False
+        self.killed = False  # by us (miniray.kill): its death says nothing of start-up
         self.assigned: dict[bytes, Task] = {}
         self.lease: dict | None = None
         self.blocked = 0
@@ -233,6 +235,12 @@ class NodeRuntime:
         self.runtime_env_vars: dict = {}
         self.setup_hook: bytes | None = None
         self.setup_error: bytes | None = None  # a worker's setup hook failed: no work runs
+        self.setup_cause = "its worker's runtime_env setup hook raised"
+        # Workers that died before READY since the last one that got there: a
+        # worker that cannot start (a broken import, a file shadowing a stdlib
+        # module in the working directory) would otherwise be respawned forever
+        # while get() waits forever.
+        self._startup_deaths: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -628,6 +636,7 @@ class NodeRuntime:
                 self._on_setup_failed(worker, message[2])
                 return
             worker.ready = True
+            self._startup_deaths.clear()
             self.events.worker_state(worker, "ALIVE")
             if worker.transport is not None and worker.out:
                 self._flush_worker(worker)
@@ -677,6 +686,8 @@ class NodeRuntime:
         self.counters["workers_died"] += 1
         self.events.worker_state(worker, "DEAD", reason)
         self._dead_workers.append(worker)
+        if not worker.ready and not worker.killed:
+            self._note_startup_death(worker, reason)
         # Its objects survive it: _free_storage unlinks its segments once they empty.
         self._release_pins(worker)
         self._release_lease(worker)
@@ -859,9 +870,28 @@ class NodeRuntime:
             self._actor_setup_failed(actor, error)
         self._schedule()
 
+    def _note_startup_death(self, worker: WorkerHandle, reason: str) -> None:
+        deaths = self._startup_deaths
+        deaths.append(os.path.join(self.log_dir, f"worker-{worker.worker_id}-{worker.pid}.err"))
+        if len(deaths) < STARTUP_DEATHS_LIMIT or self.setup_error is not None:
+            return
+        # The first one's stderr is read: it died long enough ago for its pipe
+        # to have been drained into the file; the latest may still be in flight.
+        tail = _tail(deaths[0])
+        self.setup_cause = f"{len(deaths)} workers in a row exited while starting ({reason})"
+        self.setup_error = _error_bytes(WorkerCrashedError(
+            f"{len(deaths)} worker processes in a row exited while starting, before they "
+            f"could take work (the last: {reason}), so no task or actor can run on this "
+            "node and no more workers are started. Fix what stops "
+            f"`{sys.executable} -m miniray._core.worker_main` from starting (often an import "
+            "error, e.g. a file in the working directory named like a standard module), "
+            "then call ray.shutdown() and ray.init() again. "
+            + (f"The first one's stderr ({deaths[0]}) ends with:\n{tail}" if tail else
+               f"Its stderr is in {deaths[0]}.")))
+
     def _actor_setup_failed(self, actor: ActorState, error: bytes) -> None:
         actor.death_error = error
-        actor.death_cause = "its worker's runtime_env setup hook raised"
+        actor.death_cause = self.setup_cause
         actor.no_restart = True
         self._actor_dead(actor)
 
@@ -1771,6 +1801,7 @@ class NodeRuntime:
             if worker is not None:
                 self._actor_dead(actor)
         if worker is not None and not worker.dead:
+            worker.killed = True
             try:
                 os.kill(worker.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -1853,6 +1884,16 @@ def _lost(object_id: bytes):
 
 def _error_bytes(exc: BaseException) -> bytes:
     return serialize(exc).to_inline()
+
+
+def _tail(path: str, limit: int = 2000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def _describe_exit(code) -> str:
