@@ -8,6 +8,7 @@ code. Sub-libraries (``miniray.tune``, ``miniray.train``, ``miniray.dashboard``,
 
 from . import exceptions
 from ._core.actor import ActorClass, ActorHandle, exit_actor, method
+from ._core.generators import ObjectRefGenerator
 from ._core.refs import ObjectRef
 from ._core.remote_function import RemoteFunction
 from .api import (
@@ -16,6 +17,7 @@ from .api import (
     cluster_resources,
     get,
     get_actor,
+    get_gpu_ids,
     get_runtime_context,
     init,
     is_initialized,
@@ -24,14 +26,27 @@ from .api import (
     put,
     remote,
     shutdown,
+    timeline,
     wait,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActorClass", "ActorHandle", "ObjectRef", "RemoteFunction", "available_resources",
+    "ActorClass", "ActorHandle", "ObjectRef", "ObjectRefGenerator", "RemoteFunction", "available_resources",
     "cancel", "cluster_resources", "exceptions", "exit_actor", "get", "get_actor",
-    "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put",
-    "remote", "shutdown", "wait", "__version__",
+    "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes",
+    "put", "remote", "shutdown", "timeline", "wait", "__version__",
 ]
+
+# ``ray.util.ActorPool``, ``ray.actor.exit_actor()``... work after ``import ray``
+# alone; here the submodules load on first use, so ``import miniray`` stays light.
+_LAZY_SUBMODULES = {"actor", "util", "tune", "train", "dashboard", "cluster"}
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -124,7 +124,7 @@ def init(
     global _runtime, _namespace
     unknown = set(kwargs) - {"_system_config", "local_mode", "dashboard_host",
                              "dashboard_port", "job_config", "_temp_dir", "_node_ip_address",
-                             "log_to_driver", "_plasma_directory", "_token"}
+                             "log_to_driver", "_plasma_directory", "_token", "_memory"}
     if unknown:
         raise TypeError(f"init() got unexpected keyword arguments {sorted(unknown)}")
     with _lock:
@@ -170,6 +170,8 @@ def init(
         _namespace = namespace or "default"
         started = time.perf_counter()
         system_config = kwargs.get("_system_config") or {}
+        if kwargs.get("_memory") is not None:
+            resources = {**(resources or {}), "memory": kwargs["_memory"]}
         runtime = NodeRuntime(num_cpus, num_gpus, resources, object_store_memory, _namespace,
                               arena_size=_arena_size,
                               event_caps=system_config.get("event_caps"))
@@ -473,6 +475,48 @@ def get_runtime_context():
     client = _client()
     node_pid = getattr(client, "node_pid", None) or os.getpid()
     return RuntimeContext(_namespace, node_pid)
+
+
+def get_gpu_ids() -> list:
+    """GPU ids given to the current task or actor (``CUDA_VISIBLE_DEVICES``);
+    ``[]`` in the driver and in work that asked for no GPU."""
+    from ._core import context
+
+    if context._worker_client is None:
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return [int(v) if v.isdigit() else v for v in visible.split(",") if v]
+
+
+def timeline(filename: str | None = None) -> list | None:
+    """Ray's ``ray.timeline()``: the task table as Chrome trace events.
+
+    One complete event (``"ph": "X"``) per task that started, on a row per
+    worker, times in microseconds. With ``filename`` the events are written
+    there as JSON (open it in ``chrome://tracing`` or Perfetto) and ``None`` is
+    returned; without, the list is returned.
+    """
+    import json
+
+    events = []
+    for task in reversed(_client().generic("state", "tasks", 1 << 30)):
+        start = task["started_at"]
+        if start is None:
+            continue
+        end = task["ended_at"] or time.time()
+        events.append({
+            "cat": "actor_task" if task["actor_id"] else "task",
+            "name": task["name"], "ph": "X",
+            "pid": "node 127.0.0.1", "tid": f"worker {task['worker_id']}",
+            "ts": start * 1e6, "dur": max(end - start, 0.0) * 1e6,
+            "args": {"task_id": task["task_id"], "state": task["state"],
+                     "attempt": task["attempt"], "error": task["error"]},
+        })
+    if filename is None:
+        return events
+    with open(filename, "w") as f:
+        json.dump(events, f)
+    return None
 
 
 def _node_stats() -> dict:

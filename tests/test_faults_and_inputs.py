@@ -159,6 +159,26 @@ def test_runtime_context_in_driver_and_actor(ray):
     actor_id, mode = ray.get(Who.remote().ids.remote())
     assert actor_id and mode == "WORKER_MODE"
 
+    @ray.remote(num_cpus=2, resources={"disk": 1})
+    def held():
+        return ray.get_runtime_context().get_assigned_resources()
+
+    assert ray.get(held.options(resources={}).remote()) == {"CPU": 2.0}
+
+    @ray.remote(max_restarts=1, num_cpus=1)  # an actor holds no CPU unless asked, as in Ray
+    class Phoenix:
+        def status(self):
+            ctx = ray.get_runtime_context()
+            return ctx.was_current_actor_reconstructed, ctx.get_assigned_resources()
+
+        def die(self):
+            os._exit(1)
+
+    phoenix = Phoenix.remote()
+    assert ray.get(phoenix.status.remote()) == (False, {"CPU": 1.0})
+    phoenix.die.remote()
+    assert ray.get(phoenix.status.options(max_task_retries=3).remote(), timeout=30)[0] is True
+
 
 async def test_as_future_and_async_wait(ray):
     import asyncio

@@ -278,6 +278,24 @@ def test_resources_and_infeasible_requests(ray_factory):
         uses_special.options(num_gpus=1).remote()
 
 
+def test_memory_is_a_schedulable_resource_like_in_ray(ray_factory):
+    # memory=... used to wait forever: the node had no "memory" resource to give.
+    ray = ray_factory(num_cpus=2, _memory=1000)
+    assert ray.cluster_resources()["memory"] == 1000
+
+    @ray.remote(memory=600)
+    def reserve():
+        return ray.available_resources()["memory"]
+
+    assert ray.get(reserve.remote(), timeout=30) <= 400
+    # Two 600-byte tasks cannot hold memory at once; both still finish.
+    assert len(ray.get([reserve.remote() for _ in range(2)], timeout=30)) == 2
+    with pytest.raises(ValueError, match="(?s)could never run.*_memory"):
+        reserve.options(memory=2000).remote()
+    with pytest.raises(ValueError, match="non-negative number of bytes"):
+        reserve.options(memory="1GB").remote()
+
+
 def test_invalid_options(ray):
     with pytest.raises(ValueError, match="Invalid option"):
         @ray.remote(num_cpu=1)

@@ -6,6 +6,7 @@ import inspect
 import os
 
 from . import hooks as _hooks
+from .generators import GENERATOR_MODES, ObjectRefGenerator, wants_generator
 from .refs import _require_client, get_client
 from .remote_function import BoundOptions, check_feasible, check_options, validate_resources
 from .serialization import _collect_ref, serialize_function
@@ -41,6 +42,8 @@ def _method_meta(cls) -> dict:
         options = getattr(member, "__miniray_method_options__", {})
         meta[name] = {
             "num_returns": options.get("num_returns", 1),
+            "generator": wants_generator(inspect.isgeneratorfunction(member),
+                                         options.get("num_returns")),
             "is_async": inspect.iscoroutinefunction(member),
             "options": {k: v for k, v in options.items() if k != "num_returns"},
         }
@@ -207,6 +210,10 @@ class ActorMethod:
         client = handle._client or _require_client()
         options = {**self._meta["options"], **self._overrides}
         num_returns = options.pop("num_returns", self._meta["num_returns"])
+        generator = (self._meta.get("generator", False) if "num_returns" not in self._overrides
+                     else num_returns == "streaming")
+        if num_returns in GENERATOR_MODES:
+            num_returns = 1
         what = f"{handle._class_name}.{self._name}"
         enc_args, enc_kwargs, contained, keepalive = client.encode_args(args, kwargs, what)
         node_options = {"name": options.get("name") or what}
@@ -216,7 +223,7 @@ class ActorMethod:
                                         contained, node_options, num_returns)
         del keepalive
         if num_returns == 1:
-            return refs[0]
+            return ObjectRefGenerator(source=refs[0]) if generator else refs[0]
         if num_returns == 0:
             return None
         return refs

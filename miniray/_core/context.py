@@ -43,7 +43,10 @@ class RuntimeContext:
         return "WORKER_MODE" if _worker_client is not None else "SCRIPT_MODE"
 
     def get_assigned_resources(self) -> dict:
-        return {}
+        """Resources held by the current task or actor (``{}`` in the driver)."""
+        if _worker_client is None:
+            return {}
+        return _worker_client.request("worker_context")["resources"]
 
     def get_accelerator_ids(self) -> dict:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -51,4 +54,7 @@ class RuntimeContext:
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
-        return False
+        """True in an actor that was restarted after its process died."""
+        if _worker_client is None or current_actor_id is None:
+            return False
+        return _worker_client.request("worker_context")["restarted"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 
 from . import hooks as _hooks
+from .generators import GENERATOR_MODES, ObjectRefGenerator, wants_generator
 from .refs import _require_client, get_client
 from .serialization import serialize, serialize_function
 
@@ -34,8 +36,12 @@ def validate_resources(options: dict, what: str, default_cpus: float) -> dict:
         if not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"resource {key!r} of {what} must be a non-negative number")
         resources[key] = float(value)
-    if options.get("memory"):
-        resources["memory"] = float(options["memory"])
+    memory = options.get("memory")
+    if memory:
+        if not isinstance(memory, (int, float)) or memory < 0:
+            raise ValueError(f"memory of {what} must be a non-negative number of bytes, "
+                             f"got {memory!r}")
+        resources["memory"] = float(memory)
     return resources
 
 
@@ -45,13 +51,15 @@ def check_feasible(resources: dict, what: str) -> None:
     if total is None:
         return
     for key, amount in resources.items():
-        if key == "memory" or not amount:
+        if not amount:
             continue
         if total.get(key, 0.0) < amount:
+            how = ("miniray.init(_memory=<bytes>)" if key == "memory" else
+                   "miniray.init(num_cpus=..., num_gpus=..., resources={...})")
             raise ValueError(
                 f"{what} asks for {amount:g} {key}, but this node has {total.get(key, 0.0):g} "
                 f"in total, so it could never run. Lower the request, or start the node with "
-                f"more, e.g. miniray.init(num_cpus=..., num_gpus=..., resources={{...}}).")
+                f"more, e.g. {how}.")
 
 
 def check_options(options: dict, allowed: set, what: str) -> None:
@@ -99,6 +107,7 @@ class RemoteFunction:
         self._name = getattr(function, "__qualname__", "task")
         self._prepared = None
         self._routed = _hooks.needs_router(options)
+        self._is_generator = inspect.isgeneratorfunction(function)
         functools.update_wrapper(self, function)
 
     def __call__(self, *args, **kwargs):
@@ -116,9 +125,12 @@ class RemoteFunction:
         resources = validate_resources(options, what, 1)
         check_feasible(resources, what)
         num_returns = options.get("num_returns", 1)
-        if not isinstance(num_returns, int) or num_returns < 0:
+        if num_returns in GENERATOR_MODES:
+            num_returns = 1  # one return: the ObjectRefGenerator of the yielded values
+        elif not isinstance(num_returns, int) or num_returns < 0:
             raise ValueError(
-                f"num_returns of {what} must be a non-negative int, got {num_returns!r}")
+                f"num_returns of {what} must be a non-negative int, 'streaming' or "
+                f"'dynamic', got {num_returns!r}")
         retry = options.get("retry_exceptions", False)
         if isinstance(retry, (list, tuple)):
             for cls in retry:
@@ -169,6 +181,10 @@ class RemoteFunction:
                                   num_returns)
         del keepalive  # held until the node has the submission queued, in order
         if num_returns == 1:
+            if self._is_generator or options is not None:
+                mode = (self._options if options is None else options).get("num_returns")
+                if wants_generator(self._is_generator, mode):
+                    return ObjectRefGenerator(source=refs[0])
             return refs[0]
         if num_returns == 0:
             return None

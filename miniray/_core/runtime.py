@@ -185,6 +185,10 @@ class NodeRuntime:
         self.namespace = namespace
         self.total = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
         self.total.update({k: float(v) for k, v in (resources or {}).items()})
+        if "memory" not in self.total:
+            # As in Ray: the bytes of heap tasks and actors may reserve with
+            # memory=..., a scheduling quantity like CPU (not enforced).
+            self.total["memory"] = float(_default_task_memory(int(object_store_memory)))
         self.available = dict(self.total)
         self.free_gpu_ids = list(range(int(num_gpus)))
         self.capacity = int(object_store_memory)
@@ -1848,6 +1852,32 @@ class NodeRuntime:
                 if all_namespaces or ns == self.namespace]
 
     # -- introspection -------------------------------------------------------------------
+    def rpc_worker_context(self, caller):
+        """What a worker's runtime context asks the node: the resources its
+        current work holds, and whether its actor is a restart."""
+        actor = getattr(caller, "actor", None)
+        lease = (actor.lease if actor is not None else getattr(caller, "lease", None)) or {}
+        return {
+            "resources": {k: v for k, v in lease.items() if v and not k.startswith("_")},
+            "restarted": actor is not None and actor.num_restarts > 0,
+        }
+
+    def rpc_state(self, caller, kind: str, limit: int):
+        """Records for ``miniray.util.state`` and ``timeline`` (newest first)."""
+        from . import introspect
+
+        if kind == "tasks":
+            return self.events.list_tasks(None, None, 0, limit)[1]
+        if kind == "actors":
+            return introspect.list_actors(self)[:limit]
+        if kind == "objects":
+            return introspect.list_objects(self, 0, limit)[1]
+        if kind == "workers":
+            return introspect.list_workers(self)[:limit]
+        if kind == "nodes":
+            return introspect.list_nodes(self)
+        raise ValueError(f"unknown state kind {kind!r}")
+
     def rpc_stats(self, caller):
         return {
             "objects": len(self.objects),
@@ -1884,6 +1914,14 @@ def _lost(object_id: bytes):
 
 def _error_bytes(exc: BaseException) -> bytes:
     return serialize(exc).to_inline()
+
+
+def _default_task_memory(object_store_memory: int) -> int:
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):  # pragma: no cover
+        physical = 8 << 30
+    return max(physical - object_store_memory, 0)
 
 
 def _tail(path: str, limit: int = 2000) -> str:

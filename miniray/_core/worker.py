@@ -24,10 +24,12 @@ import os
 import pickle
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
 import traceback
+from types import GeneratorType
 
 from ..exceptions import (
     ActorDiedError,
@@ -37,6 +39,7 @@ from ..exceptions import (
 )
 from . import protocol as P
 from .client import VALUE_SHM, ClientBase
+from .generators import ObjectRefGenerator
 from .object_store import LocalStore
 from .refs import ObjectRef, set_client
 from .serialization import INLINE_THRESHOLD, PICKLE5, PLAIN_TYPES, deserialize_inline, serialize
@@ -124,7 +127,7 @@ class WorkerClient(ClientBase):
         self.in_io = True
         try:
             data = self.sock.recv(1 << 20)
-        except socket.timeout:
+        except (socket.timeout, BlockingIOError):  # SO_RCVTIMEO elapsed (EAGAIN)
             return False
         finally:
             self.in_io = False
@@ -183,7 +186,7 @@ class WorkerClient(ClientBase):
                         break
                     self._feed(data)
             finally:
-                self.sock.settimeout(_RECV_TIMEOUT_S)
+                self.sock.setblocking(True)
         if self.current_task is not None and self.current_task in self.cancelled:
             raise TaskCancelledError(self.current_task.hex())
 
@@ -430,6 +433,21 @@ class WorkerClient(ClientBase):
             error.cause = RuntimeError(f"{type(exc).__name__}: {exc}")
             return serialize(error).to_inline()
 
+    def _drain_generator(self, generator, name) -> ObjectRefGenerator:
+        """Store each value a generator task yields as its own object; an error
+        after some values travels with their refs (raised after them)."""
+        refs = []
+        error = None
+        try:
+            for item in generator:
+                refs.append(self.put_serialized(serialize(item, f"value {len(refs)} "
+                                                                f"yielded by {name}")))
+        except (TaskCancelledError, _ExitWorker, _ExitActor):
+            raise
+        except BaseException as exc:
+            error = self._error_bytes(name, exc)
+        return ObjectRefGenerator(refs, error)
+
     def run_task(self, message) -> None:
         _, task_id, fn_id, args, kwargs, return_ids, name, gpu_ids = message
         if gpu_ids is not None or self.gpu_ids_set:
@@ -447,8 +465,9 @@ class WorkerClient(ClientBase):
             pos, kw = self.decode_args(args, kwargs)
             value = fn(*pos, **kw)
             del pos, kw
+            if type(value) is GeneratorType and len(return_ids) == 1:
+                value = self._drain_generator(value, name)
             results = self.encode_results(value, return_ids, name)
-            del value
         except TaskCancelledError:
             self.current_task = None
             self.cancelled.discard(task_id)
@@ -466,6 +485,9 @@ class WorkerClient(ClientBase):
             return
         self.current_task = None
         self.send([P.DONE, task_id, results])
+        # Only now: refs inside the value (ray.put in the task) must be held by
+        # the node, through DONE's contained ids, before this worker lets go.
+        del value
 
     # -- actors ------------------------------------------------------------------
     def create_actor(self, message) -> None:
@@ -511,8 +533,9 @@ class WorkerClient(ClientBase):
             pos, kw = self.decode_args(args, kwargs)
             value = method(*pos, **kw)
             del pos, kw
+            if type(value) is GeneratorType and len(return_ids) == 1:
+                value = self._drain_generator(value, name)
             results = self.encode_results(value, return_ids, name)
-            del value
         except TaskCancelledError:
             self.current_task = None
             self._send_cancelled(task_id)
@@ -530,6 +553,7 @@ class WorkerClient(ClientBase):
             return
         self.current_task = None
         self.send([P.DONE, task_id, results])
+        del value  # after DONE, as in run_task
 
     # -- main loops ----------------------------------------------------------------
     def run_sync(self) -> None:
@@ -676,6 +700,8 @@ class WorkerClient(ClientBase):
                     value = method(*pos, **kw)
                     if inspect.isawaitable(value):
                         value = await value
+                if type(value) is GeneratorType and len(return_ids) == 1:
+                    value = self._drain_generator(value, name)
                 results = self.encode_results(value, return_ids, name)
             except asyncio.CancelledError:
                 self._send_cancelled(task_id)
@@ -692,6 +718,17 @@ class WorkerClient(ClientBase):
             finally:
                 self.running_async.pop(task_id, None)
             self.send([P.DONE, task_id, results])
+
+
+def _set_recv_timeout(sock) -> None:
+    # The kernel times the blocking recv out (SO_RCVTIMEO): with a Python-level
+    # timeout every recv and send would first poll(), two syscalls per message.
+    sock.setblocking(True)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                        struct.pack("ll", int(_RECV_TIMEOUT_S), 0))
+    except OSError:  # pragma: no cover - a platform without it: Python's timeout
+        sock.settimeout(_RECV_TIMEOUT_S)
 
 
 class _SwitchToConcurrent(Exception):
@@ -765,7 +802,7 @@ def main(argv=None) -> None:
         except ImportError:  # pragma: no cover
             pass
     sock = socket.socket(fileno=fd)
-    sock.settimeout(_RECV_TIMEOUT_S)
+    _set_recv_timeout(sock)
     client = WorkerClient(sock, node_pid, capacity, arena_size, worker_id)
     set_client(client)
     from . import context

@@ -1,0 +1,89 @@
+"""Generator tasks: ``ObjectRefGenerator``, what a generator remote function returns."""
+
+from __future__ import annotations
+
+GENERATOR_MODES = ("streaming", "dynamic")
+
+
+class ObjectRefGenerator:
+    """The refs of the values a generator task (or actor method) yielded, in order.
+
+    Like Ray's: iterate it (``for ref in gen``, or ``async for`` in asyncio code)
+    to get one ObjectRef per yielded value. If the generator raised after some
+    values, those refs come first and the next step raises the error.
+
+    Unlike Ray's streaming generators, the values reach the caller when the
+    generator finishes, not as each is yielded: the first ``next()`` waits for
+    the whole task. ``completed()`` is a ref that is ready at that point.
+    """
+
+    __slots__ = ("_refs", "_error", "_source", "_pos")
+
+    def __init__(self, refs=None, error: bytes | None = None, source=None):
+        self._refs = refs
+        self._error = error
+        self._source = source
+        self._pos = 0
+
+    def completed(self):
+        """A ref that is ready once the generator has finished."""
+        return self._source
+
+    def _adopt(self, value) -> None:
+        if not isinstance(value, ObjectRefGenerator):
+            raise TypeError(
+                "num_returns='streaming' is for generator functions (with yield), but the "
+                f"task returned a {type(value).__name__}; drop the option or use yield")
+        self._refs, self._error = value._refs, value._error
+
+    def _step(self):
+        if self._pos < len(self._refs):
+            ref = self._refs[self._pos]
+            self._pos += 1
+            return ref
+        if self._error is not None:
+            error, self._error = self._error, None
+            from ..exceptions import RayTaskError
+            from .serialization import deserialize_inline
+
+            exc = deserialize_inline(error)
+            raise exc.as_instanceof_cause() if isinstance(exc, RayTaskError) else exc
+        return None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._refs is None:
+            from ..api import get
+
+            self._adopt(get(self._source))
+        ref = self._step()
+        if ref is None:
+            raise StopIteration
+        return ref
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self._refs is None:
+            self._adopt(await self._source)
+        ref = self._step()
+        if ref is None:
+            raise StopAsyncIteration
+        return ref
+
+    def __reduce__(self):
+        return (ObjectRefGenerator, (self._refs, self._error, self._source))
+
+    def __repr__(self) -> str:
+        if self._refs is None:
+            return f"ObjectRefGenerator(pending, {self._source!r})"
+        return f"ObjectRefGenerator({len(self._refs)} refs)"
+
+
+def wants_generator(is_generator_function: bool, num_returns) -> bool:
+    """Whether ``.remote()`` returns an ObjectRefGenerator (Ray's default for
+    generator functions, and ``num_returns="streaming"``)."""
+    return num_returns == "streaming" or (is_generator_function and num_returns is None)

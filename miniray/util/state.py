@@ -1,0 +1,104 @@
+"""Ray's state API (``ray.util.state``) for the local node.
+
+``list_tasks``, ``list_actors``, ``list_objects``, ``list_workers`` and
+``list_nodes`` return the node's records, newest first, as :class:`StateRecord`
+(a dict whose keys are also attributes: ``t["state"]`` or ``t.state``), with
+Ray's ``filters`` (``[("state", "=", "RUNNING")]``, predicates ``=`` and ``!=``)
+and ``limit``. ``detail`` is accepted; every record is already the detailed one. The same
+records back the dashboard; the task table keeps the newest 10,000 tasks
+(``init(_system_config={"event_caps": {"tasks": N}})``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["StateRecord", "list_actors", "list_nodes", "list_objects", "list_tasks",
+           "list_workers", "summarize_tasks"]
+
+_PREDICATES = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b}
+
+
+class StateRecord(dict):
+    """One record: a dict with attribute access to its keys."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(
+                f"{name!r}: a state record has {sorted(self)}") from None
+
+
+# Ray's parameters with no meaning for one local node: accepted, not used.
+_RAY_ONLY = {"address", "timeout", "raise_on_missing_output", "_explain"}
+
+
+def _list(kind: str, filters, limit: int, detail: bool, extra: dict) -> list:
+    from ..api import _client
+
+    unknown = set(extra) - _RAY_ONLY
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}")
+
+    if not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    checks = []
+    for item in filters or ():
+        if not (isinstance(item, (tuple, list)) and len(item) == 3):
+            raise ValueError(f"a filter is (key, predicate, value), e.g. "
+                             f"('state', '=', 'RUNNING'); got {item!r}")
+        key, predicate, value = item
+        if predicate not in _PREDICATES:
+            raise ValueError(f"filter predicate must be '=' or '!=', got {predicate!r}")
+        checks.append((key, _PREDICATES[predicate], value))
+    # Filtering happens here, so ask for every record when filters are given.
+    records = _client().generic("state", kind, 1 << 30 if checks else limit)
+    out = []
+    for record in records:
+        if all(check(_coerce(record.get(key), value), value) for key, check, value in checks):
+            out.append(StateRecord(record))
+            if len(out) >= limit:
+                break
+    return out
+
+
+def _coerce(actual, wanted):
+    # Ray's CLI-style filters compare as strings ("state=RUNNING", "pid=123").
+    if isinstance(wanted, str) and not isinstance(actual, str) and actual is not None:
+        return str(actual)
+    return actual
+
+
+def list_tasks(filters=None, limit: int = 100, detail: bool = False, **kwargs) -> list:
+    """Tasks and actor calls in the node's table, newest first."""
+    return _list("tasks", filters, limit, detail, kwargs)
+
+
+def list_actors(filters=None, limit: int = 100, detail: bool = False, **kwargs) -> list:
+    """Actors, live and recently dead, newest first."""
+    return _list("actors", filters, limit, detail, kwargs)
+
+
+def list_objects(filters=None, limit: int = 100, detail: bool = False, **kwargs) -> list:
+    """Objects held by the node, largest first."""
+    return _list("objects", filters, limit, detail, kwargs)
+
+
+def list_workers(filters=None, limit: int = 100, detail: bool = False, **kwargs) -> list:
+    """Worker processes, live then recently dead."""
+    return _list("workers", filters, limit, detail, kwargs)
+
+
+def list_nodes(filters=None, limit: int = 100, detail: bool = False, **kwargs) -> list:
+    """The node (a one-element list)."""
+    return _list("nodes", filters, limit, detail, kwargs)
+
+
+def summarize_tasks(**kwargs) -> dict:
+    """Count of tasks in the table by function name and state."""
+    summary: dict = {}
+    for task in _list("tasks", None, 1 << 30, False, kwargs):
+        by_state = summary.setdefault(task["name"], {})
+        by_state[task["state"]] = by_state.get(task["state"], 0) + 1
+    return summary

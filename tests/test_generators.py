@@ -1,0 +1,102 @@
+"""Generator tasks and actor methods (ObjectRefGenerator), and refs a task
+creates with put() and returns inside its value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from miniray import exceptions
+
+
+def test_refs_put_inside_a_task_and_returned_stay_alive(ray):
+    # The worker used to drop its refs before the node learnt that the return
+    # value holds them: get() of a returned ref then raised ObjectLostError.
+    @ray.remote
+    def make(n):
+        return [ray.put(np.full(100_000, i)) for i in range(n)] + [ray.put(i) for i in range(n)]
+
+    refs = ray.get(make.remote(2))
+    values = ray.get(refs)
+    assert [v[0] if isinstance(v, np.ndarray) else v for v in values] == [0, 1, 0, 1]
+
+    @ray.remote
+    class Maker:
+        def make(self):
+            return {"ref": ray.put("kept")}
+
+    assert ray.get(ray.get(Maker.remote().make.remote())["ref"]) == "kept"
+
+
+def test_generator_task_yields_refs_in_order_then_the_error(ray):
+    @ray.remote
+    def gen(n, fail_at=None):
+        for i in range(n):
+            if i == fail_at:
+                raise KeyError(f"item {i}")
+            yield np.full(200_000, i) if i % 2 else i
+
+    stream = gen.remote(4)
+    assert isinstance(stream, ray.ObjectRefGenerator)
+    values = [ray.get(ref) for ref in stream]
+    assert values[0] == 0 and values[1][0] == 1 and values[2] == 2 and values[3][0] == 3
+    assert ray.get(stream.completed()) is not None
+
+    got = []
+    with pytest.raises(KeyError, match="item 2") as info:
+        for ref in gen.remote(4, fail_at=2):
+            got.append(ray.get(ref))
+    assert isinstance(info.value, exceptions.RayTaskError)
+    assert got[0] == 0 and got[1][0] == 1 and len(got) == 2
+
+    # num_returns="dynamic": one ref whose value is the generator of refs.
+    dynamic = ray.get(gen.options(num_returns="dynamic").remote(3))
+    assert [ray.get(r) if i % 2 == 0 else ray.get(r)[0] for i, r in enumerate(dynamic)] == [0, 1, 2]
+    # A static num_returns still splits the yielded values into that many refs.
+    assert ray.get(gen.options(num_returns=2).remote(2))[0] == 0
+
+    @ray.remote
+    def total(stream):  # the generator passed on to another task
+        return sum(int(np.asarray(ray.get(r)).flat[0]) for r in stream)
+
+    assert ray.get(total.remote(ray.get(gen.options(num_returns="dynamic").remote(4)))) == 6
+
+    @ray.remote
+    def plain():
+        return 1
+
+    with pytest.raises(TypeError, match="is for generator functions"):
+        next(plain.options(num_returns="streaming").remote())
+
+
+def test_generator_actor_methods_sync_and_async_actors(ray):
+    @ray.remote
+    class Source:
+        def items(self, n):
+            for i in range(n):
+                yield i * 10
+
+        @ray.method(num_returns="streaming")
+        def one(self):
+            yield "x"
+
+    @ray.remote
+    class AsyncSource:
+        async def ping(self):
+            return 1
+
+        def items(self, n):
+            yield from range(n)
+
+    source = Source.remote()
+    assert [ray.get(r) for r in source.items.remote(3)] == [0, 10, 20]
+    assert [ray.get(r) for r in source.one.remote()] == ["x"]
+    assert [ray.get(r) for r in AsyncSource.remote().items.remote(2)] == [0, 1]
+
+
+async def test_async_for_over_a_generator_task(ray):
+    @ray.remote
+    def gen(n):
+        yield from range(n)
+
+    assert [await ref async for ref in gen.remote(3)] == [0, 1, 2]
