@@ -91,6 +91,10 @@ class PendingCallsLimitExceeded(RayError):
     """An actor has too many calls queued (``max_pending_calls``)."""
 
 
+class TaskUnschedulableError(RayError):
+    """A task can no longer be scheduled, e.g. its placement group was removed."""
+
+
 class RuntimeEnvSetupError(RayError):
     """A worker could not set up its runtime environment: the
     ``runtime_env`` ``worker_process_setup_hook`` raised (Ray's name)."""

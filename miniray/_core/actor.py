@@ -16,6 +16,7 @@ ACTOR_OPTIONS = {
     "max_restarts", "max_task_retries", "max_concurrency", "get_if_exists",
     "scheduling_strategy", "runtime_env", "max_pending_calls", "concurrency_groups",
     "accelerator_type", "label_selector", "cluster", "tags",
+    "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks",
 }
 METHOD_OPTIONS = {"num_returns", "name", "max_task_retries", "retry_exceptions",
                   "concurrency_group"}

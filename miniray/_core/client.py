@@ -105,6 +105,12 @@ class ClientBase:
         raise NotImplementedError  # pragma: no cover - subclasses
 
     # -- values ---------------------------------------------------------------
+    def placement_group_ready(self, pg_id: bytes) -> ObjectRef:
+        """A ref the node sets to True once the placement group is created."""
+        object_id = self.ids.new()
+        self.generic("placement_group_ready", pg_id, object_id)
+        return ObjectRef(object_id, _counted=True)
+
     def decode_value(self, object_id: bytes, state: int, data, on_release=None):
         if state == VALUE_INLINE:
             return deserialize_inline(data)

@@ -15,6 +15,7 @@ TASK_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
     "name", "memory", "scheduling_strategy", "runtime_env", "max_calls",
     "accelerator_type", "label_selector", "cluster", "tags",
+    "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks",
 }
 
 
@@ -42,6 +43,10 @@ def validate_resources(options: dict, what: str, default_cpus: float) -> dict:
             raise ValueError(f"memory of {what} must be a non-negative number of bytes, "
                              f"got {memory!r}")
         resources["memory"] = float(memory)
+    if options.get("scheduling_strategy") is not None or options.get("placement_group"):
+        from ..util.scheduling_strategies import placement_resources
+
+        resources = placement_resources(resources, options, what)
     return resources
 
 
@@ -53,6 +58,10 @@ def check_feasible(resources: dict, what: str) -> None:
     for key, amount in resources.items():
         if not amount:
             continue
+        if "_group_" in key and key not in total:
+            raise ValueError(
+                f"{what} asks to run in placement group {key.rsplit('_', 1)[-1]}, which was "
+                "removed (or never created on this node).")
         if total.get(key, 0.0) < amount:
             how = ("miniray.init(_memory=<bytes>)" if key == "memory" else
                    "miniray.init(num_cpus=..., num_gpus=..., resources={...})")

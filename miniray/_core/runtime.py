@@ -38,6 +38,7 @@ from ..exceptions import (
     ObjectStoreFullError,
     RayTaskError,
     TaskCancelledError,
+    TaskUnschedulableError,
     WorkerCrashedError,
 )
 from . import protocol as P
@@ -245,6 +246,12 @@ class NodeRuntime:
         # module in the working directory) would otherwise be respawned forever
         # while get() waits forever.
         self._startup_deaths: list[str] = []
+        # Placement groups (miniray.util.placement_group) and actors waiting for
+        # resources, placed as running work releases some.
+        self.placement_groups: dict[bytes, PlacementGroupState] = {}
+        self._pg_pending: list[PlacementGroupState] = []
+        self._waiting_actors: list[ActorState] = []
+        self._pgs_removed = 0
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -852,9 +859,33 @@ class NodeRuntime:
                 self.available[key] = self.available.get(key, 0.0) - amount
 
     def _release(self, resources: dict) -> None:
+        total = self.total
         for key, amount in resources.items():
-            if amount and key[0] != "_":  # "_gpu_ids" is bookkeeping, not an amount
+            # "_gpu_ids" is bookkeeping, not an amount; a removed placement
+            # group's resources are gone from the node.
+            if amount and key[0] != "_" and key in total:
                 self.available[key] = self.available.get(key, 0.0) + amount
+        if self._pg_pending or self._waiting_actors:
+            self._place_waiting()
+
+    def _place_waiting(self) -> None:
+        """Create the placement groups, then start the actors, that fit now (in order)."""
+        for pg in list(self._pg_pending):
+            if self._fits(pg.base):
+                self._pg_pending.remove(pg)
+                self._reserve_placement_group(pg)
+        for actor in list(self._waiting_actors):
+            if actor.state == "DEAD":
+                self._waiting_actors.remove(actor)
+            elif self._fits(actor.lease):
+                self._waiting_actors.remove(actor)
+                self._launch_actor(actor)
+
+    def _gpus_of(self, resources: dict) -> int:
+        ngpu = int(resources.get("GPU", 0))
+        if not ngpu and self.placement_groups:  # "GPU_group_..." inside a group
+            ngpu = int(sum(v for k, v in resources.items() if k.startswith("GPU_group_")))
+        return ngpu
 
     def _release_lease(self, worker: WorkerHandle) -> None:
         if worker.lease is not None and not worker.blocked:
@@ -921,7 +952,7 @@ class NodeRuntime:
                 worker = idle.pop()
                 lease = dict(resources)
                 self._acquire(resources)
-                ngpu = int(resources.get("GPU", 0))
+                ngpu = self._gpus_of(resources)
                 if ngpu:
                     lease["_gpu_ids"] = [self.free_gpu_ids.pop(0) for _ in range(ngpu)]
                     task.gpu_ids = lease["_gpu_ids"]
@@ -929,6 +960,11 @@ class NodeRuntime:
             elif self._is_short(task.fn_id):
                 worker = self._pipeline_target(resources)
             if worker is None:
+                if self._pgs_removed and not all(k in self.total for k in resources):
+                    ready.popleft()  # its placement group was removed
+                    self._fail_task(task, _error_bytes(TaskUnschedulableError(
+                        f"The placement group of {task.name} was removed before it ran.")))
+                    continue
                 if idle:
                     # Head of line waits for resources; others of other shapes may fit.
                     blocked.append(ready.popleft())
@@ -1567,6 +1603,99 @@ class NodeRuntime:
     def rpc_resources(self, caller):
         return [self.total, self.available]
 
+    # -- placement groups ------------------------------------------------------------
+    def rpc_create_placement_group(self, caller, pg_id: bytes, bundles: list, strategy: str,
+                                   name: str) -> None:
+        if name and any(pg.name == name and pg.state != "REMOVED"
+                        for pg in self.placement_groups.values()):
+            raise ValueError(f"A placement group named {name!r} already exists; remove it "
+                             "or pick another name.")
+        base: dict = {}
+        for bundle in bundles:
+            for key, amount in bundle.items():
+                base[key] = base.get(key, 0.0) + amount
+        short = {k: v for k, v in base.items() if self.total.get(k, 0.0) < v - 1e-9}
+        if short:
+            raise ValueError(
+                f"The placement group {bundles} needs {base} in all, more than this node has "
+                f"({ {k: self.total.get(k, 0.0) for k in short} }), so it could never be "
+                "created. Ask for less, or start the node with more.")
+        pg = PlacementGroupState(pg_id, bundles, strategy, name, base)
+        hex_id = pg_id.hex()
+        for index, bundle in enumerate(bundles):
+            for key, amount in bundle.items():
+                for resource in (f"{key}_group_{index}_{hex_id}", f"{key}_group_{hex_id}"):
+                    pg.keys[resource] = pg.keys.get(resource, 0.0) + amount
+        for resource, amount in pg.keys.items():
+            self.total[resource] = amount
+            self.available[resource] = 0.0  # until the group is reserved
+        self.placement_groups[pg_id] = pg
+        self._pg_pending.append(pg)
+        self._place_waiting()
+
+    def _reserve_placement_group(self, pg: PlacementGroupState) -> None:
+        self._acquire(pg.base)
+        for resource, amount in pg.keys.items():
+            self.available[resource] = amount
+        pg.state = "CREATED"
+        ready, pg.ready_ids = pg.ready_ids, []
+        for object_id in ready:
+            self._set_value(object_id, VALUE_INLINE, _TRUE)
+
+    def rpc_placement_group_ready(self, caller, pg_id: bytes, object_id: bytes) -> None:
+        self.objects[object_id] = ObjectEntry(1)
+        if caller is not DRIVER:
+            caller.held[object_id] += 1
+        pg = self.placement_groups.get(pg_id)
+        if pg is None or pg.state == "REMOVED":
+            self._set_value(object_id, VALUE_ERROR, _error_bytes(TaskUnschedulableError(
+                f"The placement group {pg_id.hex()} was removed (or never existed).")))
+        elif pg.state == "CREATED":
+            self._set_value(object_id, VALUE_INLINE, _TRUE)
+        else:
+            pg.ready_ids.append(object_id)
+
+    def rpc_remove_placement_group(self, caller, pg_id: bytes) -> None:
+        pg = self.placement_groups.get(pg_id)
+        if pg is None or pg.state == "REMOVED":
+            return
+        hex_id = pg_id.hex()
+        was_created = pg.state == "CREATED"
+        pg.state = "REMOVED"
+        self._pgs_removed += 1
+        if pg in self._pg_pending:
+            self._pg_pending.remove(pg)
+        for resource in pg.keys:
+            self.total.pop(resource, None)
+            self.available.pop(resource, None)
+        error = _error_bytes(TaskUnschedulableError(
+            f"The placement group {hex_id} was removed before this work could run in it."))
+        ready, pg.ready_ids = pg.ready_ids, []
+        for object_id in ready:
+            self._set_value(object_id, VALUE_ERROR, error)
+        in_group = [t for t in self.ready if any(hex_id in k for k in t.resources)]
+        for task in in_group:
+            self.ready.remove(task)
+            self._fail_task(task, error)
+        for actor in list(self.actors.values()):
+            if actor.state != "DEAD" and any(hex_id in k for k in actor.lease or ()):
+                self._kill_actor(actor, "its placement group was removed")
+        if was_created:
+            self._release(pg.base)  # tasks still running in it finish
+        self._schedule()
+
+    def rpc_get_placement_group(self, caller, name: str):
+        for pg in self.placement_groups.values():
+            if pg.name == name and pg.state != "REMOVED":
+                return [pg.pg_id, pg.bundles]
+        return None
+
+    def rpc_placement_group_table(self, caller) -> dict:
+        return {pg.pg_id.hex(): {
+            "placement_group_id": pg.pg_id.hex(), "name": pg.name, "strategy": pg.strategy,
+            "state": pg.state, "bundles": dict(enumerate(pg.bundles)),
+        } for pg in self.placement_groups.values()}
+
     # -- actors --------------------------------------------------------------------------
     def rpc_create_actor(self, caller, actor_id, fn_id, args, kwargs, contained, options,
                          class_name):
@@ -1629,8 +1758,20 @@ class NodeRuntime:
             self._actor_setup_failed(actor, self.setup_error)
             return
         lease = actor.lease
+        if self._pgs_removed and any(v and k[0] != "_" and k not in self.total
+                                     for k, v in lease.items()):
+            self._kill_actor(actor, "its placement group was removed")
+            return
+        if not self._fits(lease):
+            # As in Ray: the actor waits for its resources (PENDING_CREATION)
+            # rather than oversubscribe the node.
+            if actor not in self._waiting_actors:
+                self._waiting_actors.append(actor)
+                actor.state = "PENDING_CREATION"
+                self.events.actor_state(actor)
+            return
         self._acquire(lease)
-        ngpu = int(lease.get("GPU", 0))
+        ngpu = self._gpus_of(lease)
         if ngpu:
             actor.options["_gpu_ids"] = [self.free_gpu_ids.pop(0) for _ in range(ngpu)]
         actor.state = "PENDING_CREATION" if actor.num_restarts == 0 else "RESTARTING"
@@ -1770,6 +1911,8 @@ class NodeRuntime:
 
     def _actor_dead(self, actor: ActorState) -> None:
         actor.state = "DEAD"
+        if actor in self._waiting_actors:
+            self._waiting_actors.remove(actor)
         self.events.actor_state(actor)
         queue = list(actor.queue)
         actor.queue.clear()
@@ -1794,9 +1937,12 @@ class NodeRuntime:
         actor = self.actors.get(actor_id)
         if actor is None or actor.state == "DEAD":
             return
+        self._kill_actor(actor, "it was killed with miniray.kill()", no_restart)
+
+    def _kill_actor(self, actor: ActorState, cause: str, no_restart: bool = True) -> None:
         if no_restart:
             actor.no_restart = True
-            actor.death_cause = "it was killed with miniray.kill()"
+            actor.death_cause = cause
             if actor.worker is None:
                 self._actor_dead(actor)
         worker = actor.worker
@@ -1857,8 +2003,13 @@ class NodeRuntime:
         current work holds, and whether its actor is a restart."""
         actor = getattr(caller, "actor", None)
         lease = (actor.lease if actor is not None else getattr(caller, "lease", None)) or {}
+        held: dict = {}
+        for key, amount in lease.items():
+            if amount and not key.startswith("_"):
+                key = key.split("_group_", 1)[0]  # a placement group's CPU is a CPU
+                held[key] = held.get(key, 0.0) + amount
         return {
-            "resources": {k: v for k, v in lease.items() if v and not k.startswith("_")},
+            "resources": held,
             "restarted": actor is not None and actor.num_restarts > 0,
         }
 
@@ -1922,6 +2073,24 @@ def _default_task_memory(object_store_memory: int) -> int:
     except (ValueError, OSError):  # pragma: no cover
         physical = 8 << 30
     return max(physical - object_store_memory, 0)
+
+
+class PlacementGroupState:
+    """A placement group on the node: its bundles, and the node resources named
+    after it (``CPU_group_<id>``, ``CPU_group_<i>_<id>``) that work in it uses."""
+
+    def __init__(self, pg_id: bytes, bundles: list, strategy: str, name: str, base: dict):
+        self.pg_id = pg_id
+        self.bundles = bundles
+        self.strategy = strategy
+        self.name = name
+        self.base = base  # what it takes from the node once created
+        self.keys: dict = {}
+        self.state = "PENDING"
+        self.ready_ids: list = []
+
+
+_TRUE = serialize(True).to_inline()
 
 
 def _tail(path: str, limit: int = 2000) -> str:

@@ -1,8 +1,16 @@
 """Utilities: :class:`ActorPool`, :class:`~miniray.util.queue.Queue` (built on actors)
-and Ray's state API, :mod:`miniray.util.state`."""
+Ray's state API (:mod:`miniray.util.state`) and placement groups
+(:mod:`miniray.util.placement_group`)."""
 
 from . import state
 from .actor_pool import ActorPool
+from .placement_group import (
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 from .queue import Queue
 
-__all__ = ["ActorPool", "Queue", "state"]
+__all__ = ["ActorPool", "Queue", "get_placement_group", "placement_group",
+           "placement_group_table", "remove_placement_group", "state"]
