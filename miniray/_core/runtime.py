@@ -112,6 +112,7 @@ class WorkerHandle:
         self.ready = False
         self.dead = False
         self.killed = False  # by us (miniray.kill): its death says nothing of start-up
+        self.last_task_name = None
         self.assigned: dict[bytes, Task] = {}
         self.lease: dict | None = None
         self.blocked = 0
@@ -600,6 +601,10 @@ class NodeRuntime:
             name = worker.actor.class_name
         elif worker.assigned:
             name = next(iter(worker.assigned.values())).name.rsplit(".", 1)[-1]
+        elif worker.last_task_name is not None:
+            # The output of a task that has finished: its pipe is read after the
+            # socket that said it finished.
+            name = worker.last_task_name.rsplit(".", 1)[-1]
         else:
             name = "worker"
         prefix = f"({name} pid={worker.pid}) "
@@ -1015,6 +1020,7 @@ class NodeRuntime:
                 self._unpin(object_id)
             task.pinned = ()
         task.worker = worker
+        worker.last_task_name = task.name
         queued = bool(worker.assigned)
         task.dispatched_at = 0.0 if queued else time.perf_counter()
         worker.assigned[task.task_id] = task
