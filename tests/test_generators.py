@@ -100,3 +100,59 @@ async def test_async_for_over_a_generator_task(ray):
         yield from range(n)
 
     assert [await ref async for ref in gen.remote(3)] == [0, 1, 2]
+
+
+def test_driver_takes_each_value_while_the_generator_still_runs(ray, tmp_path):
+    flag = tmp_path / "go"
+
+    @ray.remote
+    def waits_for_the_caller(path):
+        import os
+        import time
+
+        yield "first"
+        deadline = time.monotonic() + 20
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield os.path.exists(path)  # only true if the caller got "first" before the end
+
+    stream = waits_for_the_caller.remote(str(flag))
+    assert ray.get(next(stream)) == "first"
+    flag.touch()
+    assert ray.get(next(stream)) is True
+    with pytest.raises(StopIteration):
+        next(stream)
+
+    dropped = waits_for_the_caller.remote(str(flag))
+    next(dropped)
+    del dropped  # dropped mid-way: the node lets go of what it held for the caller
+    import gc
+    import time
+
+    gc.collect()
+    runtime = ray.api._runtime
+    deadline = time.monotonic() + 10
+    while runtime.streams and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not runtime.streams
+
+
+async def test_async_for_takes_values_as_they_come(ray, tmp_path):
+    flag = tmp_path / "go"
+
+    @ray.remote
+    def waits(path):
+        import os
+        import time
+
+        yield 1
+        deadline = time.monotonic() + 20
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield os.path.exists(path)
+
+    got = []
+    async for ref in waits.remote(str(flag)):
+        got.append(await ref)
+        flag.touch()
+    assert got == [1, True]

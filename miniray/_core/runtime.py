@@ -253,6 +253,9 @@ class NodeRuntime:
         self._pg_pending: list[PlacementGroupState] = []
         self._waiting_actors: list[ActorState] = []
         self._pgs_removed = 0
+        # Generator tasks' values as they are yielded: the task's return id ->
+        # the ids of the values stored so far (held until the task ends).
+        self.streams: dict[bytes, _Stream] = {}
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -1114,6 +1117,8 @@ class NodeRuntime:
 
     def _delete(self, object_id: bytes, entry: ObjectEntry) -> None:
         del self.objects[object_id]
+        if self.streams and object_id in self.streams:  # a generator dropped mid-way
+            self._stream_ended(object_id, entry)
         if entry.is_actor_handle:
             self._on_actor_handles_gone(object_id)
             return
@@ -2004,6 +2009,55 @@ class NodeRuntime:
                 if all_namespaces or ns == self.namespace]
 
     # -- introspection -------------------------------------------------------------------
+    # -- generator tasks: values handed out as they are yielded -----------------------
+    def rpc_stream_item(self, caller, source_id: bytes, index: int, item_id: bytes) -> None:
+        entry = self.objects.get(source_id)
+        if entry is None or entry.state != PENDING:
+            return  # nobody waits for it, or the task already ended
+        stream = self.streams.get(source_id)
+        if stream is None:
+            stream = self.streams[source_id] = _Stream()
+            entry.waiters.append(self._stream_ended)
+        if index != len(stream.items):
+            return  # a retried attempt yielding what the first one did
+        self._incref(item_id)
+        stream.items.append(item_id)
+        waiting, stream.waiters = stream.waiters, []
+        for wanted, future in waiting:
+            if future.done():
+                continue
+            if wanted < len(stream.items):
+                future.set_result(stream.items[wanted])
+            else:
+                stream.waiters.append((wanted, future))
+
+    def rpc_stream_next(self, caller, source_id: bytes, index: int):
+        """The id of value ``index`` of a generator task, once yielded; None once
+        the task has ended (the caller then reads its return value)."""
+        stream = self.streams.get(source_id)
+        if stream is not None and index < len(stream.items):
+            return stream.items[index]
+        entry = self.objects.get(source_id)
+        if entry is None or entry.state != PENDING:
+            return None
+        if stream is None:
+            stream = self.streams[source_id] = _Stream()
+            entry.waiters.append(self._stream_ended)
+        future = self.loop.create_future()
+        stream.waiters.append((index, future))
+        return future
+
+    def _stream_ended(self, source_id: bytes, entry) -> None:
+        stream = self.streams.pop(source_id, None)
+        if stream is None:
+            return
+        for _, future in stream.waiters:
+            if not future.done():
+                future.set_result(None)
+        # The return value holds every value now; the stream's holds go.
+        for item_id in stream.items:
+            self._decref(item_id)
+
     def rpc_worker_context(self, caller):
         """What a worker's runtime context asks the node: the resources its
         current work holds, and whether its actor is a restart."""
@@ -2079,6 +2133,14 @@ def _default_task_memory(object_store_memory: int) -> int:
     except (ValueError, OSError):  # pragma: no cover
         physical = 8 << 30
     return max(physical - object_store_memory, 0)
+
+
+class _Stream:
+    __slots__ = ("items", "waiters")
+
+    def __init__(self):
+        self.items: list = []
+        self.waiters: list = []  # (index, future)
 
 
 class PlacementGroupState:

@@ -433,15 +433,19 @@ class WorkerClient(ClientBase):
             error.cause = RuntimeError(f"{type(exc).__name__}: {exc}")
             return serialize(error).to_inline()
 
-    def _drain_generator(self, generator, name) -> ObjectRefGenerator:
-        """Store each value a generator task yields as its own object; an error
+    def _drain_generator(self, generator, name, source_id: bytes) -> ObjectRefGenerator:
+        """Store each value a generator task yields as its own object, telling the
+        node at once (so the caller can take it while the task goes on); an error
         after some values travels with their refs (raised after them)."""
         refs = []
         error = None
         try:
             for item in generator:
-                refs.append(self.put_serialized(serialize(item, f"value {len(refs)} "
-                                                                f"yielded by {name}")))
+                ref = self.put_serialized(serialize(item, f"value {len(refs)} "
+                                                          f"yielded by {name}"))
+                self.notify("stream_item", source_id, len(refs), ref._id)
+                refs.append(ref)
+                self.flush()
         except (TaskCancelledError, _ExitWorker, _ExitActor):
             raise
         except BaseException as exc:
@@ -466,7 +470,7 @@ class WorkerClient(ClientBase):
             value = fn(*pos, **kw)
             del pos, kw
             if type(value) is GeneratorType and len(return_ids) == 1:
-                value = self._drain_generator(value, name)
+                value = self._drain_generator(value, name, return_ids[0])
             results = self.encode_results(value, return_ids, name)
         except TaskCancelledError:
             self.current_task = None
@@ -534,7 +538,7 @@ class WorkerClient(ClientBase):
             value = method(*pos, **kw)
             del pos, kw
             if type(value) is GeneratorType and len(return_ids) == 1:
-                value = self._drain_generator(value, name)
+                value = self._drain_generator(value, name, return_ids[0])
             results = self.encode_results(value, return_ids, name)
         except TaskCancelledError:
             self.current_task = None
@@ -701,7 +705,7 @@ class WorkerClient(ClientBase):
                     if inspect.isawaitable(value):
                         value = await value
                 if type(value) is GeneratorType and len(return_ids) == 1:
-                    value = self._drain_generator(value, name)
+                    value = self._drain_generator(value, name, return_ids[0])
                 results = self.encode_results(value, return_ids, name)
             except asyncio.CancelledError:
                 self._send_cancelled(task_id)
