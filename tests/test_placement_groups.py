@@ -115,8 +115,9 @@ def test_actors_wait_for_their_resources_like_in_ray(ray):
 
     workers = [Worker.remote() for _ in range(3)]  # 2 CPUs: the third waits
     pings = [w.ping.remote() for w in workers]
-    ready, pending = ray.wait(pings, num_returns=3, timeout=1.0)
-    assert len(ready) == 2 and pending == [pings[2]]
+    assert ray.get(pings[:2], timeout=60) == [1, 1]  # starting may be slow (coverage)
+    ready, _ = ray.wait([pings[2]], timeout=0.5)  # it cannot be ready, however long
+    assert not ready
     assert ray.available_resources()["CPU"] == 0
     ray.kill(workers[0])
     assert ray.get(pings[2], timeout=30) == 1
