@@ -64,6 +64,9 @@ def driver_env(config) -> dict:
     return env
 
 
+_TRANSIENT_CLIENT_ERRORS = ("Starting Ray client server failed",)
+
+
 class RayClusterBackend:
     """Runs work on one Ray cluster through its own driver process."""
 
@@ -97,7 +100,16 @@ class RayClusterBackend:
             return await asyncio.shield(self._connecting)
         self._connecting = asyncio.get_running_loop().create_future()
         try:
-            info = await self._start()
+            try:
+                info = await self._start()
+            except ClusterConnectionLost as exc:
+                # Ray's client proxy sometimes fails to spawn the server for a new
+                # client (it exits at once on a loaded machine, seen in CI); a
+                # second connection gets a fresh one.
+                if not any(text in str(exc) for text in _TRANSIENT_CLIENT_ERRORS):
+                    raise
+                await asyncio.sleep(0.5)
+                info = await self._start()
         except BaseException as exc:
             self._connecting.set_exception(exc)
             self._connecting.exception()  # retrieved: the raise below reports it
