@@ -38,11 +38,9 @@ def _detect_gpus() -> int:
 
 
 def _default_store_memory() -> int:
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):  # pragma: no cover
-        total = 8 << 30
-    store = int(total * 0.3)
+    from ._core.shm import physical_memory
+
+    store = int(physical_memory() * 0.3)
     try:
         st = os.statvfs("/dev/shm")
         store = min(store, int(st.f_bavail * st.f_frsize * 0.8))
@@ -484,8 +482,8 @@ def get_gpu_ids() -> list:
 
     if context._worker_client is None:
         return []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    return [int(v) if v.isdigit() else v for v in visible.split(",") if v]
+    ids = get_runtime_context().get_accelerator_ids()["GPU"]
+    return [int(v) if v.isdigit() else v for v in ids]
 
 
 def timeline(filename: str | None = None) -> list | None:

@@ -269,9 +269,10 @@ def _failing_setup():
     raise RuntimeError("no GPU driver here")
 
 
-def test_failing_setup_hook_fails_the_work_clearly_and_spawns_no_more(ray_factory):
-    ray = ray_factory(runtime_env={"worker_process_setup_hook": _failing_setup},
-                      log_to_driver=False)
+def _assert_no_work_runs(ray, error, task_match, actor_match, batch, max_workers_started,
+                         first_timeout):
+    """Tasks (one, then a batch) fail with ``error`` and an actor with
+    ActorDiedError, each naming the cause; no more workers were started."""
 
     @ray.remote
     def f():
@@ -282,14 +283,23 @@ def test_failing_setup_hook_fails_the_work_clearly_and_spawns_no_more(ray_factor
         def m(self):
             return 1
 
-    with pytest.raises(exceptions.RuntimeEnvSetupError, match="no GPU driver here"):
-        ray.get(f.remote(), timeout=30)
-    with pytest.raises(exceptions.RuntimeEnvSetupError):
-        ray.get([f.remote() for _ in range(5)], timeout=30)
-    with pytest.raises(exceptions.ActorDiedError, match="setup hook"):
+    with pytest.raises(error, match=task_match):
+        ray.get(f.remote(), timeout=first_timeout)
+    with pytest.raises(error):
+        ray.get([f.remote() for _ in range(batch)], timeout=30)
+    with pytest.raises(exceptions.ActorDiedError, match=actor_match):
         ray.get(A.remote().m.remote(), timeout=30)
     stats = ray.api._node_stats()
-    assert stats["counters"]["workers_started"] <= 3  # two task workers + the actor's
+    assert stats["counters"]["workers_started"] <= max_workers_started
+
+
+def test_failing_setup_hook_fails_the_work_clearly_and_spawns_no_more(ray_factory):
+    ray = ray_factory(runtime_env={"worker_process_setup_hook": _failing_setup},
+                      log_to_driver=False)
+    # two task workers + the actor's
+    _assert_no_work_runs(ray, exceptions.RuntimeEnvSetupError, "no GPU driver here",
+                         "setup hook", batch=5, max_workers_started=3,
+                         first_timeout=30)
 
 
 def test_workers_that_cannot_start_fail_the_work_instead_of_respawning_forever(
@@ -300,22 +310,7 @@ def test_workers_that_cannot_start_fail_the_work_instead_of_respawning_forever(
         "raise ImportError('this msgpack.py shadows the real package')\n")
     monkeypatch.chdir(tmp_path)
     ray = ray_factory(log_to_driver=False)
-
-    @ray.remote
-    def f():
-        return 1
-
-    @ray.remote
-    class A:
-        def m(self):
-            return 1
-
-    with pytest.raises(exceptions.WorkerCrashedError,
-                       match="(?s)in a row exited while starting.*shadows the real package"):
-        ray.get(f.remote(), timeout=60)
-    with pytest.raises(exceptions.WorkerCrashedError):
-        ray.get([f.remote() for _ in range(3)], timeout=30)
-    with pytest.raises(exceptions.ActorDiedError, match="exited while starting"):
-        ray.get(A.remote().m.remote(), timeout=30)
-    stats = ray.api._node_stats()
-    assert stats["counters"]["workers_started"] <= 4
+    _assert_no_work_runs(ray, exceptions.WorkerCrashedError,
+                         "(?s)in a row exited while starting.*shadows the real package",
+                         "exited while starting", batch=3, max_workers_started=4,
+                         first_timeout=60)

@@ -190,7 +190,8 @@ class NodeRuntime:
         if "memory" not in self.total:
             # As in Ray: the bytes of heap tasks and actors may reserve with
             # memory=..., a scheduling quantity like CPU (not enforced).
-            self.total["memory"] = float(_default_task_memory(int(object_store_memory)))
+            self.total["memory"] = float(max(shm.physical_memory() - int(object_store_memory),
+                                             0))
         self.available = dict(self.total)
         self.free_gpu_ids = list(range(int(num_gpus)))
         self.capacity = int(object_store_memory)
@@ -882,12 +883,17 @@ class NodeRuntime:
             if self._fits(pg.base):
                 self._pg_pending.remove(pg)
                 self._reserve_placement_group(pg)
-        for actor in list(self._waiting_actors):
-            if actor.state == "DEAD":
-                self._waiting_actors.remove(actor)
-            elif self._fits(actor.lease):
+        for actor in list(self._waiting_actors):  # _actor_dead takes dead ones off
+            if self._fits(actor.lease):
                 self._waiting_actors.remove(actor)
                 self._launch_actor(actor)
+
+    def _in_removed_group(self, resources: dict) -> bool:
+        """Whether the request names a placement group that was removed (its
+        resources are gone from the node's total)."""
+        return bool(self._pgs_removed) and any(
+            amount and key[0] != "_" and key not in self.total
+            for key, amount in resources.items())
 
     def _gpus_of(self, resources: dict) -> int:
         ngpu = int(resources.get("GPU", 0))
@@ -968,8 +974,8 @@ class NodeRuntime:
             elif self._is_short(task.fn_id):
                 worker = self._pipeline_target(resources)
             if worker is None:
-                if self._pgs_removed and not all(k in self.total for k in resources):
-                    ready.popleft()  # its placement group was removed
+                if self._in_removed_group(resources):
+                    ready.popleft()
                     self._fail_task(task, _error_bytes(TaskUnschedulableError(
                         f"The placement group of {task.name} was removed before it ran.")))
                     continue
@@ -1633,9 +1639,12 @@ class NodeRuntime:
                 "created. Ask for less, or start the node with more.")
         pg = PlacementGroupState(pg_id, bundles, strategy, name, base)
         hex_id = pg_id.hex()
+        from ..util.placement_group import group_resource
+
         for index, bundle in enumerate(bundles):
             for key, amount in bundle.items():
-                for resource in (f"{key}_group_{index}_{hex_id}", f"{key}_group_{hex_id}"):
+                for resource in (group_resource(key, hex_id, index),
+                                 group_resource(key, hex_id)):
                     pg.keys[resource] = pg.keys.get(resource, 0.0) + amount
         for resource, amount in pg.keys.items():
             self.total[resource] = amount
@@ -1684,12 +1693,13 @@ class NodeRuntime:
         ready, pg.ready_ids = pg.ready_ids, []
         for object_id in ready:
             self._set_value(object_id, VALUE_ERROR, error)
-        in_group = [t for t in self.ready if any(hex_id in k for k in t.resources)]
+        # Queued anywhere, not only at the head, where _schedule would find it.
+        in_group = [t for t in self.ready if self._in_removed_group(t.resources)]
         for task in in_group:
             self.ready.remove(task)
             self._fail_task(task, error)
         for actor in list(self.actors.values()):
-            if actor.state != "DEAD" and any(hex_id in k for k in actor.lease or ()):
+            if actor.state != "DEAD" and self._in_removed_group(actor.lease or {}):
                 self._kill_actor(actor, "its placement group was removed")
         if was_created:
             self._release(pg.base)  # tasks still running in it finish
@@ -1769,8 +1779,7 @@ class NodeRuntime:
             self._actor_setup_failed(actor, self.setup_error)
             return
         lease = actor.lease
-        if self._pgs_removed and any(v and k[0] != "_" and k not in self.total
-                                     for k, v in lease.items()):
+        if self._in_removed_group(lease):
             self._kill_actor(actor, "its placement group was removed")
             return
         if not self._fits(lease):
@@ -2014,10 +2023,7 @@ class NodeRuntime:
         entry = self.objects.get(source_id)
         if entry is None or entry.state != PENDING:
             return  # nobody waits for it, or the task already ended
-        stream = self.streams.get(source_id)
-        if stream is None:
-            stream = self.streams[source_id] = _Stream()
-            entry.waiters.append(self._stream_ended)
+        stream = self._stream_of(source_id, entry)
         if index != len(stream.items):
             return  # a retried attempt yielding what the first one did
         self._incref(item_id)
@@ -2040,12 +2046,18 @@ class NodeRuntime:
         entry = self.objects.get(source_id)
         if entry is None or entry.state != PENDING:
             return None
-        if stream is None:
-            stream = self.streams[source_id] = _Stream()
-            entry.waiters.append(self._stream_ended)
+        stream = self._stream_of(source_id, entry)
         future = self.loop.create_future()
         stream.waiters.append((index, future))
         return future
+
+    def _stream_of(self, source_id: bytes, entry: ObjectEntry) -> _Stream:
+        """The stream of a generator task still running (created on first use)."""
+        stream = self.streams.get(source_id)
+        if stream is None:
+            stream = self.streams[source_id] = _Stream()
+            entry.waiters.append(self._stream_ended)
+        return stream
 
     def _stream_ended(self, source_id: bytes, entry) -> None:
         stream = self.streams.pop(source_id, None)
@@ -2125,14 +2137,6 @@ def _lost(object_id: bytes):
 
 def _error_bytes(exc: BaseException) -> bytes:
     return serialize(exc).to_inline()
-
-
-def _default_task_memory(object_store_memory: int) -> int:
-    try:
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):  # pragma: no cover
-        physical = 8 << 30
-    return max(physical - object_store_memory, 0)
 
 
 class _Stream:

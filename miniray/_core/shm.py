@@ -23,6 +23,14 @@ except ImportError:  # pragma: no cover - Windows
     _posixshmem = None
 
 PREFIX = "miniray_"
+
+
+def physical_memory() -> int:
+    """Bytes of RAM in the machine (8 GiB where the OS will not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):  # pragma: no cover
+        return 8 << 30
 SHM_DIR = "/dev/shm"
 PAGE = mmap.PAGESIZE
 

@@ -40,7 +40,7 @@ def placement_resources(resources: dict, options: dict, what: str) -> dict:
     and ``CPU_group_<i>_<id>`` (bundle ``i``), which the group holds once
     created, so the scheduler places work in a group like any other request.
     """
-    from .placement_group import PlacementGroup
+    from .placement_group import PlacementGroup, group_resource
 
     strategy = options.get("scheduling_strategy")
     group = options.get("placement_group")
@@ -61,8 +61,9 @@ def placement_resources(resources: dict, options: dict, what: str) -> dict:
     if not isinstance(index, int) or not -1 <= index < group.bundle_count:
         raise ValueError(f"placement_group_bundle_index of {what} must be -1 or a bundle "
                          f"index below {group.bundle_count}, got {index!r}")
-    suffix = f"_group_{group._id.hex()}" if index == -1 else f"_group_{index}_{group._id.hex()}"
-    return {key + suffix: amount for key, amount in resources.items() if amount}
+    pg_hex = group._id.hex()
+    return {group_resource(key, pg_hex, index): amount
+            for key, amount in resources.items() if amount}
 
 
 def _check_node(strategy: NodeAffinitySchedulingStrategy, what: str) -> None:
