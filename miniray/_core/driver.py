@@ -10,7 +10,7 @@ from ..exceptions import GetTimeoutError, ObjectLostError
 from .client import VALUE_INLINE, VALUE_SHM, ClientBase
 from .refs import ObjectRef
 from .runtime import DRIVER, PENDING, VALUE_SPILLED, ObjectEntry, VALUE_ERROR
-from .serialization import deserialize_view
+from .serialization import deserialize_inline, deserialize_view
 
 
 class DriverClient(ClientBase):
@@ -21,6 +21,7 @@ class DriverClient(ClientBase):
         self.objects = runtime.objects
         self._state_lock = runtime._state_lock
         self._wakers = {}  # id(loop) -> _LoopWaker, for loops other than the node's
+        self._last_waker = None  # the one most used: one loop awaiting many refs
 
     # -- hooks ----------------------------------------------------------------
     def _notify_add_ref(self, object_id: bytes) -> None:
@@ -130,14 +131,16 @@ class DriverClient(ClientBase):
         return entries
 
     def _value(self, object_id: bytes, entry: ObjectEntry):
+        state = entry.state
+        if state == VALUE_INLINE:
+            # Set once, data before state (_set_value), and never changed: no lock.
+            return deserialize_inline(entry.data)
         with self._state_lock:
             state = entry.state
             data = entry.data
             if state == VALUE_SHM:
                 entry.pins += 1
         if state == VALUE_INLINE:
-            from .serialization import deserialize_inline
-
             return deserialize_inline(data)
         if state == VALUE_SHM:
             runtime = self.runtime
@@ -219,32 +222,19 @@ class DriverClient(ClientBase):
         """An asyncio future of the running loop for one ref (``await ref``).
 
         A bare future, not a coroutine: ``asyncio.gather(*refs)`` then costs
-        one future and one wrapping task per ref, nothing more.
+        one future and one small waiter per ref, nothing more.
         """
         loop = asyncio.get_running_loop()
-        entry = self._entries([ref])[0]
+        entry = self.objects.get(ref._id)
+        if entry is None:
+            entry = self._entries([ref])[0]  # raises ObjectLostError
         future = loop.create_future()
-
-        def resolve():
-            # Uses ``ref`` so the closure holds it: in ``await f.remote()`` nothing
-            # else does, and the object must not be freed before it is read.
-            if future.done():  # cancelled meanwhile
-                return
-            try:
-                value = self._value(ref._id, entry)
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(value)
-
-        if entry.state == PENDING:
-            call = self._caller_on(loop)
-
-            def wake(_object_id, _entry):
-                call(resolve)
-            if self._wait_on(entry, wake):
-                return future
-        resolve()
+        # The waiter holds ``ref``: in ``await f.remote()`` nothing else does, and
+        # the object must not be freed before it is read.
+        waiter = _RefWaiter(self, ref, entry, future,
+                            None if loop is self.runtime.loop else self._waker(loop))
+        if entry.state != PENDING or not self._wait_on(entry, waiter):
+            waiter.resolve()
         return future
 
     def _wait_on(self, entry, waiter) -> bool:
@@ -265,6 +255,9 @@ class DriverClient(ClientBase):
         return self._waker(loop).wake
 
     def _waker(self, loop) -> "_LoopWaker":
+        waker = self._last_waker
+        if waker is not None and waker.loop is loop:
+            return waker
         waker = self._wakers.get(id(loop))
         if waker is None or waker.loop is not loop:
             if len(self._wakers) > 16:  # loops come and go (asyncio.run): drop closed ones
@@ -272,6 +265,7 @@ class DriverClient(ClientBase):
                     if old.loop.is_closed():
                         del self._wakers[key]
             waker = self._wakers[id(loop)] = _LoopWaker(loop)
+        self._last_waker = waker
         return waker
 
     def get_future(self, ref):
@@ -355,6 +349,42 @@ class DriverClient(ClientBase):
 
 def _call_now(fn) -> None:
     fn()
+
+
+class _RefWaiter:
+    """Sets an asyncio future to a ref's value once its entry is ready.
+
+    Registered on the entry; the node's thread calls it, and it resolves the
+    future at once on the node's own loop, or through the future's loop's
+    batching waker.
+    """
+
+    __slots__ = ("client", "ref", "entry", "future", "waker")
+
+    def __init__(self, client, ref, entry, future, waker):
+        self.client = client
+        self.ref = ref
+        self.entry = entry
+        self.future = future
+        self.waker = waker
+
+    def __call__(self, _object_id, _entry) -> None:
+        waker = self.waker
+        if waker is None:
+            self.resolve()
+        else:
+            waker.wake(self.resolve)
+
+    def resolve(self) -> None:
+        future = self.future
+        if future.done():  # cancelled meanwhile
+            return
+        try:
+            value = self.client._value(self.ref._id, self.entry)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
 
 
 class _LoopWaker:

@@ -90,9 +90,7 @@ class ObjectRef:
     # Bound to the running loop of the last caller. The value is read once, into
     # that loop's future, and kept while the ref lives (like a resolved Future).
     def _loop_future(self):
-        import asyncio
-
-        loop = asyncio.get_running_loop()
+        loop = (_get_running_loop or _load_asyncio())()
         fut = self._fut
         if fut is None or fut.get_loop() is not loop or fut.cancelled():
             client = _require_client()
@@ -100,6 +98,8 @@ class ObjectRef:
             if await_ref is not None:
                 fut = await_ref(self)
             else:
+                import asyncio
+
                 fut = asyncio.ensure_future(client.get_async([self], None, single=True))
             self._fut = fut
         return fut
@@ -185,6 +185,20 @@ class _RefCallback:
 
     def __hash__(self):
         return hash((id(self.ref), self.fn))
+
+
+# asyncio.get_running_loop, bound on first use (a ref used as a future means a
+# loop is running): ``import miniray`` does not import asyncio, and the future
+# protocol's calls do not pay an import statement each.
+_get_running_loop = None
+
+
+def _load_asyncio():
+    global _get_running_loop
+    import asyncio
+
+    _get_running_loop = asyncio.get_running_loop
+    return _get_running_loop
 
 
 def _rebuild_ref(object_id: bytes) -> ObjectRef:

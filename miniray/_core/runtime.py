@@ -50,7 +50,12 @@ from .serialization import deserialize_inline, serialize
 
 PENDING = -1
 VALUE_SPILLED = 3
-PIPELINE_DEPTH = 4
+# Known-short tasks queue on a busy worker (hiding the node round trip) while the
+# estimated work queued there stays under the budget: noop-sized tasks get a
+# deep pipeline, millisecond ones a shallow one, so a queue never holds back
+# more than a few milliseconds of work another worker could take.
+PIPELINE_MAX = 16
+PIPELINE_BUDGET_S = 0.004
 STARTUP_DEATHS_LIMIT = 3
 SHORT_TASK_S = 0.002  # tasks of functions faster than this may be pipelined
 SURPLUS_IDLE_S = 2.0  # an extra worker idle this long exits
@@ -77,7 +82,7 @@ class Task:
     __slots__ = ("task_id", "fn_id", "args", "kwargs", "contained", "return_ids", "name",
                  "resources", "retries_left", "retry_exceptions", "deps", "worker",
                  "cancelled", "force_cancelled", "actor", "method", "pinned", "held",
-                 "gpu_ids", "finished", "dispatched_at", "has_refs",
+                 "gpu_ids", "finished", "dispatched_at", "has_refs", "cost",
                  # kept for the event bus's task table (events.task_dict)
                  "state", "submitted_at", "started_at", "ended_at", "worker_id", "error",
                  "attempt", "deps_ids")
@@ -114,6 +119,10 @@ class WorkerHandle:
         self.killed = False  # by us (miniray.kill): its death says nothing of start-up
         self.last_task_name = None
         self.assigned: dict[bytes, Task] = {}
+        # Estimated seconds of short work assigned, and how many assigned tasks
+        # are not known to be short (a worker with one takes no pipelined work).
+        self.queued_cost = 0.0
+        self.long_queued = 0
         self.lease: dict | None = None
         self.blocked = 0
         self.known_functions: set[bytes] = set()
@@ -716,6 +725,8 @@ class NodeRuntime:
             self._blocked_workers -= 1
         tasks = list(worker.assigned.values())
         worker.assigned.clear()
+        worker.queued_cost = 0.0
+        worker.long_queued = 0
         if worker.actor is not None:
             self._on_actor_worker_lost(worker.actor, worker, reason)
         for task in tasks:
@@ -971,8 +982,10 @@ class NodeRuntime:
                     lease["_gpu_ids"] = [self.free_gpu_ids.pop(0) for _ in range(ngpu)]
                     task.gpu_ids = lease["_gpu_ids"]
                 worker.lease = lease
-            elif self._is_short(task.fn_id):
-                worker = self._pipeline_target(resources)
+            else:
+                cost = self.fn_cost.get(task.fn_id)
+                if cost is not None and cost < SHORT_TASK_S:
+                    worker = self._pipeline_target(resources, cost)
             if worker is None:
                 if self._in_removed_group(resources):
                     ready.popleft()
@@ -997,22 +1010,30 @@ class NodeRuntime:
         if ready and not idle and self._blocked_workers:
             self._maybe_grow_pool()
 
-    def _is_short(self, fn_id) -> bool:
-        cost = self.fn_cost.get(fn_id)
-        return cost is not None and cost < SHORT_TASK_S
-
-    def _pipeline_target(self, resources: dict):
+    def _pipeline_target(self, resources: dict, cost: float):
         # Only tasks known to be short are queued behind other short tasks, so a
         # long task never holds back work another worker could start.
         best = None
+        budget = PIPELINE_BUDGET_S - cost
         for worker in self.workers.values():
-            if (worker.actor is None and worker.lease is not None and not worker.blocked
-                    and worker.ready and len(worker.assigned) < PIPELINE_DEPTH
-                    and _same_shape(worker.lease, resources)
-                    and all(self._is_short(t.fn_id) for t in worker.assigned.values())):
-                if best is None or len(worker.assigned) < len(best.assigned):
+            if (worker.long_queued == 0 and worker.queued_cost <= budget
+                    and worker.actor is None and worker.lease is not None
+                    and not worker.blocked and worker.ready
+                    and len(worker.assigned) < PIPELINE_MAX
+                    and _same_shape(worker.lease, resources)):
+                if best is None or worker.queued_cost < best.queued_cost:
                     best = worker
         return best
+
+    def _unassign(self, worker: WorkerHandle, task: Task) -> None:
+        """Bookkeeping of a task leaving ``worker.assigned`` (already popped)."""
+        if not worker.assigned:
+            worker.queued_cost = 0.0
+            worker.long_queued = 0
+        elif task.cost < 0.0:
+            worker.long_queued -= 1
+        else:
+            worker.queued_cost -= task.cost
 
     def _maybe_grow_pool(self) -> None:
         # Workers blocked in get() lent their CPU back; start more workers so the
@@ -1033,6 +1054,13 @@ class NodeRuntime:
         queued = bool(worker.assigned)
         task.dispatched_at = 0.0 if queued else time.perf_counter()
         worker.assigned[task.task_id] = task
+        cost = self.fn_cost.get(task.fn_id) if task.fn_id is not None else None
+        if cost is not None and cost < SHORT_TASK_S:
+            task.cost = cost
+            worker.queued_cost += cost
+        else:
+            task.cost = -1.0
+            worker.long_queued += 1
         self.events.task_dispatched(task, worker.worker_id, queued)
         if task.fn_id is not None and task.fn_id not in worker.known_functions:
             worker.known_functions.add(task.fn_id)
@@ -1090,8 +1118,8 @@ class NodeRuntime:
             self._add_used(size)
             self.events.object_event(object_id, "SEALED", size)
         with self._state_lock:
+            entry.data = data  # before state: readers of inline values take no lock
             entry.state = state
-            entry.data = data
             waiters = entry.waiters
             entry.waiters = None
         for waiter in waiters:
@@ -1417,6 +1445,7 @@ class NodeRuntime:
         task = worker.assigned.pop(task_id, None)
         if task is None:
             return None
+        self._unassign(worker, task)
         actor = task.actor
         if actor is not None:
             actor.inflight.pop(task_id, None)
@@ -1484,6 +1513,7 @@ class NodeRuntime:
         for task_id in reversed(task_ids):
             task = worker.assigned.pop(task_id, None)
             if task is not None:
+                self._unassign(worker, task)
                 task.worker = None
                 for object_id in task.pinned:
                     self._unpin(object_id)

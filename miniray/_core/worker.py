@@ -18,7 +18,9 @@ is the one cancelled.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import inspect
 import itertools
 import os
 import pickle
@@ -499,7 +501,6 @@ class WorkerClient(ClientBase):
         self.actor_id = actor_id
         cls = self.load_function(fn_id)
         name = getattr(cls, "__name__", "Actor")
-        import inspect
 
         is_async = any(
             inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m)
@@ -588,8 +589,6 @@ class WorkerClient(ClientBase):
                 self.flush()
 
     def run_concurrent(self, max_concurrency: int, is_async: bool) -> None:
-        import asyncio
-
         from .loop import new_event_loop
 
         self.concurrent = True
@@ -682,9 +681,6 @@ class WorkerClient(ClientBase):
                 self.stopped.set_result(None)
 
     async def _run_call_concurrent(self, message) -> None:
-        import asyncio
-        import inspect
-
         _, task_id, method_name, args, kwargs, return_ids, name = message
         if task_id in self.cancelled:
             self.cancelled.discard(task_id)
