@@ -209,17 +209,11 @@ class ActorMethod:
     def remote(self, *args, **kwargs):
         handle = self._handle
         client = handle._client or _require_client()
-        options = {**self._meta["options"], **self._overrides}
-        num_returns = options.pop("num_returns", self._meta["num_returns"])
-        generator = (self._meta.get("generator", False) if "num_returns" not in self._overrides
-                     else num_returns == "streaming")
-        if num_returns in GENERATOR_MODES:
-            num_returns = 1
-        what = f"{handle._class_name}.{self._name}"
+        plan = None if self._overrides else self._meta.get("_plan")
+        if plan is None:
+            plan = self._plan()
+        num_returns, generator, what, node_options = plan
         enc_args, enc_kwargs, contained, keepalive = client.encode_args(args, kwargs, what)
-        node_options = {"name": options.get("name") or what}
-        if "max_task_retries" in options:
-            node_options["max_task_retries"] = options["max_task_retries"]
         refs = client.submit_actor_task(handle._id, self._name, enc_args, enc_kwargs,
                                         contained, node_options, num_returns)
         del keepalive
@@ -228,6 +222,24 @@ class ActorMethod:
         if num_returns == 0:
             return None
         return refs
+
+    def _plan(self) -> tuple:
+        """What every call with these options sends; kept in the method's meta
+        when there are no per-call overrides (the node never changes it)."""
+        options = {**self._meta["options"], **self._overrides}
+        num_returns = options.pop("num_returns", self._meta["num_returns"])
+        generator = (self._meta.get("generator", False) if "num_returns" not in self._overrides
+                     else num_returns == "streaming")
+        if num_returns in GENERATOR_MODES:
+            num_returns = 1
+        what = f"{self._handle._class_name}.{self._name}"
+        node_options = {"name": options.get("name") or what}
+        if "max_task_retries" in options:
+            node_options["max_task_retries"] = options["max_task_retries"]
+        plan = (num_returns, generator, what, node_options)
+        if not self._overrides:
+            self._meta["_plan"] = plan
+        return plan
 
 
 def exit_actor():

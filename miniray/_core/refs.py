@@ -44,7 +44,12 @@ class ObjectRef:
         client = _client
         self._client = client
         if client is not None:
-            client.add_local_ref(object_id, _counted)
+            if _counted:
+                # A new id, counted by the node already, that no other thread
+                # knows yet: no lock needed for its first local count.
+                client._ref_counts[object_id] = 1
+            else:
+                client.add_local_ref(object_id, False)
 
     def __del__(self):
         client = self._client

@@ -183,7 +183,8 @@ class RemoteFunction:
                 task_options, num_returns = prepared[0], prepared[1]
         else:
             task_options, num_returns = self._prepare(options)
-        client.register_function(self._fn_id, self._blob_getter)
+        if self._fn_id not in client._registered_functions:
+            client.register_function(self._fn_id, self._blob_getter)
         enc_args, enc_kwargs, contained, keepalive = client.encode_args(
             args, kwargs, self._name)
         refs = client.submit_task(self._fn_id, enc_args, enc_kwargs, contained, task_options,
