@@ -195,7 +195,7 @@ class ActorMethod:
         self._handle = handle
         self._name = name
         self._meta = meta
-        self._overrides = overrides or {}
+        self._overrides = overrides  # None or a non-empty dict: no dict per attribute access
 
     def __call__(self, *args, **kwargs):
         raise TypeError(
@@ -204,7 +204,8 @@ class ActorMethod:
 
     def options(self, **options):
         check_options(options, METHOD_OPTIONS, f"actor method {self._name}")
-        return ActorMethod(self._handle, self._name, self._meta, {**self._overrides, **options})
+        return ActorMethod(self._handle, self._name, self._meta,
+                           {**(self._overrides or {}), **options} or None)
 
     def remote(self, *args, **kwargs):
         handle = self._handle
@@ -226,9 +227,10 @@ class ActorMethod:
     def _plan(self) -> tuple:
         """What every call with these options sends; kept in the method's meta
         when there are no per-call overrides (the node never changes it)."""
-        options = {**self._meta["options"], **self._overrides}
+        overrides = self._overrides or {}
+        options = {**self._meta["options"], **overrides}
         num_returns = options.pop("num_returns", self._meta["num_returns"])
-        generator = (self._meta.get("generator", False) if "num_returns" not in self._overrides
+        generator = (self._meta.get("generator", False) if "num_returns" not in overrides
                      else num_returns == "streaming")
         if num_returns in GENERATOR_MODES:
             num_returns = 1

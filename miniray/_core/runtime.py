@@ -228,6 +228,7 @@ class NodeRuntime:
         self._next_worker_id = 0
         self._flush_pending: set = set()
         self._flush_scheduled = False
+        self._batching = False  # in _drain_ops or a worker's data_received: they flush at the end
         self._worker_target = int(num_cpus)
         self._closing = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -475,15 +476,19 @@ class NodeRuntime:
     def _drain_ops(self) -> None:
         self._wake_pending = False
         ops = self._ops
-        while ops:
-            fn, args = ops.popleft()
-            try:
-                fn(*args)
-            except Exception:  # pragma: no cover - a runtime bug must not kill the loop
-                import traceback
+        self._batching = True
+        try:
+            while ops:
+                fn, args = ops.popleft()
+                try:
+                    fn(*args)
+                except Exception:  # pragma: no cover - a runtime bug must not kill the loop
+                    import traceback
 
-                traceback.print_exc()
-        self._schedule()
+                    traceback.print_exc()
+            self._schedule()
+        finally:
+            self._batching = False
         if self._flush_pending:  # write now rather than one loop iteration later
             self._flush_all()
 
@@ -548,14 +553,18 @@ class NodeRuntime:
 
             def data_received(self, data):
                 self.unpacker.feed(data)
-                for message in self.unpacker:
-                    try:
-                        runtime._on_message(worker, message)
-                    except Exception:  # pragma: no cover - a runtime bug; keep serving
-                        import traceback
+                runtime._batching = True
+                try:
+                    for message in self.unpacker:
+                        try:
+                            runtime._on_message(worker, message)
+                        except Exception:  # pragma: no cover - a runtime bug; keep serving
+                            import traceback
 
-                        traceback.print_exc()
-                runtime._schedule()
+                            traceback.print_exc()
+                    runtime._schedule()
+                finally:
+                    runtime._batching = False
                 if runtime._flush_pending:
                     runtime._flush_all()
 
@@ -633,7 +642,9 @@ class NodeRuntime:
     def _send(self, worker: WorkerHandle, message) -> None:
         worker.out.append(self._pack(message))
         self._flush_pending.add(worker)
-        if not self._flush_scheduled:
+        # Inside a batch the batch's end flushes; scheduling a flush too would
+        # cost every sync task one more loop iteration (a poll and two GIL hops).
+        if not self._flush_scheduled and not self._batching:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush_all)
 
