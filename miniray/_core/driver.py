@@ -68,38 +68,34 @@ class DriverClient(ClientBase):
         return self.store.write(serialized)
 
     def submit_task(self, fn_id, args, kwargs, contained, options, num_returns):
+        return_ids = self._new_returns(num_returns)
         runtime = self.runtime
-        if num_returns == 1:  # the common case, without the loops
-            object_id = self.ids.new()
-            self.objects[object_id] = ObjectEntry(1)
-            runtime.post(runtime.rpc_submit, DRIVER, fn_id, args, kwargs, contained, options,
-                         (object_id,))
-            return [ObjectRef(object_id, _counted=True)]
-        # A tuple: the GC stops tracking it at its first pass, so tasks in flight
-        # are not promoted and rescanned for it.
-        return_ids = tuple([self.ids.new() for _ in range(num_returns or 1)])
-        objects = self.objects
-        for object_id in return_ids:
-            objects[object_id] = ObjectEntry(1)
         runtime.post(runtime.rpc_submit, DRIVER, fn_id, args, kwargs, contained, options,
                      return_ids)
-        return [ObjectRef(i, _counted=True) for i in return_ids]
+        return _counted_refs(return_ids)
 
     def submit_actor_task(self, actor_id, method, args, kwargs, contained, options, num_returns):
+        return_ids = self._new_returns(num_returns)
         runtime = self.runtime
-        if num_returns == 1:
-            object_id = self.ids.new()
-            self.objects[object_id] = ObjectEntry(1)
-            runtime.post(runtime.rpc_actor_call, DRIVER, actor_id, object_id, method, args,
-                         kwargs, contained, (object_id,), options)
-            return [ObjectRef(object_id, _counted=True)]
-        return_ids = tuple([self.ids.new() for _ in range(num_returns or 1)])
-        objects = self.objects
-        for object_id in return_ids:
-            objects[object_id] = ObjectEntry(1)
         runtime.post(runtime.rpc_actor_call, DRIVER, actor_id, return_ids[0], method, args,
                      kwargs, contained, return_ids, options)
-        return [ObjectRef(i, _counted=True) for i in return_ids]
+        return _counted_refs(return_ids)
+
+    def _new_returns(self, num_returns) -> tuple:
+        """Ids (with pending entries) for a submission's return values.
+
+        A tuple: the GC stops tracking it at its first pass, so tasks in flight
+        are not promoted and rescanned for it.
+        """
+        objects = self.objects
+        if num_returns == 1:  # the common case, without the loops
+            object_id = self.ids.new()
+            objects[object_id] = ObjectEntry(1)
+            return (object_id,)
+        return_ids = tuple([self.ids.new() for _ in range(num_returns or 1)])
+        for object_id in return_ids:
+            objects[object_id] = ObjectEntry(1)
+        return return_ids
 
     # -- refs fulfilled from outside the node (miniray.cluster) --------------------
     def new_future_ref(self) -> ObjectRef:
@@ -152,8 +148,6 @@ class DriverClient(ClientBase):
             data = entry.data
             if state == VALUE_SHM:
                 entry.pins += 1
-        if state == VALUE_INLINE:
-            return deserialize_inline(data)
         if state == VALUE_SHM:
             runtime = self.runtime
             try:
@@ -357,6 +351,12 @@ class DriverClient(ClientBase):
         if isinstance(result, asyncio.Future):
             return await result
         return result
+
+
+def _counted_refs(return_ids) -> list:
+    if len(return_ids) == 1:
+        return [ObjectRef(return_ids[0], _counted=True)]
+    return [ObjectRef(i, _counted=True) for i in return_ids]
 
 
 def _call_now(fn) -> None:

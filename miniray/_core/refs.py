@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from .serialization import _collect_ref
 
 _client = None  # the CoreClient of this process (driver or worker), set by context
@@ -95,7 +97,7 @@ class ObjectRef:
     # Bound to the running loop of the last caller. The value is read once, into
     # that loop's future, and kept while the ref lives (like a resolved Future).
     def _loop_future(self):
-        loop = (_get_running_loop or _load_asyncio())()
+        loop = asyncio.get_running_loop()
         fut = self._fut
         if fut is None or fut.get_loop() is not loop or fut.cancelled():
             client = _require_client()
@@ -103,8 +105,6 @@ class ObjectRef:
             if await_ref is not None:
                 fut = await_ref(self)
             else:
-                import asyncio
-
                 fut = asyncio.ensure_future(client.get_async([self], None, single=True))
             self._fut = fut
         return fut
@@ -153,8 +153,6 @@ class ObjectRef:
     def _done_future(self):
         fut = self._fut
         if fut is None or not fut.done():
-            import asyncio
-
             raise asyncio.InvalidStateError(
                 f"{self!r} has not been awaited to completion on an event loop; use "
                 "ray.get(ref) or await ref to read its value")
@@ -166,8 +164,6 @@ class ObjectRef:
 
     def as_future(self):
         """An ``asyncio.Future`` on the running loop."""
-        import asyncio
-
         return asyncio.wrap_future(self.future())
 
 
@@ -190,20 +186,6 @@ class _RefCallback:
 
     def __hash__(self):
         return hash((id(self.ref), self.fn))
-
-
-# asyncio.get_running_loop, bound on first use (a ref used as a future means a
-# loop is running): ``import miniray`` does not import asyncio, and the future
-# protocol's calls do not pay an import statement each.
-_get_running_loop = None
-
-
-def _load_asyncio():
-    global _get_running_loop
-    import asyncio
-
-    _get_running_loop = asyncio.get_running_loop
-    return _get_running_loop
 
 
 def _rebuild_ref(object_id: bytes) -> ObjectRef:

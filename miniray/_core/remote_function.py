@@ -178,12 +178,13 @@ class RemoteFunction:
             prepared = self._prepared
             if prepared is None or prepared[2] is not client:
                 task_options, num_returns = self._prepare(self._options)
+                # Once per client, with the preparation (a failure is retried).
+                client.register_function(self._fn_id, self._blob_getter)
                 self._prepared = (task_options, num_returns, client)
             else:
                 task_options, num_returns = prepared[0], prepared[1]
         else:
             task_options, num_returns = self._prepare(options)
-        if self._fn_id not in client._registered_functions:
             client.register_function(self._fn_id, self._blob_getter)
         enc_args, enc_kwargs, contained, keepalive = client.encode_args(
             args, kwargs, self._name)

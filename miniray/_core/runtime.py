@@ -736,8 +736,6 @@ class NodeRuntime:
             self._blocked_workers -= 1
         tasks = list(worker.assigned.values())
         worker.assigned.clear()
-        worker.queued_cost = 0.0
-        worker.long_queued = 0
         if worker.actor is not None:
             self._on_actor_worker_lost(worker.actor, worker, reason)
         for task in tasks:
@@ -994,8 +992,8 @@ class NodeRuntime:
                     task.gpu_ids = lease["_gpu_ids"]
                 worker.lease = lease
             else:
-                cost = self.fn_cost.get(task.fn_id)
-                if cost is not None and cost < SHORT_TASK_S:
+                cost = self._short_cost(task.fn_id)
+                if cost >= 0.0:
                     worker = self._pipeline_target(resources, cost)
             if worker is None:
                 if self._in_removed_group(resources):
@@ -1020,6 +1018,12 @@ class NodeRuntime:
             ready.extendleft(reversed(blocked))
         if ready and not idle and self._blocked_workers:
             self._maybe_grow_pool()
+
+    def _short_cost(self, fn_id) -> float:
+        """Seconds a task of ``fn_id`` is expected to take if known to be short
+        (recent runs under SHORT_TASK_S); -1.0 if unknown or long."""
+        cost = self.fn_cost.get(fn_id) if fn_id is not None else None
+        return cost if cost is not None and cost < SHORT_TASK_S else -1.0
 
     def _pipeline_target(self, resources: dict, cost: float):
         # Only tasks known to be short are queued behind other short tasks, so a
@@ -1065,12 +1069,10 @@ class NodeRuntime:
         queued = bool(worker.assigned)
         task.dispatched_at = 0.0 if queued else time.perf_counter()
         worker.assigned[task.task_id] = task
-        cost = self.fn_cost.get(task.fn_id) if task.fn_id is not None else None
-        if cost is not None and cost < SHORT_TASK_S:
-            task.cost = cost
+        task.cost = cost = self._short_cost(task.fn_id)
+        if cost >= 0.0:
             worker.queued_cost += cost
         else:
-            task.cost = -1.0
             worker.long_queued += 1
         self.events.task_dispatched(task, worker.worker_id, queued)
         if task.fn_id is not None and task.fn_id not in worker.known_functions:
