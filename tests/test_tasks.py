@@ -18,6 +18,19 @@ def test_remote_function_roundtrip(ray):
     assert ray.get([add.remote(i) for i in range(100)]) == [i + 10 for i in range(100)]
 
 
+def test_messages_larger_than_the_worker_receive_buffer(ray):
+    # The worker reads into one reused 256 KiB buffer: a function whose
+    # pickle is several times that, and a burst of tasks, arrive in pieces.
+    table = os.urandom(1 << 20)
+
+    @ray.remote
+    def lookup(i):
+        return table[i]
+
+    assert ray.get([lookup.remote(i) for i in range(0, 1 << 20, 4099)]) == \
+        [table[i] for i in range(0, 1 << 20, 4099)]
+
+
 def test_calling_remote_function_directly_is_a_type_error(ray):
     @ray.remote
     def f():
