@@ -319,7 +319,7 @@ def remote(*args, **options):
 
     Use bare (``@remote``) or with options (``@remote(num_cpus=2, max_retries=1)``).
     Task options: num_cpus, num_gpus, resources, num_returns, max_retries,
-    retry_exceptions, name, memory. Actor options: num_cpus, num_gpus,
+    retry_exceptions, max_calls, name, memory. Actor options: num_cpus, num_gpus,
     resources, name, namespace, lifetime, max_restarts, max_task_retries,
     max_concurrency, get_if_exists.
     """

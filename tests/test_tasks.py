@@ -212,6 +212,35 @@ def test_nested_tasks_do_not_deadlock(ray):
     assert ray.api._node_stats()["workers"] == 2
 
 
+def test_max_calls_retires_the_worker(ray):
+    import collections
+
+    @ray.remote
+    def pid():
+        return os.getpid()
+
+    @ray.remote(max_calls=2)
+    def pid_twice():
+        return os.getpid()
+
+    # Without max_calls a worker keeps running the function.
+    plain = collections.Counter(ray.get(pid.remote()) for _ in range(6))
+    assert max(plain.values()) > 2
+    # With it, no worker runs it more than twice, one call at a time or in a burst.
+    sequential = collections.Counter(ray.get(pid_twice.remote()) for _ in range(6))
+    assert max(sequential.values()) <= 2 and len(sequential) >= 3
+    burst = collections.Counter(ray.get([pid_twice.remote() for _ in range(20)]))
+    assert max(burst.values()) <= 2 and sum(burst.values()) == 20
+    assert ray.get(pid_twice.options(max_calls=0).remote()) > 0
+    # The pool stays at one worker per CPU: each retired worker was replaced.
+    deadline = time.monotonic() + 15
+    while ray.api._node_stats()["workers"] != 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ray.api._node_stats()["workers"] == 2
+    with pytest.raises(ValueError, match="max_calls"):
+        pid.options(max_calls=-1).remote()
+
+
 def test_worker_crash_is_retried_then_reported(ray, tmp_path):
     marker = tmp_path / "crashed"
 

@@ -152,12 +152,20 @@ class RemoteFunction:
         max_retries = options.get("max_retries", 3)
         if not isinstance(max_retries, int) or max_retries < -1:
             raise ValueError(f"max_retries of {what} must be an int >= -1, got {max_retries!r}")
+        # As in Ray: a worker runs a GPU function once, then exits, so whatever
+        # the function left on the GPU (a framework's cached memory) is released.
+        max_calls = options.get("max_calls", 1 if resources.get("GPU") else 0)
+        if not isinstance(max_calls, int) or isinstance(max_calls, bool) or max_calls < 0:
+            raise ValueError(f"max_calls of {what} must be an int >= 0 (0: no limit), "
+                             f"got {max_calls!r}")
         task_options = {
             "name": options.get("name") or self._name,
             "resources": {k: v for k, v in resources.items() if v},
             "max_retries": max_retries,
             "retry_exceptions": retry,
         }
+        if max_calls:
+            task_options["max_calls"] = max_calls
         return task_options, num_returns
 
     def remote(self, *args, **kwargs):

@@ -82,7 +82,7 @@ class Task:
     __slots__ = ("task_id", "fn_id", "args", "kwargs", "contained", "return_ids", "name",
                  "resources", "retries_left", "retry_exceptions", "deps", "worker",
                  "cancelled", "force_cancelled", "actor", "method", "pinned", "held",
-                 "gpu_ids", "finished", "dispatched_at", "has_refs", "cost",
+                 "gpu_ids", "finished", "dispatched_at", "has_refs", "cost", "max_calls",
                  # kept for the event bus's task table (events.task_dict)
                  "state", "submitted_at", "started_at", "ended_at", "worker_id", "error",
                  "attempt", "deps_ids")
@@ -98,6 +98,7 @@ class Task:
         self.gpu_ids = ()
         self.finished = False
         self.has_refs = True
+        self.max_calls = 0
         self.started_at = None
         self.ended_at = None
         self.worker_id = None
@@ -117,6 +118,10 @@ class WorkerHandle:
         self.ready = False
         self.dead = False
         self.killed = False  # by us (miniray.kill): its death says nothing of start-up
+        # max_calls: runs per function so far, and whether the worker exits once
+        # its assigned work is done (it takes no more meanwhile).
+        self.calls: dict[bytes, int] | None = None
+        self.retiring = False
         self.last_task_name = None
         self.assigned: dict[bytes, Task] = {}
         # Estimated seconds of short work assigned, and how many assigned tasks
@@ -502,7 +507,8 @@ class NodeRuntime:
     def _reap_surplus_workers(self) -> None:
         # Workers started while others were blocked in get() are let go once
         # they have been idle a while, so the pool returns to one per CPU.
-        surplus = sum(1 for w in self.workers.values() if w.actor is None) - self._worker_target
+        surplus = sum(1 for w in self.workers.values()
+                      if w.actor is None and not w.retiring) - self._worker_target
         if surplus <= 0 or not self.idle:
             return
         now = time.monotonic()
@@ -723,6 +729,8 @@ class NodeRuntime:
             except subprocess.TimeoutExpired:
                 code = None
         reason = _describe_exit(code)
+        if worker.retiring and code == 0:
+            reason = "it retired after a function's max_calls runs"
         self.counters["workers_died"] += 1
         self.events.worker_state(worker, "DEAD", reason)
         self._dead_workers.append(worker)
@@ -1033,6 +1041,7 @@ class NodeRuntime:
         for worker in self.workers.values():
             if (worker.long_queued == 0 and worker.queued_cost <= budget
                     and worker.actor is None and worker.lease is not None
+                    and not worker.retiring
                     and not worker.blocked and worker.ready
                     and len(worker.assigned) < PIPELINE_MAX
                     and _same_shape(worker.lease, resources)):
@@ -1075,6 +1084,8 @@ class NodeRuntime:
         else:
             worker.long_queued += 1
         self.events.task_dispatched(task, worker.worker_id, queued)
+        if task.max_calls:
+            self._count_call(worker, task)
         if task.fn_id is not None and task.fn_id not in worker.known_functions:
             worker.known_functions.add(task.fn_id)
             self._send(worker, [P.FUNCTION, task.fn_id, self.functions[task.fn_id]])
@@ -1087,6 +1098,25 @@ class NodeRuntime:
         else:
             self._send(worker, [P.TASK, task.task_id, task.fn_id, args, kwargs,
                                 task.return_ids, task.name, task.gpu_ids or None])
+
+    def _count_call(self, worker: WorkerHandle, task: Task) -> None:
+        """max_calls: the worker retires after its max_calls-th run of the function."""
+        if worker.calls is None:
+            worker.calls = {}
+        calls = worker.calls[task.fn_id] = worker.calls.get(task.fn_id, 0) + 1
+        if calls >= task.max_calls:
+            worker.retiring = True
+
+    def _retire(self, worker: WorkerHandle) -> None:
+        """A worker that reached a function's max_calls exits, and a fresh one
+        takes its place at once (not when the old one's exit is noticed)."""
+        worker.killed = True  # a planned exit: not a crash, not a failed start
+        self._send(worker, [P.EXIT])
+        self.counters["workers_retired"] += 1
+        task_workers = sum(1 for w in self.workers.values()
+                           if w.actor is None and not w.retiring and not w.dead)
+        if task_workers < self._worker_target and self.setup_error is None:
+            self._spawn_worker()
 
     def _resolve_args(self, task: Task):
         """Attach each ref argument's data; shared-memory ones are pinned for the task."""
@@ -1360,6 +1390,7 @@ class NodeRuntime:
         if task.retries_left == -1:
             task.retries_left = float("inf")
         task.retry_exceptions = options.get("retry_exceptions", False)
+        task.max_calls = options.get("max_calls", 0)
         if caller is not DRIVER:
             for object_id in return_ids:
                 self.objects[object_id] = ObjectEntry(1)
@@ -1450,6 +1481,9 @@ class NodeRuntime:
             self._set_value(object_id, VALUE_ERROR, error)
 
     def _make_idle(self, worker: WorkerHandle) -> None:
+        if worker.retiring:
+            self._retire(worker)
+            return
         worker.idle_since = time.monotonic()
         self.idle.append(worker)
 
