@@ -83,6 +83,21 @@ def test_async_results_callbacks_and_iterators(ray):
     assert slow.ready()
 
 
+def test_maxtasksperchild_replaces_processes(ray):
+    import collections
+
+    with Pool(2, initializer=_init, initargs=("fresh",), maxtasksperchild=2) as pool:
+        states = pool.map(_state, range(12), chunksize=1)
+        per_process = collections.Counter(pid for _, pid in states)
+        assert max(per_process.values()) <= 2 and len(per_process) >= 6
+        assert {s for s, _ in states} == {"fresh"}  # each new process was initialized
+        assert pool.map(_square, range(10), chunksize=3) == [x * x for x in range(10)]
+    with Pool(1, maxtasksperchild=None) as pool:  # the default: processes live on
+        assert len({pid for _, pid in pool.map(_state, range(6), chunksize=1)}) == 1
+    with pytest.raises(ValueError, match="maxtasksperchild"):
+        Pool(1, maxtasksperchild=0)
+
+
 def test_bad_input_is_named(ray):
     with pytest.raises(ValueError, match="processes must be a positive int"):
         Pool(0)

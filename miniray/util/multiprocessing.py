@@ -10,7 +10,8 @@ as the standard library's does).
 Each pool process is an actor holding one CPU; ``initializer(*initargs)`` runs
 once in each. Work is cut into chunks (``chunksize``) handed to the process
 with the fewest chunks queued, and the function is stored once per call, not
-once per chunk.
+once per chunk. With ``maxtasksperchild=n`` a process exits after its n-th
+chunk (after finishing it) and a fresh one, initialized again, takes its place.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def _pool_actor():
 
             def ready(self):
                 return True
+
+            def retire(self):
+                from ..actor import exit_actor
+
+                exit_actor()
 
         _actor_class = remote(num_cpus=1)(PoolProcess)
     return _actor_class
@@ -108,7 +114,9 @@ class Pool:
         processes: how many pool processes (actors of one CPU each).
         initializer: called as ``initializer(*initargs)`` once in each process.
         initargs: arguments for ``initializer``.
-        maxtasksperchild: accepted for compatibility; processes are not recycled.
+        maxtasksperchild: chunks a process runs before it is replaced by a
+            fresh one (``None``: it lives as long as the pool), as in the
+            standard library: for work that leaks memory or state.
         ray_remote_args: options for the actors, e.g. ``{"num_cpus": 2}``.
     """
 
@@ -125,13 +133,21 @@ class Pool:
             processes = max(int(cluster_resources().get("CPU", 1)), 1)
         if not isinstance(processes, int) or processes < 1:
             raise ValueError(f"processes must be a positive int, got {processes!r}")
+        if maxtasksperchild is not None and (
+                not isinstance(maxtasksperchild, int) or isinstance(maxtasksperchild, bool)
+                or maxtasksperchild < 1):
+            raise ValueError("maxtasksperchild must be None or a positive int, got "
+                             f"{maxtasksperchild!r}")
         actor = _pool_actor()
         if ray_remote_args:
             actor = actor.options(**ray_remote_args)
         self._processes = processes
-        self._actors = [actor.remote(initializer, tuple(initargs or ()))
-                        for _ in range(processes)]
+        self._new_process = lambda: actor.remote(initializer, tuple(initargs or ()))
+        self._actors = [self._new_process() for _ in range(processes)]
         self._queued = [0] * processes  # chunks handed to each, not yet collected
+        self._maxtasks = maxtasksperchild
+        self._handed = [0] * processes  # chunks handed to each process so far
+        self._retired: list = []  # (process, its exit's ref): finishing their last chunks
         self._inflight: set = set()
         self._lock = threading.Lock()
         self._state = "RUN"
@@ -157,11 +173,31 @@ class Pool:
             with self._lock:
                 index = min(range(self._processes), key=self._queued.__getitem__)
                 self._queued[index] += 1
-            ref = self._actors[index].run.remote(func_ref, chunk, star)
+                process = self._actors[index]
+                self._handed[index] += 1
+                retire = self._maxtasks is not None and self._handed[index] >= self._maxtasks
+                if retire:
+                    self._actors[index] = self._new_process()
+                    self._handed[index] = 0
+            ref = process.run.remote(func_ref, chunk, star)
+            if retire:
+                self._retire(process)
             refs.append((ref, index))
         with self._lock:
             self._inflight.update(ref for ref, _ in refs)
         return refs
+
+    def _retire(self, process) -> None:
+        """The process exits after the chunks queued on it (an actor runs its
+        calls in order); kept until then so that terminate() can stop it."""
+        from ..api import wait
+
+        done = self._retired and wait([r for _, r in self._retired],
+                                      num_returns=len(self._retired), timeout=0)[0]
+        if done:
+            gone = set(done)
+            self._retired = [(p, r) for p, r in self._retired if r not in gone]
+        self._retired.append((process, process.retire.remote()))
 
     def _settle(self, refs) -> None:
         with self._lock:
@@ -254,9 +290,10 @@ class Pool:
             return
         self._state = "TERMINATE"
         if is_initialized():
-            for actor in self._actors:
+            for actor in self._actors + [process for process, _ in self._retired]:
                 kill(actor)
         self._actors = []
+        self._retired = []
 
     def join(self) -> None:
         """Wait for submitted work to finish, then stop the processes (after close())."""
