@@ -125,3 +125,44 @@ def test_actors_wait_for_their_resources_like_in_ray(ray):
     ray.kill(waiting)  # killed while waiting: it never starts, and nothing leaks
     with pytest.raises(exceptions.ActorDiedError):
         ray.get(waiting.ping.remote(), timeout=30)
+
+
+def test_current_group_and_capture_of_child_tasks(ray):
+    from miniray.util import get_current_placement_group, placement_group, remove_placement_group
+    from miniray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    pg = placement_group([{"CPU": 1}])
+    ray.get(pg.ready())
+
+    @ray.remote
+    def where():
+        return get_current_placement_group()
+
+    @ray.remote
+    def parent():
+        return (get_current_placement_group(), ray.get(where.remote()),
+                ray.get(where.options(scheduling_strategy="DEFAULT").remote()),
+                ray.get(where.options(placement_group="default").remote()))
+
+    @ray.remote
+    class Probe:
+        def group(self):
+            return get_current_placement_group(), ray.get(where.remote())
+
+    assert get_current_placement_group() is None  # the driver
+    assert ray.get(where.remote()) is None
+    plain = PlacementGroupSchedulingStrategy(pg)
+    assert ray.get(where.options(scheduling_strategy=plain).remote()) == pg
+    # Without capture a child runs outside the group; with it, inside (unless it opts out).
+    assert ray.get(parent.options(scheduling_strategy=plain).remote()) == (pg, None, None, None)
+    capture = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+    assert ray.get(parent.options(scheduling_strategy=capture).remote()) == (pg, pg, None, None)
+    assert ray.get(parent.options(placement_group=pg,
+                                  placement_group_capture_child_tasks=True).remote()) == \
+        (pg, pg, None, None)
+    # A later task on the same worker, outside the group, sees no group.
+    assert ray.get([where.remote() for _ in range(4)]) == [None] * 4
+    probe = Probe.options(scheduling_strategy=capture).remote()
+    assert ray.get(probe.group.remote()) == (pg, pg)
+    ray.kill(probe)
+    remove_placement_group(pg)

@@ -8,7 +8,13 @@ import os
 from . import hooks as _hooks
 from .generators import GENERATOR_MODES, ObjectRefGenerator, wants_generator
 from .refs import _require_client, get_client
-from .remote_function import BoundOptions, check_feasible, check_options, validate_resources
+from .remote_function import (
+    BoundOptions,
+    placement_option,
+    check_feasible,
+    check_options,
+    validate_resources,
+)
 from .serialization import _collect_ref, serialize_function
 
 ACTOR_OPTIONS = {
@@ -127,6 +133,9 @@ class ActorClass:
             "get_if_exists": bool(options.get("get_if_exists")),
             "_handle_meta": [self.__name__, self._meta],
         }
+        placement = placement_option(options)
+        if placement is not None:
+            node_options["pg"] = placement
         actor_id = client.ids.new()
         actual = client.generic("create_actor", actor_id, self._fn_id, enc_args, enc_kwargs,
                                 contained, node_options, self.__name__)

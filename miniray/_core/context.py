@@ -6,6 +6,23 @@ import os
 
 current_actor_id: bytes | None = None
 _worker_client = None
+# The placement group the running task or actor was scheduled in, and the same
+# group again if it captures child tasks (placement_group_capture_child_tasks).
+current_placement_group = None
+capture_group = None
+
+
+def set_placement(placement) -> None:
+    """Set by the worker for each task (``None`` or ``[pg_id, bundles, capture]``)."""
+    global current_placement_group, capture_group
+    if placement is None:
+        current_placement_group = capture_group = None
+        return
+    from ..util.placement_group import PlacementGroup
+
+    group = PlacementGroup(placement[0], placement[1])
+    current_placement_group = group
+    capture_group = group if placement[2] else None
 
 
 def set_worker_context(client) -> None:

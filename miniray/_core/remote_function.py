@@ -6,6 +6,7 @@ import functools
 import inspect
 import os
 
+from . import context as _context
 from . import hooks as _hooks
 from .generators import GENERATOR_MODES, ObjectRefGenerator, wants_generator
 from .refs import _require_client, get_client
@@ -47,7 +48,36 @@ def validate_resources(options: dict, what: str, default_cpus: float) -> dict:
         from ..util.scheduling_strategies import placement_resources
 
         resources = placement_resources(resources, options, what)
+    elif _context.capture_group is not None:
+        # Inside work placed with placement_group_capture_child_tasks=True: children
+        # without a strategy of their own go into the same group, as in Ray.
+        from ..util.scheduling_strategies import placement_resources
+
+        resources = placement_resources(resources, {"placement_group": _context.capture_group},
+                                        what)
     return resources
+
+
+def placement_option(options: dict):
+    """``[pg_id, capture]`` of the group work with these options runs in (None:
+    none), for the node to tell the worker (``get_current_placement_group``);
+    ``capture``: its child tasks go into the group too."""
+    from ..util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    strategy = options.get("scheduling_strategy")
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        group = strategy.placement_group
+        capture = strategy.placement_group_capture_child_tasks
+    elif strategy is not None:
+        return None
+    else:
+        group = options.get("placement_group")
+        capture = options.get("placement_group_capture_child_tasks")
+        if group is None and _context.capture_group is not None:
+            group, capture = _context.capture_group, True  # captured: its children too
+    if group is None or group == "default":
+        return None
+    return [group._id, bool(capture)]
 
 
 def check_feasible(resources: dict, what: str) -> None:
@@ -166,6 +196,9 @@ class RemoteFunction:
         }
         if max_calls:
             task_options["max_calls"] = max_calls
+        placement = placement_option(options)
+        if placement is not None:
+            task_options["pg"] = placement
         return task_options, num_returns
 
     def remote(self, *args, **kwargs):
@@ -182,7 +215,7 @@ class RemoteFunction:
         elif self._routed or (options is not None and _hooks.needs_router(options)):
             raise _hooks.no_router_error(f"remote function {self._name}")
         client = _require_client()  # before _prepare: feasibility needs the node
-        if options is None:
+        if options is None and _context.capture_group is None:
             prepared = self._prepared
             if prepared is None or prepared[2] is not client:
                 task_options, num_returns = self._prepare(self._options)
@@ -191,8 +224,9 @@ class RemoteFunction:
                 self._prepared = (task_options, num_returns, client)
             else:
                 task_options, num_returns = prepared[0], prepared[1]
-        else:
-            task_options, num_returns = self._prepare(options)
+        else:  # per-call options, or inside a group capturing its children
+            task_options, num_returns = self._prepare(self._options if options is None
+                                                      else options)
             client.register_function(self._fn_id, self._blob_getter)
         enc_args, enc_kwargs, contained, keepalive = client.encode_args(
             args, kwargs, self._name)

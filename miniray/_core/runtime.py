@@ -83,6 +83,7 @@ class Task:
                  "resources", "retries_left", "retry_exceptions", "deps", "worker",
                  "cancelled", "force_cancelled", "actor", "method", "pinned", "held",
                  "gpu_ids", "finished", "dispatched_at", "has_refs", "cost", "max_calls",
+                 "placement",
                  # kept for the event bus's task table (events.task_dict)
                  "state", "submitted_at", "started_at", "ended_at", "worker_id", "error",
                  "attempt", "deps_ids")
@@ -99,6 +100,7 @@ class Task:
         self.finished = False
         self.has_refs = True
         self.max_calls = 0
+        self.placement = None
         self.started_at = None
         self.ended_at = None
         self.worker_id = None
@@ -1097,7 +1099,8 @@ class NodeRuntime:
                                 task.return_ids, task.name])
         else:
             self._send(worker, [P.TASK, task.task_id, task.fn_id, args, kwargs,
-                                task.return_ids, task.name, task.gpu_ids or None])
+                                task.return_ids, task.name, task.gpu_ids or None,
+                                task.placement])
 
     def _count_call(self, worker: WorkerHandle, task: Task) -> None:
         """max_calls: the worker retires after its max_calls-th run of the function."""
@@ -1391,6 +1394,8 @@ class NodeRuntime:
             task.retries_left = float("inf")
         task.retry_exceptions = options.get("retry_exceptions", False)
         task.max_calls = options.get("max_calls", 0)
+        if "pg" in options:
+            task.placement = self._placement_of(options["pg"])
         if caller is not DRIVER:
             for object_id in return_ids:
                 self.objects[object_id] = ObjectEntry(1)
@@ -1884,7 +1889,8 @@ class NodeRuntime:
         task.args, task.kwargs = actor.args, actor.kwargs
         args, kwargs, pinned = self._resolve_args(task)
         actor.init_pinned = pinned
-        options = {"max_concurrency": actor.options.get("max_concurrency")}
+        options = {"max_concurrency": actor.options.get("max_concurrency"),
+                   "placement": self._placement_of(actor.options.get("pg"))}
         self._send(worker, [P.ACTOR_CREATE, actor.actor_id, actor.fn_id, args, kwargs, options])
 
     def _on_actor_ready(self, worker, actor_id, error, is_async) -> None:
@@ -2146,6 +2152,14 @@ class NodeRuntime:
         # The return value holds every value now; the stream's holds go.
         for item_id in stream.items:
             self._decref(item_id)
+
+    def _placement_of(self, placement):
+        """``[pg_id, bundles, capture]`` for the worker's runtime context, from a
+        submission's ``[pg_id, capture]`` (None outside a group or once removed)."""
+        if placement is None:
+            return None
+        pg = self.placement_groups.get(placement[0])
+        return None if pg is None else [pg.pg_id, pg.bundles, bool(placement[1])]
 
     def rpc_worker_context(self, caller):
         """What a worker's runtime context asks the node: the resources its

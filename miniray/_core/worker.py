@@ -39,6 +39,7 @@ from ..exceptions import (
     RayTaskError,
     TaskCancelledError,
 )
+from . import context
 from . import protocol as P
 from .client import VALUE_SHM, ClientBase
 from .generators import ObjectRefGenerator
@@ -462,7 +463,9 @@ class WorkerClient(ClientBase):
         return ObjectRefGenerator(refs, error)
 
     def run_task(self, message) -> None:
-        _, task_id, fn_id, args, kwargs, return_ids, name, gpu_ids = message
+        _, task_id, fn_id, args, kwargs, return_ids, name, gpu_ids, placement = message
+        if placement is not None or context.current_placement_group is not None:
+            context.set_placement(placement)
         if gpu_ids is not None or self.gpu_ids_set:
             # Like Ray: a task sees only the GPUs it was given.
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids or ()))
@@ -517,9 +520,8 @@ class WorkerClient(ClientBase):
         self.actor_is_async = is_async
         try:
             pos, kw = self.decode_args(args, kwargs)
-            from . import context
-
             context.current_actor_id = actor_id
+            context.set_placement(options.get("placement"))
             self.actor = cls(*pos, **kw)
         except BaseException as exc:
             self.send([P.ACTOR_READY, actor_id, self._error_bytes(f"{name}.__init__", exc),
@@ -812,8 +814,6 @@ def main(argv=None) -> None:
     _set_recv_timeout(sock)
     client = WorkerClient(sock, node_pid, capacity, arena_size, worker_id)
     set_client(client)
-    from . import context
-
     context.set_worker_context(client)
     signal.signal(signal.SIGUSR1, client._on_sigusr1)
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(_ExitWorker("SIGTERM")))

@@ -5,6 +5,7 @@ Ray's state API (:mod:`miniray.util.state`) and placement groups
 from . import state
 from .actor_pool import ActorPool
 from .placement_group import (
+    get_current_placement_group,
     get_placement_group,
     placement_group,
     placement_group_table,
@@ -12,5 +13,5 @@ from .placement_group import (
 )
 from .queue import Queue
 
-__all__ = ["ActorPool", "Queue", "get_placement_group", "placement_group",
-           "placement_group_table", "remove_placement_group", "state"]
+__all__ = ["ActorPool", "Queue", "get_current_placement_group", "get_placement_group",
+           "placement_group", "placement_group_table", "remove_placement_group", "state"]

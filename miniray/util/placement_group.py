@@ -20,8 +20,8 @@ from __future__ import annotations
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
-__all__ = ["PlacementGroup", "get_placement_group", "placement_group",
-           "placement_group_table", "remove_placement_group"]
+__all__ = ["PlacementGroup", "get_current_placement_group", "get_placement_group",
+           "placement_group", "placement_group_table", "remove_placement_group"]
 
 
 def group_resource(key: str, pg_hex: str, index: int = -1) -> str:
@@ -155,6 +155,14 @@ def get_placement_group(placement_group_name: str) -> PlacementGroup:
                          f"{placement_group_name}")
     pg_id, specs = found
     return PlacementGroup(pg_id, specs)
+
+
+def get_current_placement_group() -> PlacementGroup | None:
+    """The placement group the calling task or actor was scheduled in; ``None``
+    in the driver and in work placed outside any group (as in Ray)."""
+    from .._core import context
+
+    return context.current_placement_group
 
 
 def placement_group_table(placement_group: PlacementGroup | None = None) -> dict:
