@@ -153,6 +153,7 @@ def test_current_group_and_capture_of_child_tasks(ray):
     assert ray.get(where.remote()) is None
     plain = PlacementGroupSchedulingStrategy(pg)
     assert ray.get(where.options(scheduling_strategy=plain).remote()) == pg
+    assert ray.get(where.options(scheduling_strategy="DEFAULT", placement_group=pg).remote()) == pg
     # Without capture a child runs outside the group; with it, inside (unless it opts out).
     assert ray.get(parent.options(scheduling_strategy=plain).remote()) == (pg, None, None, None)
     capture = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)

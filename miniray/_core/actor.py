@@ -10,9 +10,10 @@ from .generators import GENERATOR_MODES, ObjectRefGenerator, wants_generator
 from .refs import _require_client, get_client
 from .remote_function import (
     BoundOptions,
-    placement_option,
     check_feasible,
     check_options,
+    placement_option,
+    requested_placement,
     validate_resources,
 )
 from .serialization import _collect_ref, serialize_function
@@ -106,7 +107,8 @@ class ActorClass:
                 return routed
         elif _hooks.needs_router(options):
             raise _hooks.no_router_error(what)
-        resources = validate_resources(options, what, 0)
+        placement = requested_placement(options, what)
+        resources = validate_resources(options, what, 0, placement)
         check_feasible(resources, what)
         max_concurrency = options.get("max_concurrency")
         if max_concurrency is not None and (not isinstance(max_concurrency, int)
@@ -133,9 +135,9 @@ class ActorClass:
             "get_if_exists": bool(options.get("get_if_exists")),
             "_handle_meta": [self.__name__, self._meta],
         }
-        placement = placement_option(options)
-        if placement is not None:
-            node_options["pg"] = placement
+        pg = placement_option(placement)
+        if pg is not None:
+            node_options["pg"] = pg
         actor_id = client.ids.new()
         actual = client.generic("create_actor", actor_id, self._fn_id, enc_args, enc_kwargs,
                                 contained, node_options, self.__name__)

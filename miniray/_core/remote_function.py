@@ -20,7 +20,10 @@ TASK_OPTIONS = {
 }
 
 
-def validate_resources(options: dict, what: str, default_cpus: float) -> dict:
+def validate_resources(options: dict, what: str, default_cpus: float,
+                       placement: tuple = (None, -1, False)) -> dict:
+    """The resources ``options`` ask for, renamed into the placement group
+    ``placement`` (from :func:`requested_placement`) when there is one."""
     num_cpus = options.get("num_cpus", default_cpus)
     num_gpus = options.get("num_gpus", 0)
     for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
@@ -44,40 +47,31 @@ def validate_resources(options: dict, what: str, default_cpus: float) -> dict:
             raise ValueError(f"memory of {what} must be a non-negative number of bytes, "
                              f"got {memory!r}")
         resources["memory"] = float(memory)
-    if options.get("scheduling_strategy") is not None or options.get("placement_group"):
+    if placement[0] is not None:
         from ..util.scheduling_strategies import placement_resources
 
-        resources = placement_resources(resources, options, what)
-    elif _context.capture_group is not None:
-        # Inside work placed with placement_group_capture_child_tasks=True: children
-        # without a strategy of their own go into the same group, as in Ray.
-        from ..util.scheduling_strategies import placement_resources
-
-        resources = placement_resources(resources, {"placement_group": _context.capture_group},
-                                        what)
+        resources = placement_resources(resources, placement[0], placement[1])
     return resources
 
 
-def placement_option(options: dict):
-    """``[pg_id, capture]`` of the group work with these options runs in (None:
-    none), for the node to tell the worker (``get_current_placement_group``);
-    ``capture``: its child tasks go into the group too."""
-    from ..util.scheduling_strategies import PlacementGroupSchedulingStrategy
+def requested_placement(options: dict, what: str) -> tuple:
+    """``(group, bundle index, capture)`` the work runs in (group ``None``:
+    none). Inside work placed with ``placement_group_capture_child_tasks=True``,
+    work naming no strategy or group of its own goes into the same group and
+    captures its own children, as in Ray."""
+    if options.get("scheduling_strategy") is None and not options.get("placement_group"):
+        if _context.capture_group is not None:
+            return _context.capture_group, -1, True
+        return None, -1, False
+    from ..util.scheduling_strategies import requested_group
 
-    strategy = options.get("scheduling_strategy")
-    if isinstance(strategy, PlacementGroupSchedulingStrategy):
-        group = strategy.placement_group
-        capture = strategy.placement_group_capture_child_tasks
-    elif strategy is not None:
-        return None
-    else:
-        group = options.get("placement_group")
-        capture = options.get("placement_group_capture_child_tasks")
-        if group is None and _context.capture_group is not None:
-            group, capture = _context.capture_group, True  # captured: its children too
-    if group is None or group == "default":
-        return None
-    return [group._id, bool(capture)]
+    return requested_group(options, what)
+
+
+def placement_option(placement: tuple):
+    """What the node passes on to the worker (``get_current_placement_group``):
+    ``[pg_id, capture]``, or None outside a group."""
+    return None if placement[0] is None else [placement[0]._id, placement[2]]
 
 
 def check_feasible(resources: dict, what: str) -> None:
@@ -161,7 +155,8 @@ class RemoteFunction:
 
     def _prepare(self, options: dict):
         what = f"remote function {self._name}"
-        resources = validate_resources(options, what, 1)
+        placement = requested_placement(options, what)
+        resources = validate_resources(options, what, 1, placement)
         check_feasible(resources, what)
         num_returns = options.get("num_returns", 1)
         if num_returns in GENERATOR_MODES:
@@ -196,9 +191,9 @@ class RemoteFunction:
         }
         if max_calls:
             task_options["max_calls"] = max_calls
-        placement = placement_option(options)
-        if placement is not None:
-            task_options["pg"] = placement
+        pg = placement_option(placement)
+        if pg is not None:
+            task_options["pg"] = pg
         return task_options, num_returns
 
     def remote(self, *args, **kwargs):

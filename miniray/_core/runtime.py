@@ -122,7 +122,7 @@ class WorkerHandle:
         self.killed = False  # by us (miniray.kill): its death says nothing of start-up
         # max_calls: runs per function so far, and whether the worker exits once
         # its assigned work is done (it takes no more meanwhile).
-        self.calls: dict[bytes, int] | None = None
+        self.calls: dict[bytes, int] = {}
         self.retiring = False
         self.last_task_name = None
         self.assigned: dict[bytes, Task] = {}
@@ -509,8 +509,7 @@ class NodeRuntime:
     def _reap_surplus_workers(self) -> None:
         # Workers started while others were blocked in get() are let go once
         # they have been idle a while, so the pool returns to one per CPU.
-        surplus = sum(1 for w in self.workers.values()
-                      if w.actor is None and not w.retiring) - self._worker_target
+        surplus = self._task_worker_count() - self._worker_target
         if surplus <= 0 or not self.idle:
             return
         now = time.monotonic()
@@ -765,8 +764,7 @@ class NodeRuntime:
                     "retries left; raise max_retries to retry it.")))
         self._release_held(worker)
         if worker.actor is None and self.setup_error is None:
-            task_workers = sum(1 for w in self.workers.values() if w.actor is None)
-            if task_workers < self._worker_target:
+            if self._task_worker_count() < self._worker_target:
                 self._spawn_worker()
         self._schedule()
 
@@ -1104,8 +1102,6 @@ class NodeRuntime:
 
     def _count_call(self, worker: WorkerHandle, task: Task) -> None:
         """max_calls: the worker retires after its max_calls-th run of the function."""
-        if worker.calls is None:
-            worker.calls = {}
         calls = worker.calls[task.fn_id] = worker.calls.get(task.fn_id, 0) + 1
         if calls >= task.max_calls:
             worker.retiring = True
@@ -1116,10 +1112,12 @@ class NodeRuntime:
         worker.killed = True  # a planned exit: not a crash, not a failed start
         self._send(worker, [P.EXIT])
         self.counters["workers_retired"] += 1
-        task_workers = sum(1 for w in self.workers.values()
-                           if w.actor is None and not w.retiring and not w.dead)
-        if task_workers < self._worker_target and self.setup_error is None:
+        if self._task_worker_count() < self._worker_target and self.setup_error is None:
             self._spawn_worker()
+
+    def _task_worker_count(self) -> int:
+        """Task workers that stay: a retiring one's replacement is already counted."""
+        return sum(1 for w in self.workers.values() if w.actor is None and not w.retiring)
 
     def _resolve_args(self, task: Task):
         """Attach each ref argument's data; shared-memory ones are pinned for the task."""

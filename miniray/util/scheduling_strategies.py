@@ -33,20 +33,19 @@ class NodeAffinitySchedulingStrategy:
         self.soft = soft
 
 
-def placement_resources(resources: dict, options: dict, what: str) -> dict:
-    """``resources`` renamed into the placement group the options ask for (if any).
-
-    A group's resources are node resources named ``CPU_group_<id>`` (any bundle)
-    and ``CPU_group_<i>_<id>`` (bundle ``i``), which the group holds once
-    created, so the scheduler places work in a group like any other request.
-    """
-    from .placement_group import PlacementGroup, group_resource
+def requested_group(options: dict, what: str) -> tuple:
+    """``(group, bundle index, capture)`` the options ask for; group ``None``
+    when they name none (or ``"default"``). ``capture``: child tasks go into the
+    group too (``placement_group_capture_child_tasks``)."""
+    from .placement_group import PlacementGroup
 
     strategy = options.get("scheduling_strategy")
     group = options.get("placement_group")
     index = options.get("placement_group_bundle_index", -1)
+    capture = options.get("placement_group_capture_child_tasks")
     if isinstance(strategy, PlacementGroupSchedulingStrategy):
         group, index = strategy.placement_group, strategy.placement_group_bundle_index
+        capture = strategy.placement_group_capture_child_tasks
     elif isinstance(strategy, NodeAffinitySchedulingStrategy):
         _check_node(strategy, what)
     elif strategy not in (None, "DEFAULT", "SPREAD"):
@@ -55,12 +54,24 @@ def placement_resources(resources: dict, options: dict, what: str) -> dict:
             f"PlacementGroupSchedulingStrategy or a NodeAffinitySchedulingStrategy, "
             f"got {strategy!r}")
     if group is None or group == "default":
-        return resources
+        return None, -1, False
     if not isinstance(group, PlacementGroup):
         raise TypeError(f"placement_group of {what} must be a PlacementGroup, got {group!r}")
     if not isinstance(index, int) or not -1 <= index < group.bundle_count:
         raise ValueError(f"placement_group_bundle_index of {what} must be -1 or a bundle "
                          f"index below {group.bundle_count}, got {index!r}")
+    return group, index, bool(capture)
+
+
+def placement_resources(resources: dict, group, index: int) -> dict:
+    """``resources`` renamed into bundle ``index`` (-1: any) of ``group``.
+
+    A group's resources are node resources named ``CPU_group_<id>`` (any bundle)
+    and ``CPU_group_<i>_<id>`` (bundle ``i``), which the group holds once
+    created, so the scheduler places work in a group like any other request.
+    """
+    from .placement_group import group_resource
+
     pg_hex = group._id.hex()
     return {group_resource(key, pg_hex, index): amount
             for key, amount in resources.items() if amount}
