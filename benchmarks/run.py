@@ -380,6 +380,53 @@ def _aggregate_startup(runs: List[Dict[str, dict]], names: List[str]) -> Dict[st
     return out
 
 
+def _run_round(runner, systems, main, startup, startup_reps, label) -> Dict[str, Dict[str, dict]]:
+    """Every workload once per system, in the order given."""
+    results: Dict[str, Dict[str, dict]] = {}
+    for system in systems:
+        t0 = time.monotonic()
+        print(f"== {system}{label}", file=sys.stderr, flush=True)
+        mine = {}
+        applicable = [n for n in main if W.REGISTRY[n].supports(system)]
+        for n in main:
+            if n not in applicable:
+                mine[n] = {"na": True}
+        if applicable:
+            mine.update(runner.run(system, "main", applicable))
+        st = [n for n in startup if W.REGISTRY[n].supports(system)]
+        if st:
+            runs = []
+            for _ in range(startup_reps):
+                r = runner.run(system, "startup", st)
+                runs.append(r)
+                if all("error" in v for v in r.values()):
+                    break
+            mine.update(_aggregate_startup(runs, st))
+        results[system] = mine
+        print(f"== {system} done in {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
+    return results
+
+
+def _combine_rounds(rounds, names) -> Dict[str, Dict[str, dict]]:
+    """One result per system and workload: the median of its rounds' values."""
+    if len(rounds) == 1:
+        return rounds[0]
+    out: Dict[str, Dict[str, dict]] = {}
+    for system in rounds[0]:
+        mine = out[system] = {}
+        for n in names:
+            got = [r[system].get(n) for r in rounds if r.get(system, {}).get(n) is not None]
+            ok = [g for g in got if "value" in g]
+            if not ok:
+                if got:
+                    mine[n] = got[0]
+                continue
+            values = [g["value"] for g in ok]
+            best = ok[0]
+            mine[n] = {**best, "value": statistics.median(values), "rounds": values}
+    return out
+
+
 def ratio_for(wl: W.Workload, res: Dict[str, dict]) -> Optional[float]:
     m = (res.get("miniray") or {}).get("value")
     r = (res.get("ray") or {}).get("value")
@@ -404,7 +451,7 @@ def _yn(res: Optional[dict]) -> str:
     return "yes" if res["extras"]["zero_copy"] else "no"
 
 
-def build_rows(names, results, systems_run):
+def build_rows(names, results, systems_run, rounds=None):
     rows = []
     for n in names:
         wl = W.REGISTRY[n]
@@ -413,13 +460,20 @@ def build_rows(names, results, systems_run):
             if s in systems_run and res[s] is None and not wl.supports(s):
                 res[s] = {"na": True}
         ratio = ratio_for(wl, res)
+        ratios = []
+        if rounds and len(rounds) > 1:
+            # Paired: each round's miniray against the same round's Ray.
+            ratios = [x for x in (ratio_for(wl, {s: r.get(s, {}).get(n) for s in W.SYSTEMS})
+                                  for r in rounds) if x is not None]
+            if ratios:
+                ratio = statistics.median(ratios)
         met = wl.target.check(res.get("miniray"), ratio) if wl.target else None
         zc = ""
         if any("zero_copy" in ((res[s] or {}).get("extras") or {}) for s in W.SYSTEMS):
             zc = "/".join(_yn(res[s]) if s in systems_run else "-" for s in W.SYSTEMS)
         rows.append({
             "workload": n, "unit": wl.unit, "higher_is_better": wl.higher_is_better,
-            "results": res, "ratio": ratio,
+            "results": res, "ratio": ratio, "ratios": ratios,
             "target": wl.target.describe() if wl.target else "",
             "met": met, "zero_copy": zc,
         })
@@ -446,7 +500,7 @@ def render_markdown(rows, meta) -> str:
         unit = r["unit"] + (" ↑" if r["higher_is_better"] else " ↓")
         cells = [r["workload"], unit, _cell(res["miniray"]), _cell(res["ray"]),
                  _cell(res["futures"]),
-                 (fmt_num(r["ratio"]) + "×" if r["ratio"] is not None else "-"),
+                 _ratio_cell(r),
                  r["target"], met, r["zero_copy"]]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     lines.append("")
@@ -462,6 +516,15 @@ def render_markdown(rows, meta) -> str:
     if errs:
         lines += ["", "Errors:", ""] + errs
     return "\n".join(lines) + "\n"
+
+
+def _ratio_cell(row) -> str:
+    if row["ratio"] is None:
+        return "-"
+    cell = fmt_num(row["ratio"]) + "×"
+    if len(row.get("ratios") or ()) > 1:
+        cell += f" ({fmt_num(min(row['ratios']))}–{fmt_num(max(row['ratios']))})"
+    return cell
 
 
 def _machine() -> str:
@@ -526,49 +589,40 @@ def parent_main(args) -> int:
     signal.signal(signal.SIGHUP, _on_signal)
     t_start = time.monotonic()
     load0 = _loadavg()
-    results: Dict[str, Dict[str, dict]] = {}
+    rounds: List[Dict[str, Dict[str, dict]]] = []
     try:
-        for system in systems:
-            t0 = time.monotonic()
-            print(f"== {system}", file=sys.stderr, flush=True)
-            mine = {}
-            applicable = [n for n in main if W.REGISTRY[n].supports(system)]
-            for n in main:
-                if n not in applicable:
-                    mine[n] = {"na": True}
-            if applicable:
-                mine.update(runner.run(system, "main", applicable))
-            st = [n for n in startup if W.REGISTRY[n].supports(system)]
-            if st:
-                runs = []
-                for _ in range(startup_reps):
-                    r = runner.run(system, "startup", st)
-                    runs.append(r)
-                    if all("error" in v for v in r.values()):
-                        break
-                mine.update(_aggregate_startup(runs, st))
-            results[system] = mine
-            print(f"== {system} done in {time.monotonic() - t0:.1f}s",
-                  file=sys.stderr, flush=True)
+        for i in range(args.rounds):
+            # Alternate the order, so neither system always gets the later (or
+            # earlier) minutes of a host whose speed drifts.
+            order = systems if i % 2 == 0 else systems[::-1]
+            rounds.append(_run_round(runner, order, main, startup, startup_reps,
+                                     f" (round {i + 1}/{args.rounds})" if args.rounds > 1 else ""))
     except KeyboardInterrupt:
         _cleanup_all()
         print("interrupted", file=sys.stderr)
         return 130
     finally:
         _cleanup_all()
+    results = _combine_rounds(rounds, names)
     elapsed = time.monotonic() - t_start
+    stat = (f"each value is the best of {int(settings['reps'])} timed trials after "
+            f"{int(settings['warmup'])} warm-up (≥{settings['min_time']}s per throughput "
+            f"trial; a few workloads use their own counts, see README); startup metrics: "
+            f"best of {startup_reps} fresh processes")
+    if args.rounds > 1:
+        stat += (f"; then the median of {args.rounds} rounds, the systems taking turns "
+                 "to go first, and each ratio the median of the per-round ratios "
+                 "(their range in brackets)")
     meta = {
         "mode": ("--quick" if args.quick else "default") + f" run, {elapsed:.0f}s total",
-        "stat": (f"each value is the best of {int(settings['reps'])} timed trials after "
-                 f"{int(settings['warmup'])} warm-up (≥{settings['min_time']}s per throughput "
-                 f"trial; a few workloads use their own counts, see README); startup metrics: "
-                 f"best of {startup_reps} fresh processes"),
+        "stat": stat,
+        "rounds": args.rounds,
         "machine": _machine() + f"; load avg at start/end {load0}/{_loadavg()}",
         "versions": runner.versions,
         "python": sys.version.split()[0],
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    rows = build_rows(names, results, systems)
+    rows = build_rows(names, results, systems, rounds)
     md = render_markdown(rows, meta)
     print(md)
     vers = ", ".join(f"{s}: " + ", ".join(f"{k} {v}" for k, v in d.items())
@@ -585,6 +639,7 @@ def parent_main(args) -> int:
                            "unit": r["unit"], "higher_is_better": r["higher_is_better"],
                            "description": W.REGISTRY[r["workload"]].description,
                            "target": r["target"], "met": r["met"], "ratio": r["ratio"],
+                           "round_ratios": r["ratios"],
                            "results": r["results"]} for r in rows}},
                       fh, indent=2, default=str)
     had_errors = any("error" in (r["results"].get(s) or {}) for r in rows for s in W.SYSTEMS)
@@ -603,6 +658,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller sizes / fewer repetitions")
     p.add_argument("--json", metavar="FILE", help="write full results as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every system this many times, taking turns, and report "
+                        "medians (ratios paired by round): steadier on a noisy host")
     p.add_argument("--skip-ray", action="store_true")
     p.add_argument("--skip-miniray", action="store_true")
     p.add_argument("--skip-futures", action="store_true")
@@ -619,6 +677,8 @@ def main(argv=None) -> int:
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     p.add_argument("--child-workloads", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.child:
         return child_main(args)
     return parent_main(args)
