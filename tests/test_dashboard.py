@@ -631,3 +631,17 @@ def test_openapi_described_endpoints_survive_fuzzing(dash):
             validator.validate(body)
 
     check()
+
+
+def test_shutdown_right_after_init_cancels_the_dashboard_start():
+    # The start (importing aiohttp off the loop) used to be left pending when the
+    # loop stopped: "Task was destroyed but it is pending!" on stderr.
+    code = ("import miniray as ray\n"
+            "for _ in range(2):\n"
+            "    ray.init(num_cpus=1, include_dashboard=True, dashboard_port=0)\n"
+            "    ray.shutdown()\n"
+            "import gc; gc.collect()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    assert "destroyed" not in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -73,6 +73,11 @@ def launch(runtime, host: str | None, port: int | None, token: str, quiet: bool 
             sock.close()
 
     async def start():
+        import asyncio
+
+        # A shutdown before the start is done cancels it: else the loop would
+        # stop with this task pending ("Task was destroyed but it is pending!").
+        runtime.dashboard_boot = asyncio.current_task()
         # aiohttp takes ~0.4 s to import: do it off the loop so tasks submitted
         # right after init() are not held up behind it.
         await loop.run_in_executor(None, _preload)

@@ -251,6 +251,7 @@ class NodeRuntime:
         self.drivers: dict[int, DriverConn] = {}
         self._driver_servers: list = []
         self.dashboard = None
+        self.dashboard_boot = None  # the task starting it, while it runs
         self.dashboard_token = None
         self.log_dir = os.path.join(self.spill_dir, "logs")
         self.log_to_driver = True
@@ -393,6 +394,10 @@ class NodeRuntime:
                 worker.proc.kill()
 
     async def stop_dashboard(self) -> None:
+        boot, self.dashboard_boot = self.dashboard_boot, None
+        if boot is not None and not boot.done() and boot is not asyncio.current_task():
+            boot.cancel()
+            await asyncio.wait([boot])
         dashboard, self.dashboard = self.dashboard, None
         if dashboard is not None:
             try:
@@ -411,6 +416,9 @@ class NodeRuntime:
         await asyncio.sleep(0)
 
     def _stop_workers_blocking(self) -> None:
+        boot, self.dashboard_boot = self.dashboard_boot, None
+        if boot is not None:
+            boot.cancel()
         if self.dashboard is not None:  # the caller's loop: it may never run again
             dashboard, self.dashboard = self.dashboard, None
             dashboard.close_now()
