@@ -295,3 +295,116 @@ def test_actor_without_handles_exits_after_its_queue_drains(ray):
         time.sleep(0.05)
     else:
         raise AssertionError("the actor process outlived its last handle")
+
+
+def test_concurrency_groups_limit_each_group_on_its_own(ray):
+    @ray.remote(concurrency_groups={"io": 2, "compute": 1})
+    class Service:
+        def __init__(self):
+            import threading
+
+            self.lock = threading.Lock()
+            self.running = {}
+            self.peak = {}
+
+        def _run(self, group, seconds):
+            import time
+
+            with self.lock:
+                self.running[group] = self.running.get(group, 0) + 1
+                self.peak[group] = max(self.peak.get(group, 0), self.running[group])
+            time.sleep(seconds)
+            with self.lock:
+                self.running[group] -= 1
+
+        @ray.method(concurrency_group="io")
+        def io(self, seconds):
+            self._run("io", seconds)
+
+        @ray.method(concurrency_group="compute")
+        def compute(self, seconds):
+            self._run("compute", seconds)
+
+        def plain(self, seconds):
+            self._run("default", seconds)
+
+        def peaks(self):
+            return dict(self.peak)
+
+    service = Service.remote()
+    assert ray.get(service.peaks.remote()) == {}  # started
+    slow = [service.io.remote(0.4) for _ in range(4)] + [
+        service.compute.remote(0.2) for _ in range(3)]
+    # The default group has threads of its own: not queued behind the others.
+    ready, _ = ray.wait([service.peaks.remote()], timeout=0.3)
+    assert ready
+    # A call can be put in another group, as in Ray.
+    slow += [service.plain.options(concurrency_group="io").remote(0.4) for _ in range(2)]
+    ray.get(slow)
+    # Two "default" calls at once: they ran in "io" (the default group runs one).
+    assert ray.get(service.peaks.remote()) == {"io": 2, "compute": 1, "default": 2}
+
+    with pytest.raises(ValueError, match="no concurrency group 'nope'"):
+        ray.get(service.plain.options(concurrency_group="nope").remote(0))
+
+
+def test_concurrency_groups_of_async_actors_and_bad_declarations(ray):
+    @ray.remote(concurrency_groups={"io": 3})
+    class AsyncService:
+        def __init__(self):
+            self.running = 0
+            self.peak = 0
+
+        @ray.method(concurrency_group="io")
+        async def fetch(self):
+            import asyncio
+
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            await asyncio.sleep(0.1)
+            self.running -= 1
+
+        async def peak_seen(self):
+            return self.peak
+
+    service = AsyncService.remote()
+    ray.get([service.fetch.remote() for _ in range(9)])
+    assert ray.get(service.peak_seen.remote()) == 3
+
+    @ray.remote
+    class Undeclared:
+        @ray.method(concurrency_group="io")
+        def f(self):
+            return 1
+
+    with pytest.raises(ValueError, match="concurrency group 'io'"):
+        Undeclared.remote()
+    with pytest.raises(ValueError, match="ints >= 1"):
+        Undeclared.options(concurrency_groups={"io": 0}).remote()
+    assert ray.get(Undeclared.options(concurrency_groups={"io": 1}).remote().f.remote()) == 1
+
+
+def test_retry_exceptions_declared_on_an_actor_method(ray):
+    @ray.remote(max_task_retries=2)
+    class Flaky:
+        def __init__(self):
+            self.calls = 0
+
+        @ray.method(retry_exceptions=True)
+        def once(self):
+            self.calls += 1
+            if self.calls < 2:
+                raise ValueError("first call fails")
+            return self.calls
+
+        def plain(self):
+            raise ValueError("not retried")
+
+    flaky = Flaky.remote()
+    assert ray.get(flaky.once.remote()) == 2
+    with pytest.raises(ValueError, match="not retried"):
+        ray.get(flaky.plain.remote())
+    # A list of exception classes: only those are retried.
+    with pytest.raises(ValueError, match="first call fails"):
+        ray.get(Flaky.remote().once.options(retry_exceptions=[KeyError]).remote())
+    assert ray.get(Flaky.remote().once.options(retry_exceptions=[ValueError]).remote()) == 2

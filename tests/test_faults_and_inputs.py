@@ -253,6 +253,34 @@ def test_runtime_env_sets_env_vars_and_runs_the_setup_hook_in_every_worker(ray_f
     assert "MINIRAY_TEST_VAR" not in os.environ  # the driver's own environment is untouched
 
 
+def test_runtime_env_of_one_task_or_actor(ray_factory):
+    ray = ray_factory(num_cpus=1, runtime_env={"env_vars": {"MINIRAY_TEST_VAR": "job"}})
+
+    @ray.remote
+    def probe():
+        return os.environ.get("MINIRAY_TEST_VAR"), os.environ.get("MINIRAY_TEST_OTHER")
+
+    task_env = {"env_vars": {"MINIRAY_TEST_VAR": "task", "MINIRAY_TEST_OTHER": "x"}}
+    # One worker (num_cpus=1) runs all three: the task's variables are undone after it.
+    assert ray.get(probe.remote()) == ("job", None)
+    assert ray.get(probe.options(runtime_env=task_env).remote()) == ("task", "x")
+    assert ray.get(probe.remote()) == ("job", None)
+
+    @ray.remote(runtime_env={"env_vars": {"MINIRAY_TEST_OTHER": "actor"}})
+    class Probe:
+        def probe(self):
+            return os.environ.get("MINIRAY_TEST_VAR"), os.environ.get("MINIRAY_TEST_OTHER")
+
+    assert ray.get(Probe.remote().probe.remote()) == ("job", "actor")
+
+    with pytest.raises(ValueError, match="not supported"):
+        probe.options(runtime_env={"pip": ["requests"]}).remote()
+    with pytest.raises(TypeError, match="dict of str to str"):
+        probe.options(runtime_env={"env_vars": {"N": 1}}).remote()
+    with pytest.raises(ValueError, match="init"):
+        Probe.options(runtime_env={"worker_process_setup_hook": _mark_setup}).remote()
+
+
 def test_runtime_env_setup_hook_given_by_path(ray_factory):
     ray = ray_factory(runtime_env={"worker_process_setup_hook": "json.loads"})
 

@@ -156,3 +156,118 @@ async def test_async_for_takes_values_as_they_come(ray, tmp_path):
         got.append(await ref)
         flag.touch()
     assert got == [1, True]
+
+
+def test_async_generator_methods_stream_from_async_actors(ray):
+    @ray.remote
+    class Tokens:
+        def __init__(self):
+            import asyncio
+
+            self.go = asyncio.Event()
+
+        async def release(self):
+            self.go.set()
+
+        async def stream(self, n, fail_at=None):
+            import asyncio
+
+            for i in range(n):
+                if i == fail_at:
+                    raise KeyError(f"token {i}")
+                if i == 1:
+                    # Only a caller that got token 0 before the end can release it.
+                    await asyncio.wait_for(self.go.wait(), 20)
+                yield np.full(100_000, i) if i == 2 else f"t{i}"
+
+        async def fixed(self):
+            yield 1
+            yield 2
+
+        def sync_stream(self, path):
+            import os
+            import time
+
+            yield "first"
+            deadline = time.monotonic() + 20
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            yield os.path.exists(path)
+
+    actor = Tokens.remote()
+    stream = actor.stream.remote(3)
+    assert isinstance(stream, ray.ObjectRefGenerator)
+    assert ray.get(next(stream)) == "t0"
+    actor.release.remote()  # the method yielding token 1 is still running
+    assert ray.get(next(stream)) == "t1"
+    assert ray.get(next(stream))[0] == 2
+    with pytest.raises(StopIteration):
+        next(stream)
+
+    got = []
+    with pytest.raises(KeyError, match="token 1") as info:
+        for ref in actor.stream.remote(3, fail_at=1):
+            got.append(ray.get(ref))
+    assert got == ["t0"] and isinstance(info.value, exceptions.RayTaskError)
+
+    assert ray.get(actor.fixed.options(num_returns=2).remote()) == [1, 2]
+    dynamic = ray.get(actor.fixed.options(num_returns="dynamic").remote())
+    assert [ray.get(r) for r in dynamic] == [1, 2]
+
+
+def test_sync_generators_of_async_and_threaded_actors_stream(ray, tmp_path):
+    # They used to hand every value over at the end of the generator.
+    def waits(path):
+        import os
+        import time
+
+        yield "first"
+        deadline = time.monotonic() + 20
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield os.path.exists(path)
+
+    @ray.remote
+    class AsyncActor:
+        async def ping(self):
+            return 1
+
+        def items(self, path):
+            yield from waits(path)
+
+    @ray.remote(max_concurrency=2)
+    class Threaded:
+        def items(self, path):
+            yield from waits(path)
+
+    for i, actor in enumerate((AsyncActor.remote(), Threaded.remote())):
+        flag = tmp_path / f"go{i}"
+        stream = actor.items.remote(str(flag))
+        assert ray.get(next(stream)) == "first"
+        flag.touch()
+        assert ray.get(next(stream)) is True
+
+
+async def test_async_for_over_an_async_generator_method(ray):
+    @ray.remote
+    class Counter:
+        async def count(self, n):
+            import asyncio
+
+            for i in range(n):
+                await asyncio.sleep(0)
+                yield i
+
+    assert [await ref async for ref in Counter.remote().count.remote(4)] == [0, 1, 2, 3]
+
+
+def test_async_def_remote_functions_are_refused_with_the_fix(ray):
+    async def coroutine():
+        return 1
+
+    async def agen():
+        yield 1
+
+    for fn in (coroutine, agen):
+        with pytest.raises(ValueError, match="asyncio.run"):
+            ray.remote(fn)

@@ -13,9 +13,11 @@ from .remote_function import (
     check_feasible,
     check_options,
     placement_option,
+    retry_exceptions_option,
     requested_placement,
     validate_resources,
 )
+from .runtime_env import task_env
 from .serialization import _collect_ref, serialize_function
 
 ACTOR_OPTIONS = {
@@ -50,12 +52,34 @@ def _method_meta(cls) -> dict:
         options = getattr(member, "__miniray_method_options__", {})
         meta[name] = {
             "num_returns": options.get("num_returns", 1),
-            "generator": wants_generator(inspect.isgeneratorfunction(member),
+            "generator": wants_generator(inspect.isgeneratorfunction(member)
+                                         or inspect.isasyncgenfunction(member),
                                          options.get("num_returns")),
-            "is_async": inspect.iscoroutinefunction(member),
+            "is_async": (inspect.iscoroutinefunction(member)
+                         or inspect.isasyncgenfunction(member)),
             "options": {k: v for k, v in options.items() if k != "num_returns"},
         }
     return meta
+
+
+def _check_concurrency_groups(groups, meta: dict, what: str):
+    """Ray's ``concurrency_groups={"name": max_concurrency, ...}``, checked
+    against the groups the methods name (``@method(concurrency_group=...)``)."""
+    if groups is None:
+        groups = {}
+    if not isinstance(groups, dict) or not all(
+            isinstance(k, str) and k and type(v) is int and v >= 1 for k, v in groups.items()):
+        raise ValueError(
+            f"concurrency_groups of {what} must map group names to ints >= 1, e.g. "
+            f'{{"io": 2, "compute": 4}}; got {groups!r}')
+    for name, m in meta.items():
+        group = m["options"].get("concurrency_group")
+        if group is not None and group not in groups:
+            raise ValueError(
+                f"{what}: method {name} is in concurrency group {group!r}, which "
+                f"concurrency_groups does not define (it defines {sorted(groups)}); add "
+                f"it, e.g. concurrency_groups={{{group!r}: 1}}")
+    return groups or None
 
 
 class ActorClass:
@@ -114,6 +138,8 @@ class ActorClass:
         if max_concurrency is not None and (not isinstance(max_concurrency, int)
                                             or max_concurrency < 1):
             raise ValueError(f"max_concurrency of {what} must be an int >= 1")
+        groups = _check_concurrency_groups(options.get("concurrency_groups"), self._meta,
+                                           what)
         lifetime = options.get("lifetime")
         if lifetime not in (None, "detached", "non_detached"):
             raise ValueError("lifetime must be None, 'detached' or 'non_detached'")
@@ -129,6 +155,8 @@ class ActorClass:
             "max_restarts": options.get("max_restarts", 0),
             "max_task_retries": options.get("max_task_retries", 0),
             "max_concurrency": max_concurrency,
+            "concurrency_groups": groups,
+            "env": task_env(options.get("runtime_env"), what),
             "name": name,
             "namespace": options.get("namespace"),
             "lifetime": lifetime,
@@ -247,8 +275,12 @@ class ActorMethod:
             num_returns = 1
         what = f"{self._handle._class_name}.{self._name}"
         node_options = {"name": options.get("name") or what}
-        if "max_task_retries" in options:
-            node_options["max_task_retries"] = options["max_task_retries"]
+        for key in ("max_task_retries", "concurrency_group"):
+            if options.get(key) is not None:
+                node_options[key] = options[key]
+        if options.get("retry_exceptions"):
+            node_options["retry_exceptions"] = retry_exceptions_option(
+                options["retry_exceptions"])
         plan = (num_returns, generator, what, node_options)
         if not self._overrides:
             self._meta["_plan"] = plan

@@ -19,13 +19,13 @@ import msgpack
 
 # node -> worker
 FUNCTION = 1  # [FUNCTION, fn_id, pickled]
-TASK = 2  # [TASK, task_id, fn_id, args, kwargs, return_ids, name]
+TASK = 2  # [TASK, task_id, fn_id, args, kwargs, return_ids, name, gpu_ids, placement, env]
 CANCEL = 3  # [CANCEL, task_id]
 FREE = 4  # [FREE, [location, ...]]
 REPLY = 5  # [REPLY, request_id, ok, payload]
 EXIT = 6  # [EXIT]
 ACTOR_CREATE = 7  # [ACTOR_CREATE, actor_id, fn_id, args, kwargs, options]
-ACTOR_CALL = 8  # [ACTOR_CALL, task_id, method, args, kwargs, return_ids, name]
+ACTOR_CALL = 8  # [ACTOR_CALL, task_id, method, args, kwargs, return_ids, name, group]
 
 # worker -> node
 DONE = 20  # [DONE, task_id, results]

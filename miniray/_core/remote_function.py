@@ -10,6 +10,7 @@ from . import context as _context
 from . import hooks as _hooks
 from .generators import GENERATOR_MODES, ObjectRefGenerator, wants_generator
 from .refs import _require_client, get_client
+from .runtime_env import task_env
 from .serialization import serialize, serialize_function
 
 TASK_OPTIONS = {
@@ -123,6 +124,20 @@ class BoundOptions:
         return self._rebind(**{**self._overrides, **more})
 
 
+def retry_exceptions_option(retry):
+    """``retry_exceptions`` as the node takes it: a bool, or the pickled list of
+    exception classes."""
+    if isinstance(retry, (list, tuple)):
+        for cls in retry:
+            if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+                raise TypeError("retry_exceptions must be a bool or a list of exception "
+                                f"classes, got {cls!r}")
+        return serialize(list(retry)).to_inline()
+    if not isinstance(retry, bool):
+        raise TypeError("retry_exceptions must be a bool or a list of exception classes")
+    return retry
+
+
 class RemoteFunction:
     """A function turned into a task by ``@miniray.remote``.
 
@@ -133,6 +148,13 @@ class RemoteFunction:
 
     def __init__(self, function, options: dict):
         check_options(options, TASK_OPTIONS, f"remote function {function.__qualname__}")
+        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+            # As in Ray: a task runs in a plain worker, with no event loop of its own.
+            raise ValueError(
+                f"'async def' cannot be a remote function ({function.__qualname__}). "
+                "Wrap it in a plain function that runs it with asyncio.run(...), or make "
+                "it a method of an actor: an actor with async methods runs them on its "
+                "event loop.")
         self._function = function
         self._options = options
         self._fn_id = os.urandom(16)
@@ -165,15 +187,7 @@ class RemoteFunction:
             raise ValueError(
                 f"num_returns of {what} must be a non-negative int, 'streaming' or "
                 f"'dynamic', got {num_returns!r}")
-        retry = options.get("retry_exceptions", False)
-        if isinstance(retry, (list, tuple)):
-            for cls in retry:
-                if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-                    raise TypeError("retry_exceptions must be a bool or a list of exception "
-                                    f"classes, got {cls!r}")
-            retry = serialize(list(retry)).to_inline()
-        elif not isinstance(retry, bool):
-            raise TypeError("retry_exceptions must be a bool or a list of exception classes")
+        retry = retry_exceptions_option(options.get("retry_exceptions", False))
         max_retries = options.get("max_retries", 3)
         if not isinstance(max_retries, int) or max_retries < -1:
             raise ValueError(f"max_retries of {what} must be an int >= -1, got {max_retries!r}")
@@ -191,6 +205,9 @@ class RemoteFunction:
         }
         if max_calls:
             task_options["max_calls"] = max_calls
+        env = task_env(options.get("runtime_env"), what)
+        if env:
+            task_options["env"] = env
         pg = placement_option(placement)
         if pg is not None:
             task_options["pg"] = pg

@@ -83,7 +83,7 @@ class Task:
                  "resources", "retries_left", "retry_exceptions", "deps", "worker",
                  "cancelled", "force_cancelled", "actor", "method", "pinned", "held",
                  "gpu_ids", "finished", "dispatched_at", "has_refs", "cost", "max_calls",
-                 "placement",
+                 "placement", "group", "env",
                  # kept for the event bus's task table (events.task_dict)
                  "state", "submitted_at", "started_at", "ended_at", "worker_id", "error",
                  "attempt", "deps_ids")
@@ -101,6 +101,8 @@ class Task:
         self.has_refs = True
         self.max_calls = 0
         self.placement = None
+        self.group = None
+        self.env = None
         self.started_at = None
         self.ended_at = None
         self.worker_id = None
@@ -1102,11 +1104,11 @@ class NodeRuntime:
         self.counters["tasks_dispatched"] += 1
         if task.actor is not None:
             self._send(worker, [P.ACTOR_CALL, task.task_id, task.method, args, kwargs,
-                                task.return_ids, task.name])
+                                task.return_ids, task.name, task.group])
         else:
             self._send(worker, [P.TASK, task.task_id, task.fn_id, args, kwargs,
                                 task.return_ids, task.name, task.gpu_ids or None,
-                                task.placement])
+                                task.placement, task.env])
 
     def _count_call(self, worker: WorkerHandle, task: Task) -> None:
         """max_calls: the worker retires after its max_calls-th run of the function."""
@@ -1400,6 +1402,7 @@ class NodeRuntime:
             task.retries_left = float("inf")
         task.retry_exceptions = options.get("retry_exceptions", False)
         task.max_calls = options.get("max_calls", 0)
+        task.env = options.get("env")
         if "pg" in options:
             task.placement = self._placement_of(options["pg"])
         if caller is not DRIVER:
@@ -1543,13 +1546,17 @@ class NodeRuntime:
         task = self._take_assigned(worker, task_id)
         if task is None:
             return
-        if not cancelled and task.actor is None and task.retries_left > 0 \
-                and self._should_retry(task, error):
+        if not cancelled and task.retries_left > 0 and self._should_retry(task, error):
             task.retries_left -= 1
             task.worker = None
             self.counters["tasks_retried"] += 1
             self.events.task_retried(task)
-            self.ready.append(task)
+            actor = task.actor
+            if actor is None:
+                self.ready.append(task)
+            else:  # as in Ray: again on the same actor (max_task_retries, retry_exceptions)
+                actor.queue.appendleft(task)
+                self._actor_pump(actor)
             return
         self._fail_task(task, error)
 
@@ -1896,6 +1903,8 @@ class NodeRuntime:
         args, kwargs, pinned = self._resolve_args(task)
         actor.init_pinned = pinned
         options = {"max_concurrency": actor.options.get("max_concurrency"),
+                   "concurrency_groups": actor.options.get("concurrency_groups"),
+                   "env": actor.options.get("env"),
                    "placement": self._placement_of(actor.options.get("pg"))}
         self._send(worker, [P.ACTOR_CREATE, actor.actor_id, actor.fn_id, args, kwargs, options])
 
@@ -1932,6 +1941,7 @@ class NodeRuntime:
         task.retries_left = (actor.max_task_retries if actor is not None else 0) \
             if retries is None else (float("inf") if retries == -1 else retries)
         task.retry_exceptions = options.get("retry_exceptions", False)
+        task.group = options.get("concurrency_group")
         task.actor = actor
         if caller is not DRIVER:
             for object_id in return_ids:

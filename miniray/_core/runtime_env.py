@@ -56,6 +56,21 @@ def parse(runtime_env) -> tuple[dict, bytes | None]:
     return dict(env_vars), b"P" + blob
 
 
+def task_env(runtime_env, what: str) -> dict | None:
+    """The ``runtime_env`` option of one task or actor: its ``env_vars`` (or None).
+
+    They are set in the worker for the task's run (then restored: the worker
+    is reused), or for the actor's whole life, on top of ``init()``'s."""
+    if runtime_env is None:
+        return None
+    if isinstance(runtime_env, dict) and "worker_process_setup_hook" in runtime_env:
+        raise ValueError(
+            f"runtime_env of {what}: worker_process_setup_hook runs once per worker "
+            "process, so it is an init(runtime_env=...) setting, not a per-task one.")
+    env_vars, _ = parse(runtime_env)
+    return env_vars or None
+
+
 def run_setup_hook():
     """In a worker, before it serves: ``None``, or the serialized
     ``RuntimeEnvSetupError`` to report (the traceback goes to the worker's

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import traceback
-from types import GeneratorType
+from types import AsyncGeneratorType, GeneratorType
 
 from ..exceptions import (
     ActorDiedError,
@@ -104,7 +104,9 @@ class WorkerClient(ClientBase):
         self.actor_id: bytes | None = None
         self.actor_is_async = False
         self.running_async: dict[bytes, object] = {}
-        self.pool = None
+        self.concurrency_groups = {}
+        self.executors = {}  # concurrency group (None: the default) -> (semaphore, pool)
+        self.method_groups = {}  # method name -> its declared concurrency group
         self.loop_thread_id = None
         self.gpu_ids_set = False
 
@@ -455,15 +457,58 @@ class WorkerClient(ClientBase):
                                                           f"yielded by {name}"))
                 self.notify("stream_item", source_id, len(refs), ref._id)
                 refs.append(ref)
-                self.flush()
+                self._flush_item()
         except (TaskCancelledError, _ExitWorker, _ExitActor):
             raise
         except BaseException as exc:
             error = self._error_bytes(name, exc)
         return ObjectRefGenerator(refs, error)
 
+    async def _drain_async_generator(self, generator, name,
+                                     source_id: bytes) -> ObjectRefGenerator:
+        """_drain_generator for an ``async def`` generator (async actors)."""
+        refs = []
+        error = None
+        try:
+            async for item in generator:
+                ref = self.put_serialized(serialize(item, f"value {len(refs)} "
+                                                          f"yielded by {name}"))
+                self.notify("stream_item", source_id, len(refs), ref._id)
+                refs.append(ref)
+                self._flush_now()
+        except (TaskCancelledError, _ExitWorker, _ExitActor, asyncio.CancelledError):
+            raise
+        except BaseException as exc:
+            error = self._error_bytes(name, exc)
+        return ObjectRefGenerator(refs, error)
+
+    def _flush_item(self) -> None:
+        # A sync generator of an async actor runs on the loop, which cannot run
+        # a scheduled flush before the generator ends: write each value now.
+        if self.concurrent and threading.get_ident() == self.loop_thread_id:
+            self._flush_now()
+        else:
+            self.flush()
+
     def run_task(self, message) -> None:
-        _, task_id, fn_id, args, kwargs, return_ids, name, gpu_ids, placement = message
+        env = message[9]
+        if env is None:
+            self._run_task(message)
+            return
+        # The task's runtime_env env_vars, for its run only: the worker is reused.
+        saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        try:
+            self._run_task(message)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def _run_task(self, message) -> None:
+        _, task_id, fn_id, args, kwargs, return_ids, name, gpu_ids, placement, _ = message
         if placement is not None or context.current_placement_group is not None:
             context.set_placement(placement)
         if gpu_ids is not None or self.gpu_ids_set:
@@ -518,6 +563,8 @@ class WorkerClient(ClientBase):
         )
         max_concurrency = options.get("max_concurrency") or (1000 if is_async else 1)
         self.actor_is_async = is_async
+        self.concurrency_groups = options.get("concurrency_groups") or {}
+        os.environ.update(options.get("env") or {})  # the process is the actor's alone
         try:
             pos, kw = self.decode_args(args, kwargs)
             context.current_actor_id = actor_id
@@ -530,11 +577,11 @@ class WorkerClient(ClientBase):
             return
         self.send([P.ACTOR_READY, actor_id, None, is_async])
         self.flush()
-        if is_async or max_concurrency > 1:
+        if is_async or max_concurrency > 1 or self.concurrency_groups:
             raise _SwitchToConcurrent(max_concurrency, is_async)
 
     def run_actor_call(self, message) -> None:
-        _, task_id, method_name, args, kwargs, return_ids, name = message
+        _, task_id, method_name, args, kwargs, return_ids, name, group = message
         if task_id in self.cancelled:
             self.cancelled.discard(task_id)
             self._send_cancelled(task_id)
@@ -543,6 +590,8 @@ class WorkerClient(ClientBase):
         try:
             if self.actor is None:
                 raise ActorDiedError("The actor's constructor failed")
+            if group is not None:
+                self._unknown_group(group)
             method = getattr(self.actor, method_name)
             pos, kw = self.decode_args(args, kwargs)
             value = method(*pos, **kw)
@@ -604,11 +653,14 @@ class WorkerClient(ClientBase):
         loop = self.loop = new_event_loop()
         asyncio.set_event_loop(loop)
         self.loop_thread_id = threading.get_ident()
-        if not is_async:
-            from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import ThreadPoolExecutor
 
-            self.pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="actor")
-        self.semaphore = asyncio.Semaphore(max_concurrency)
+        # Each concurrency group has its own limit (and, in a threaded actor, its
+        # own threads): calls of one group never wait behind another's.
+        for group, limit in ((None, max_concurrency), *self.concurrency_groups.items()):
+            pool = None if is_async else ThreadPoolExecutor(
+                limit, thread_name_prefix=f"actor-{group or 'default'}")
+            self.executors[group] = (asyncio.Semaphore(limit), pool)
         self.stopped = loop.create_future()
         worker = self
 
@@ -642,8 +694,9 @@ class WorkerClient(ClientBase):
         try:
             loop.run_until_complete(main())
         finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=False, cancel_futures=True)
+            for _, pool in self.executors.values():
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
 
     def _schedule_flush(self) -> None:
         loop = self.loop
@@ -689,28 +742,61 @@ class WorkerClient(ClientBase):
             if not self.stopped.done():
                 self.stopped.set_result(None)
 
+    def _executor(self, method_name: str, group):
+        """(semaphore, thread pool or None) of the concurrency group a call runs in."""
+        if group is None:
+            group = self.method_groups.get(method_name, False)
+            if group is False:
+                options = getattr(getattr(type(self.actor), method_name, None),
+                                  "__miniray_method_options__", None) or {}
+                group = self.method_groups[method_name] = options.get("concurrency_group")
+        executor = self.executors.get(group)
+        if executor is None:
+            self._unknown_group(group)
+        return executor
+
+    def _unknown_group(self, group) -> None:
+        if group not in self.concurrency_groups:
+            raise ValueError(
+                f"The actor has no concurrency group {group!r} (its groups: "
+                f"{sorted(self.concurrency_groups)}); define it with "
+                f"concurrency_groups={{{group!r}: n}} when creating the actor.")
+
     async def _run_call_concurrent(self, message) -> None:
-        _, task_id, method_name, args, kwargs, return_ids, name = message
+        _, task_id, method_name, args, kwargs, return_ids, name, group = message
         if task_id in self.cancelled:
             self.cancelled.discard(task_id)
             self._send_cancelled(task_id)
             return
-        async with self.semaphore:
+        try:
+            semaphore, pool = self._executor(method_name, group)
+        except ValueError as exc:
+            self.send([P.FAILED, task_id, self._error_bytes(name, exc), False])
+            return
+        async with semaphore:
             self.running_async[task_id] = asyncio.current_task()
             try:
                 method = getattr(self.actor, method_name)
                 pos, kw = self.decode_args(args, kwargs)
                 if inspect.iscoroutinefunction(method):
                     value = await method(*pos, **kw)
-                elif self.pool is not None:
-                    value = await self.loop.run_in_executor(
-                        self.pool, lambda: method(*pos, **kw))
+                elif pool is not None:
+                    value = await self.loop.run_in_executor(pool, lambda: method(*pos, **kw))
                 else:
                     value = method(*pos, **kw)
                     if inspect.isawaitable(value):
                         value = await value
-                if type(value) is GeneratorType and len(return_ids) == 1:
-                    value = self._drain_generator(value, name, return_ids[0])
+                if type(value) is AsyncGeneratorType:
+                    if len(return_ids) == 1:
+                        value = await self._drain_async_generator(value, name, return_ids[0])
+                    else:  # a static num_returns: the values, split as a sequence
+                        value = [item async for item in value]
+                elif type(value) is GeneratorType and len(return_ids) == 1:
+                    if pool is not None:  # a threaded actor: not on the loop
+                        value = await self.loop.run_in_executor(
+                            pool, self._drain_generator, value, name, return_ids[0])
+                    else:
+                        value = self._drain_generator(value, name, return_ids[0])
                 results = self.encode_results(value, return_ids, name)
             except asyncio.CancelledError:
                 self._send_cancelled(task_id)
