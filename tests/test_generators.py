@@ -271,3 +271,43 @@ def test_async_def_remote_functions_are_refused_with_the_fix(ray):
     for fn in (coroutine, agen):
         with pytest.raises(ValueError, match="asyncio.run"):
             ray.remote(fn)
+
+
+def test_a_task_consuming_a_generator_takes_each_value_as_it_comes(ray_factory, tmp_path):
+    # One CPU: the consumer waiting for the next value must lend it to the producer.
+    ray = ray_factory(num_cpus=1)
+
+    @ray.remote
+    def produce(path):
+        import os
+        import time
+
+        yield "first"
+        deadline = time.monotonic() + 20
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield os.path.exists(path)  # true only if the consumer got "first" before the end
+
+    @ray.remote
+    def consume(path):
+        got = []
+        for ref in produce.remote(path):  # it can only run on the CPU consume lends
+            got.append(ray.get(ref))
+            open(path, "w").close()
+        return got
+
+    @ray.remote
+    class AsyncConsumer:
+        async def consume(self, stream, path):
+            got = []
+            async for ref in stream:
+                got.append(await ref)
+                open(path, "w").close()
+            return got
+
+    flag = tmp_path / "go"
+    assert ray.get(consume.remote(str(flag))) == ["first", True]
+    flag2 = tmp_path / "go2"
+    consumer = AsyncConsumer.remote()
+    assert ray.get(consumer.consume.remote(produce.remote(str(flag2)), str(flag2))) == [
+        "first", True]

@@ -12,11 +12,11 @@ class ObjectRefGenerator:
     to get one ObjectRef per yielded value. If the generator raised after some
     values, those refs come first and the next step raises the error.
 
-    In the driver, each value is handed out as soon as the task has yielded and
-    stored it (Ray's streaming generators). In a task or actor that consumes a
-    generator, the first ``next()`` waits for the whole generator instead (so its
-    CPU is lent back while it waits). ``completed()`` is a ref that is ready once
-    the generator has finished.
+    Each value is handed out as soon as the task has yielded and stored it
+    (Ray's streaming generators), to the driver and to tasks and actors alike;
+    a task waiting for the next value lends its CPU back meanwhile, as in
+    ``get``. ``completed()`` is a ref that is ready once the generator has
+    finished.
     """
 
     __slots__ = ("_refs", "_error", "_source", "_pos")
@@ -59,11 +59,9 @@ class ObjectRefGenerator:
         if self._refs is None:
             from ..api import _client, get
 
-            client = _client()
-            if _streams_here(client):
-                item = client.generic("stream_next", self._source._id, self._pos)
-                if item is not None:
-                    return self._streamed(item)
+            item = _client().generic("stream_next", self._source._id, self._pos)
+            if item is not None:
+                return self._streamed(item)
             self._adopt(get(self._source))
         ref = self._step()
         if ref is None:
@@ -77,11 +75,9 @@ class ObjectRefGenerator:
         if self._refs is None:
             from ..api import _client
 
-            client = _client()
-            if _streams_here(client):
-                item = await client.generic_async("stream_next", self._source._id, self._pos)
-                if item is not None:
-                    return self._streamed(item)
+            item = await _client().generic_async("stream_next", self._source._id, self._pos)
+            if item is not None:
+                return self._streamed(item)
             self._adopt(await self._source)
         ref = self._step()
         if ref is None:
@@ -101,13 +97,6 @@ class ObjectRefGenerator:
         if self._refs is None:
             return f"ObjectRefGenerator(pending, {self._source!r})"
         return f"ObjectRefGenerator({len(self._refs)} refs)"
-
-
-def _streams_here(client) -> bool:
-    # The driver takes values as they are yielded. A task consuming a generator
-    # waits for the whole of it instead, through get(), which lends its CPU back:
-    # waiting item by item would hold a CPU the producer may need.
-    return getattr(client, "runtime", None) is not None
 
 
 def wants_generator(is_generator_function: bool, num_returns) -> bool:

@@ -2148,6 +2148,9 @@ class NodeRuntime:
         stream = self._stream_of(source_id, entry)
         future = self.loop.create_future()
         stream.waiters.append((index, future))
+        if caller is not DRIVER:  # a task waiting for the next value lends its CPU, as in get
+            self._block(caller)
+            future.add_done_callback(lambda f: self._unblock(caller))
         return future
 
     def _stream_of(self, source_id: bytes, entry: ObjectEntry) -> _Stream:
