@@ -144,7 +144,7 @@ class WorkerHandle:
         self.logs: list = []
 
 
-class DriverConn:
+class DriverConn(WorkerHandle):
     """A driver connected to a head node: a worker that never runs tasks.
 
     It makes the same requests as a worker (submit, get, put, ...), so the
@@ -893,7 +893,7 @@ class NodeRuntime:
         return info
 
     # -- scheduling ----------------------------------------------------------------
-    def _fits(self, resources: dict) -> bool:
+    def _fits(self, resources: dict):
         available = self.available
         for key, amount in resources.items():
             if amount and available.get(key, 0.0) < amount - 1e-9:
@@ -933,10 +933,10 @@ class NodeRuntime:
             amount and key[0] != "_" and key not in self.total
             for key, amount in resources.items())
 
-    def _gpus_of(self, resources: dict) -> int:
+    def _gpus_of(self, resources: dict):
         ngpu = int(resources.get("GPU", 0))
         if not ngpu and self.placement_groups:  # "GPU_group_..." inside a group
-            ngpu = int(sum(v for k, v in resources.items() if k.startswith("GPU_group_")))
+            ngpu = _group_gpus(resources)
         return ngpu
 
     def _release_lease(self, worker: WorkerHandle) -> None:
@@ -992,6 +992,8 @@ class NodeRuntime:
             return
         idle = self.idle
         blocked = []
+        task: Task
+        worker: WorkerHandle
         while ready:
             task = ready[0]
             if task.cancelled:
@@ -1037,16 +1039,17 @@ class NodeRuntime:
         if ready and not idle and self._blocked_workers:
             self._maybe_grow_pool()
 
-    def _short_cost(self, fn_id) -> float:
+    def _short_cost(self, fn_id):
         """Seconds a task of ``fn_id`` is expected to take if known to be short
         (recent runs under SHORT_TASK_S); -1.0 if unknown or long."""
         cost = self.fn_cost.get(fn_id) if fn_id is not None else None
         return cost if cost is not None and cost < SHORT_TASK_S else -1.0
 
-    def _pipeline_target(self, resources: dict, cost: float):
+    def _pipeline_target(self, resources: dict, cost):
         # Only tasks known to be short are queued behind other short tasks, so a
         # long task never holds back work another worker could start.
-        best = None
+        best: WorkerHandle = None
+        worker: WorkerHandle
         budget = PIPELINE_BUDGET_S - cost
         for worker in self.workers.values():
             if (worker.long_queued == 0 and worker.queued_cost <= budget
@@ -1144,7 +1147,7 @@ class NodeRuntime:
         if arg[0] == P.ARG_VALUE:
             return arg
         object_id = arg[1]
-        entry = self.objects[object_id]
+        entry: ObjectEntry = self.objects[object_id]
         if entry.state == VALUE_SPILLED:
             self._restore(object_id, entry)
         if entry.state == VALUE_SHM:
@@ -1153,8 +1156,8 @@ class NodeRuntime:
         return [P.ARG_REF, object_id, entry.state, entry.data]
 
     # -- object table --------------------------------------------------------------
-    def _set_value(self, object_id: bytes, state: int, data, contained=None, size=0) -> None:
-        entry = self.objects.get(object_id)
+    def _set_value(self, object_id: bytes, state, data, contained=None, size=0) -> None:
+        entry: ObjectEntry = self.objects.get(object_id)
         if entry is None:
             # Nobody holds a ref any more: drop the value at once.
             if state == VALUE_SHM:
@@ -1181,7 +1184,7 @@ class NodeRuntime:
         if state == VALUE_SHM and self.store_used > self.capacity:
             self._spill(self.store_used - self.capacity)
 
-    def _add_used(self, delta: int) -> None:
+    def _add_used(self, delta) -> None:
         with self._used_lock:  # the driver's put adds from its own thread
             self.store_used += delta
 
@@ -1190,13 +1193,13 @@ class NodeRuntime:
             for object_id in contained:
                 self._decref(object_id, 1)
 
-    def _incref(self, object_id: bytes, n: int = 1) -> None:
-        entry = self.objects.get(object_id)
+    def _incref(self, object_id: bytes, n = 1) -> None:
+        entry: ObjectEntry = self.objects.get(object_id)
         if entry is not None:
             entry.refcount += n
 
-    def _decref(self, object_id: bytes, n: int = 1) -> None:
-        entry = self.objects.get(object_id)
+    def _decref(self, object_id: bytes, n = 1) -> None:
+        entry: ObjectEntry = self.objects.get(object_id)
         if entry is None:
             return
         entry.refcount -= n
@@ -1261,8 +1264,8 @@ class NodeRuntime:
     def unpin_threadsafe(self, object_id: bytes) -> None:
         self.post_lazy(self._unpin, object_id)
 
-    def _unpin(self, object_id: bytes, n: int = 1) -> None:
-        entry = self.objects.get(object_id) or self._pinned_garbage.get(object_id)
+    def _unpin(self, object_id: bytes, n = 1) -> None:
+        entry: ObjectEntry = self.objects.get(object_id) or self._pinned_garbage.get(object_id)
         if entry is None:
             return
         entry.pins -= n
@@ -1340,7 +1343,7 @@ class NodeRuntime:
         self.functions[fn_id] = blob
 
     def rpc_add_ref(self, caller, object_id: bytes) -> None:
-        entry = self.objects.get(object_id)
+        entry: ObjectEntry = self.objects.get(object_id)
         if entry is None:
             return
         entry.refcount += 1
@@ -1388,7 +1391,7 @@ class NodeRuntime:
             self._set_value(object_id, VALUE_INLINE, data, contained or None)
 
     def rpc_submit(self, caller, fn_id, args, kwargs, contained, options, return_ids) -> None:
-        task = Task()
+        task: Task = Task()
         task.task_id = return_ids[0] if return_ids else os.urandom(16)
         task.fn_id = fn_id
         task.args = args
@@ -1419,8 +1422,7 @@ class NodeRuntime:
     def _hold_args(self, task: Task) -> None:
         """Hold every ref the task uses; count the ones not ready yet."""
         task.has_refs = True
-        if not task.contained and not task.kwargs and all(
-                a[0] == P.ARG_VALUE for a in task.args):
+        if not task.contained and not task.kwargs and _values_only(task.args):
             task.has_refs = False  # the common case: plain values only
             task.held = ()
             return
@@ -1485,7 +1487,7 @@ class NodeRuntime:
             self._decref(object_id, 1)
         task.held = ()
 
-    def _fail_task(self, task: Task, error: bytes, schedule: bool = True) -> None:
+    def _fail_task(self, task: Task, error: bytes, schedule = True) -> None:
         if task.finished:
             return
         self._finish_task(task)
@@ -1503,7 +1505,7 @@ class NodeRuntime:
 
     def _take_assigned(self, worker: WorkerHandle, task_id: bytes):
         """Remove a task the worker reported on; an emptied task worker goes idle."""
-        task = worker.assigned.pop(task_id, None)
+        task: Task = worker.assigned.pop(task_id, None)
         if task is None:
             return None
         self._unassign(worker, task)
@@ -1520,7 +1522,7 @@ class NodeRuntime:
         return task
 
     def _on_task_done(self, worker: WorkerHandle, task_id: bytes, results) -> None:
-        task = self._take_assigned(worker, task_id)
+        task: Task = self._take_assigned(worker, task_id)
         if task is None:
             return
         self.counters["tasks_finished"] += 1
@@ -1929,7 +1931,7 @@ class NodeRuntime:
     def rpc_actor_call(self, caller, actor_id, task_id, method, args, kwargs, contained,
                        return_ids, options) -> None:
         actor = self.actors.get(actor_id)
-        task = Task()
+        task: Task = Task()
         task.task_id = task_id
         task.fn_id = None
         task.args, task.kwargs, task.contained = args, kwargs, contained
@@ -1967,8 +1969,9 @@ class NodeRuntime:
     def _actor_pump(self, actor: ActorState) -> None:
         if actor.state != "ALIVE":
             return
-        worker = actor.worker
+        worker: WorkerHandle = actor.worker
         queue = actor.queue
+        task: Task
         while queue:
             task = queue[0]
             if task.deps:
@@ -2224,10 +2227,21 @@ class NodeRuntime:
         }
 
 
+def _values_only(args) -> bool:
+    for arg in args:
+        if arg[0] != P.ARG_VALUE:
+            return False
+    return True
+
+
 def _iter_args(task: Task):
     yield from task.args
     if task.kwargs:
         yield from task.kwargs.values()
+
+
+def _group_gpus(resources: dict) -> int:
+    return int(sum(v for k, v in resources.items() if k.startswith("GPU_group_")))
 
 
 def _same_shape(lease: dict, resources: dict) -> bool:

@@ -63,7 +63,7 @@ def test_kill_cluster_mid_run_then_recover(node, ray_clusters):
 
 def test_unreachable_cluster_at_connect_is_retried(node, ray_clusters):
     dead = mc.ClusterConfig("ghost", "127.0.0.1:9", tags=["arm64"], auth_token="x")
-    settings = mc.Settings(**{**vars(FAST), "connect_timeout": 5.0})
+    settings = mc.Settings(**{**vars(FAST), "connect_timeout": 15.0})
     with pytest.warns(RuntimeWarning, match="ghost"):
         mc.connect([ray_clusters["x86"].config(), dead], settings=settings,
                    include_local=False)
