@@ -3,10 +3,23 @@ creates with put() and returns inside its value."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 
 from miniray import exceptions
+
+
+def _first_then_wait_for(path, first="first"):
+    """Yield ``first``, then whether ``path`` appeared within 20 s: true only if
+    whoever reads the values got the first one before the generator ended."""
+    yield first
+    deadline = time.monotonic() + 20
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield os.path.exists(path)
 
 
 def test_refs_put_inside_a_task_and_returned_stay_alive(ray):
@@ -107,14 +120,7 @@ def test_driver_takes_each_value_while_the_generator_still_runs(ray, tmp_path):
 
     @ray.remote
     def waits_for_the_caller(path):
-        import os
-        import time
-
-        yield "first"
-        deadline = time.monotonic() + 20
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        yield os.path.exists(path)  # only true if the caller got "first" before the end
+        yield from _first_then_wait_for(path)
 
     stream = waits_for_the_caller.remote(str(flag))
     assert ray.get(next(stream)) == "first"
@@ -127,7 +133,6 @@ def test_driver_takes_each_value_while_the_generator_still_runs(ray, tmp_path):
     next(dropped)
     del dropped  # dropped mid-way: the node lets go of what it held for the caller
     import gc
-    import time
 
     gc.collect()
     runtime = ray.api._runtime
@@ -142,14 +147,7 @@ async def test_async_for_takes_values_as_they_come(ray, tmp_path):
 
     @ray.remote
     def waits(path):
-        import os
-        import time
-
-        yield 1
-        deadline = time.monotonic() + 20
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        yield os.path.exists(path)
+        yield from _first_then_wait_for(path, first=1)
 
     got = []
     async for ref in waits.remote(str(flag)):
@@ -184,16 +182,6 @@ def test_async_generator_methods_stream_from_async_actors(ray):
             yield 1
             yield 2
 
-        def sync_stream(self, path):
-            import os
-            import time
-
-            yield "first"
-            deadline = time.monotonic() + 20
-            while not os.path.exists(path) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            yield os.path.exists(path)
-
     actor = Tokens.remote()
     stream = actor.stream.remote(3)
     assert isinstance(stream, ray.ObjectRefGenerator)
@@ -217,28 +205,18 @@ def test_async_generator_methods_stream_from_async_actors(ray):
 
 def test_sync_generators_of_async_and_threaded_actors_stream(ray, tmp_path):
     # They used to hand every value over at the end of the generator.
-    def waits(path):
-        import os
-        import time
-
-        yield "first"
-        deadline = time.monotonic() + 20
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        yield os.path.exists(path)
-
     @ray.remote
     class AsyncActor:
         async def ping(self):
             return 1
 
         def items(self, path):
-            yield from waits(path)
+            yield from _first_then_wait_for(path)
 
     @ray.remote(max_concurrency=2)
     class Threaded:
         def items(self, path):
-            yield from waits(path)
+            yield from _first_then_wait_for(path)
 
     for i, actor in enumerate((AsyncActor.remote(), Threaded.remote())):
         flag = tmp_path / f"go{i}"
@@ -279,14 +257,7 @@ def test_a_task_consuming_a_generator_takes_each_value_as_it_comes(ray_factory, 
 
     @ray.remote
     def produce(path):
-        import os
-        import time
-
-        yield "first"
-        deadline = time.monotonic() + 20
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        yield os.path.exists(path)  # true only if the consumer got "first" before the end
+        yield from _first_then_wait_for(path)
 
     @ray.remote
     def consume(path):

@@ -2227,6 +2227,8 @@ class NodeRuntime:
         }
 
 
+# Out of the cpdef methods (runtime.pxd) that use them: Cython compiles no
+# generator expressions or closures inside a cpdef method.
 def _values_only(args) -> bool:
     for arg in args:
         if arg[0] != P.ARG_VALUE:
@@ -2240,7 +2242,7 @@ def _iter_args(task: Task):
         yield from task.kwargs.values()
 
 
-def _group_gpus(resources: dict) -> int:
+def _group_gpus(resources: dict) -> int:  # out of _gpus_of (cpdef): see _values_only
     return int(sum(v for k, v in resources.items() if k.startswith("GPU_group_")))
 
 

@@ -453,10 +453,7 @@ class WorkerClient(ClientBase):
         error = None
         try:
             for item in generator:
-                ref = self.put_serialized(serialize(item, f"value {len(refs)} "
-                                                          f"yielded by {name}"))
-                self.notify("stream_item", source_id, len(refs), ref._id)
-                refs.append(ref)
+                self._stream_value(refs, item, name, source_id)
                 self._flush_item()
         except (TaskCancelledError, _ExitWorker, _ExitActor):
             raise
@@ -471,16 +468,19 @@ class WorkerClient(ClientBase):
         error = None
         try:
             async for item in generator:
-                ref = self.put_serialized(serialize(item, f"value {len(refs)} "
-                                                          f"yielded by {name}"))
-                self.notify("stream_item", source_id, len(refs), ref._id)
-                refs.append(ref)
+                self._stream_value(refs, item, name, source_id)
                 self._flush_now()
         except (TaskCancelledError, _ExitWorker, _ExitActor, asyncio.CancelledError):
             raise
         except BaseException as exc:
             error = self._error_bytes(name, exc)
         return ObjectRefGenerator(refs, error)
+
+    def _stream_value(self, refs: list, item, name, source_id: bytes) -> None:
+        """Store one yielded value and tell the node (its caller may take it now)."""
+        ref = self.put_serialized(serialize(item, f"value {len(refs)} yielded by {name}"))
+        self.notify("stream_item", source_id, len(refs), ref._id)
+        refs.append(ref)
 
     def _flush_item(self) -> None:
         # A sync generator of an async actor runs on the loop, which cannot run
@@ -590,8 +590,8 @@ class WorkerClient(ClientBase):
         try:
             if self.actor is None:
                 raise ActorDiedError("The actor's constructor failed")
-            if group is not None:
-                self._unknown_group(group)
+            if group is not None:  # a sync actor has no groups (they make it threaded)
+                raise self._no_such_group(group)
             method = getattr(self.actor, method_name)
             pos, kw = self.decode_args(args, kwargs)
             value = method(*pos, **kw)
@@ -752,15 +752,14 @@ class WorkerClient(ClientBase):
                 group = self.method_groups[method_name] = options.get("concurrency_group")
         executor = self.executors.get(group)
         if executor is None:
-            self._unknown_group(group)
+            raise self._no_such_group(group)
         return executor
 
-    def _unknown_group(self, group) -> None:
-        if group not in self.concurrency_groups:
-            raise ValueError(
-                f"The actor has no concurrency group {group!r} (its groups: "
-                f"{sorted(self.concurrency_groups)}); define it with "
-                f"concurrency_groups={{{group!r}: n}} when creating the actor.")
+    def _no_such_group(self, group) -> ValueError:
+        return ValueError(
+            f"The actor has no concurrency group {group!r} (its groups: "
+            f"{sorted(self.concurrency_groups)}); define it with "
+            f"concurrency_groups={{{group!r}: n}} when creating the actor.")
 
     async def _run_call_concurrent(self, message) -> None:
         _, task_id, method_name, args, kwargs, return_ids, name, group = message
