@@ -317,6 +317,7 @@ class NodeRuntime:
             self.thread.start()
             started.wait()
             self.call_threadsafe_wait(self._on_started)
+            self.store.reclaim = self._run_queued_ops
         else:
             self.loop = loop
             self._user_loop_thread = threading.get_ident()
@@ -489,6 +490,21 @@ class NodeRuntime:
 
         self.loop.call_soon_threadsafe(run)
         return future.result(timeout)
+
+    def _run_queued_ops(self) -> bool:
+        """Run the queued operations now, from a thread other than the node's.
+
+        The driver's ``del ref`` reaches the node lazily; a large put right
+        after it would otherwise land in never-touched memory beside the slot
+        about to be freed. Returns whether anything ran.
+        """
+        if not self._ops or self._closing or threading.get_ident() == self._loop_thread_id():
+            return False
+        try:
+            self.call_threadsafe_wait(self._drain_ops, timeout=5.0)
+        except Exception:  # pragma: no cover - a stuck node: write cold, as before
+            return False
+        return True
 
     def _drain_ops(self) -> None:
         self._wake_pending = False
