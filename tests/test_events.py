@@ -10,6 +10,7 @@ import pytest
 import miniray
 from miniray._core import introspect
 from miniray._core.events import EventBus
+from miniray._core.runtime import Task
 
 
 def _on_loop(fn):
@@ -67,16 +68,15 @@ def test_task_lifecycle_states_errors_and_dag(ray):
 def test_event_rings_coalesce_and_count_losses():
     bus = EventBus({"events": 5, "tasks": 3})
 
-    class T:  # the fields the bus reads from a runtime Task
-        def __init__(self, i):
-            self.task_id = bytes([i]) * 16
-            self.name = f"t{i}"
-            self.deps = 0
-            self.held = ()
-            self.return_ids = [self.task_id]
-            self.actor = None
-            self.started_at = self.ended_at = self.worker_id = self.error = None
-            self.attempt = 0
+    def T(i):  # a runtime Task with the fields the bus reads
+        task = Task()
+        task.task_id = bytes([i]) * 16
+        task.name = f"t{i}"
+        task.held = ()
+        task.return_ids = [task.task_id]
+        task.started_at = task.ended_at = task.worker_id = task.error = None
+        task.attempt = 0
+        return task
 
     tasks = [T(i) for i in range(4)]
     for t in tasks:

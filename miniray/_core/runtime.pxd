@@ -9,6 +9,8 @@
 
 cimport cython
 
+from miniray._core.events cimport EventBus
+
 
 @cython.final
 cdef class ObjectEntry:
@@ -118,7 +120,7 @@ cdef class NodeRuntime:
     cdef public object counters
     cdef public dict fn_cost
     cdef public object _pack
-    cdef public object events
+    cdef public EventBus events
     cdef public object setup_error
     cdef public object free_gpu_ids
     cdef public object available

@@ -44,7 +44,9 @@ from ..exceptions import (
 from . import protocol as P
 from . import shm
 from .client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM
-from .events import PENDING_NODE_ASSIGNMENT, EventBus
+# The module, not its names: compiled, events cimports Task from this module,
+# so whichever of the two loads first sees the other half-initialized.
+from . import events as _events
 from .object_store import LocalStore, _fmt
 from .serialization import deserialize_inline, serialize
 
@@ -249,7 +251,7 @@ class NodeRuntime:
         self.arena_size = self.store.arena_size
         self.watchdog = None
         self.worker_env = None
-        self.events = EventBus(event_caps)
+        self.events = _events.EventBus(event_caps)
         self.drivers: dict[int, DriverConn] = {}
         self._driver_servers: list = []
         self.dashboard = None
@@ -1474,7 +1476,7 @@ class NodeRuntime:
                 return
             task.deps -= 1
             if task.deps == 0:
-                self.events.task_state(task, PENDING_NODE_ASSIGNMENT)
+                self.events.task_state(task, _events.PENDING_NODE_ASSIGNMENT)
                 if task.actor is not None:
                     self._actor_pump(task.actor)
                 else:
