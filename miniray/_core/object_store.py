@@ -88,17 +88,18 @@ class LocalStore:
         if offset + size > touched and self.reclaim is not None and self.reclaim():
             with self._lock:
                 arena.allocator.free(offset)
-                if arena.touched == offset + size:  # nobody wrote past us since
-                    arena.touched = touched
             arena, offset, touched = self._allocate(size)
-        if offset + size > touched:
+        end = offset + size
+        if end > touched:
             cold = max(offset, touched)
-            shm.populate(arena.mapping, cold, offset + size - cold)
-        value.write_into(arena.view[offset:offset + size])
+            shm.populate(arena.mapping, cold, end - cold)
+            with self._lock:
+                arena.touched = max(arena.touched, end)
+        value.write_into(arena.view[offset:end])
         return [arena.name, offset, size]
 
     def _allocate(self, size: int) -> tuple[_Arena, int, int]:
-        """A slot of ``size`` bytes, and how far its arena had been touched."""
+        """A slot of ``size`` bytes, and how far its arena had been written."""
         with self._lock:
             for arena in self._arenas.values():
                 offset = arena.allocator.allocate(size)
@@ -110,10 +111,7 @@ class LocalStore:
                 offset = arena.allocator.allocate(size)
                 if offset < 0:  # pragma: no cover - size <= arena_size // 2
                     raise ObjectStoreFullError("arena allocation failed")
-            touched = arena.touched
-            if offset + size > touched:
-                arena.touched = offset + size
-            return arena, offset, touched
+            return arena, offset, arena.touched
 
     def free(self, location) -> None:
         name, offset, _size = location
