@@ -89,6 +89,54 @@ def test_exception_carries_remote_traceback_and_original_type(ray):
     assert "raise KeyError" in err.traceback_str
 
 
+def test_remote_traceback_names_the_script_file_and_source_line(tmp_path):
+    # A function defined in __main__ travels by value (cloudpickle >= 3.1.3
+    # renames its code "<dynamic-code>"): the traceback must still show the
+    # user's file and the failing line.
+    import subprocess
+
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "import miniray as ray\n"
+        "ray.init(num_cpus=1, include_dashboard=False)\n"
+        "@ray.remote\n"
+        "def boom(x):\n"
+        "    return helper(x)\n"
+        "def helper(x):\n"
+        "    raise KeyError(f'missing {x}')  # marker-line\n"
+        "try:\n"
+        "    ray.get(boom.remote(7))\n"
+        "except KeyError as e:\n"
+        "    print(e.traceback_str)\n"
+        "ray.shutdown()\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert f'File "{script}", line 5, in boom' in out.stdout, out.stdout
+    assert f'File "{script}", line 7, in helper' in out.stdout, out.stdout
+    assert "# marker-line" in out.stdout
+    assert "<dynamic-code>" not in out.stdout
+
+
+def test_remote_traceback_quotes_source_known_only_to_linecache(ray):
+    # Notebook cells and exec'd code have no file on disk: their source is in
+    # the driver's linecache, and the worker's traceback quotes it from there.
+    import linecache
+
+    filename = "<cell-for-miniray-test-41>"
+    source = "def cell_fn(x):\n    raise ValueError('cell failed ' + str(x))  # from-the-cell\n"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {}
+    exec(compile(source, filename, "exec"), namespace)
+    cell_fn = ray.remote(namespace["cell_fn"])
+
+    with pytest.raises(ValueError) as info:
+        ray.get(cell_fn.remote(3))
+    assert f'File "{filename}", line 2, in cell_fn' in info.value.traceback_str
+    assert "# from-the-cell" in info.value.traceback_str
+
+
 def test_error_propagates_through_dependencies(ray):
     @ray.remote
     def boom():

@@ -15,9 +15,14 @@ classes defined in ``__main__`` travel by value.
 
 from __future__ import annotations
 
+import io
+import linecache
+import os
 import pickle
 import struct
 import threading
+import types
+from collections import ChainMap
 
 import cloudpickle
 
@@ -91,6 +96,52 @@ class SerializedValue:
         return pos
 
 
+def _rebuild_code(constructor, args, filename, lines):
+    """Unpickle a code object under its original file name.
+
+    ``lines`` is the source when the driver found it only in ``linecache``
+    (a notebook cell, ``exec``'d code), so tracebacks here can quote it too.
+    """
+    code = constructor(*args)
+    if lines is not None and filename not in linecache.cache:
+        # An mtime of None tells linecache.checkcache never to drop the entry.
+        linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+    return code.replace(co_filename=filename)
+
+
+def _reduce_code(code):
+    """cloudpickle's reduction of a code object, keeping ``co_filename``.
+
+    cloudpickle >= 3.1.3 pickles every code object with the file name
+    ``<dynamic-code>``, so remote tracebacks would lose the user's file and
+    source lines; the name (and the source, when no file holds it) travels
+    beside cloudpickle's own payload.
+    """
+    constructor, args = _CLOUDPICKLE_CODE_REDUCE(code)
+    filename = code.co_filename
+    lines = None
+    if not os.path.exists(filename):
+        entry = linecache.cache.get(filename)
+        if entry is not None and entry[2]:
+            lines = list(entry[2])
+    return _rebuild_code, (constructor, args, filename, lines)
+
+
+_CLOUDPICKLE_CODE_REDUCE = cloudpickle.CloudPickler.dispatch_table.get(types.CodeType)
+
+
+class _Pickler(cloudpickle.CloudPickler):
+    if _CLOUDPICKLE_CODE_REDUCE is not None:
+        dispatch_table = ChainMap({types.CodeType: _reduce_code},
+                                  cloudpickle.CloudPickler.dispatch_table)
+
+
+def _dumps(value, buffer_callback=None) -> bytes:
+    with io.BytesIO() as file:
+        _Pickler(file, protocol=PICKLE5, buffer_callback=buffer_callback).dump(value)
+        return file.getvalue()
+
+
 def _align(n: int) -> int:
     return (n + ALIGN - 1) & ~(ALIGN - 1)
 
@@ -118,7 +169,7 @@ def serialize(value, what: str = "value") -> SerializedValue:
     contained: list = []
     _local.contained = contained
     try:
-        meta = cloudpickle.dumps(value, protocol=PICKLE5, buffer_callback=keep_out_of_band)
+        meta = _dumps(value, keep_out_of_band)
     except Exception as exc:  # pickling raises many types (TypeError, PicklingError, ...)
         raise SerializationError(
             f"Could not serialize {what} of type {type(value).__name__}: {exc}. "
@@ -133,7 +184,7 @@ def serialize(value, what: str = "value") -> SerializedValue:
 
 def serialize_function(fn) -> bytes:
     try:
-        return cloudpickle.dumps(fn, protocol=PICKLE5)
+        return _dumps(fn)
     except Exception as exc:
         name = getattr(fn, "__qualname__", repr(fn))
         raise SerializationError(
