@@ -74,6 +74,12 @@ class CythonizeAndBuild(build_ext):
     lets a pure-Python install run without Cython.
     """
 
+    def finalize_options(self):
+        super().finalize_options()
+        # pip gives no way to pass -j: compile the C files on every core.
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
+
     def run(self):
         if self.extensions:
             self._cythonize(self.extensions)
