@@ -50,7 +50,17 @@ def _default_store_memory() -> int:
 
 
 class RayContext(dict):
-    """What ``init()`` returns: a dict with the node's address info."""
+    """What ``init()`` returns: a dict with the node's address info.
+
+    The dashboard's token is a secret: it is not one of the dict's items, so
+    printing or logging the context never shows it. Ask for it by name,
+    ``ctx.dashboard_token``, to open a dashboard bound to a non-loopback address.
+    """
+
+    @property
+    def dashboard_token(self):
+        """The token the dashboard asks of non-loopback clients (``None``: no node here)."""
+        return getattr(_runtime, "dashboard_token", None)
 
     @property
     def address_info(self):
@@ -191,7 +201,6 @@ def init(
             "object_store_memory": object_store_memory,
             "init_seconds": time.perf_counter() - started,
             "dashboard_url": dashboard_url,
-            "dashboard_token": runtime.dashboard_token,
         })
         if to_ray:
             try:

@@ -645,3 +645,21 @@ def test_shutdown_right_after_init_cancels_the_dashboard_start():
                          timeout=60, env=dict(os.environ))
     assert out.returncode == 0, out.stderr
     assert "destroyed" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_init_context_keeps_the_token_out_of_repr_and_log(capfd):
+    # The token gates a non-loopback dashboard: printing the context or the
+    # start-up line must not leak it; asking for it by name gives it.
+    import miniray
+
+    ctx = miniray.init(num_cpus=1, dashboard_host="0.0.0.0", dashboard_port=0)
+    try:
+        token = ctx.dashboard_token
+    finally:
+        miniray.shutdown()
+    assert token and len(token) >= 16
+    assert token not in repr(ctx) and token not in str(dict(ctx))
+    assert "dashboard_token" not in ctx
+    captured = capfd.readouterr()
+    assert token not in captured.err + captured.out
+    assert "dashboard at http://" in captured.err

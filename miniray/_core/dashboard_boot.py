@@ -91,8 +91,8 @@ def launch(runtime, host: str | None, port: int | None, token: str, quiet: bool 
     else:
         loop.create_task(start()).add_done_callback(report)
     if not quiet:
-        url = dashboard.url
-        if not is_loopback(host):
-            url += f"/?token={token}"
-        print(f"miniray: dashboard at {url}", file=sys.stderr)
+        # The token stays out of the log: the context init() returns has it.
+        needs = "" if is_loopback(host) else \
+            " (open /?token=<init().dashboard_token> once to sign in)"
+        print(f"miniray: dashboard at {dashboard.url}{needs}", file=sys.stderr)
     return dashboard
