@@ -109,3 +109,31 @@ def test_compiled_speedups_are_used():
 
     assert s.COMPILED
     assert core._is_compiled()
+
+
+def test_sources_newer_than_their_extension_are_reported(tmp_path):
+    # An edited .py (or .pxd) beside an older compiled module would keep the
+    # old code running silently in an editable install.
+    import importlib.machinery
+
+    from miniray._core import _stale_sources
+
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    core, speedups = tmp_path / "core", tmp_path / "speedups"
+    core.mkdir()
+    speedups.mkdir()
+    for path in (core / "runtime.py", core / "runtime.pxd", core / "driver.py",
+                 speedups / "allocator.py"):
+        path.write_text("")
+    for path in (core / ("runtime" + suffix), core / ("driver" + suffix),
+                 speedups / ("_allocator_c" + suffix)):
+        path.write_bytes(b"")
+    now = time.time()
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            os.utime(path, (now - 100, now - 100))
+    assert _stale_sources(str(core), str(speedups), suffix) == []
+    os.utime(core / "runtime.pxd", (now, now))
+    os.utime(speedups / "allocator.py", (now, now))
+    assert _stale_sources(str(core), str(speedups), suffix) == [
+        str(core / "runtime.pxd"), str(speedups / "allocator.py")]

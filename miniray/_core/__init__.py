@@ -39,3 +39,54 @@ def _is_compiled() -> bool:
     from . import runtime
 
     return not runtime.__file__.endswith(".py")
+
+
+_STALE_CHECKED_ENV = "MINIRAY_STALE_CHECKED"
+
+
+def _stale_sources(core_dir: str, speedups_dir: str, suffix: str) -> list:
+    """Sources (``.py``/``.pxd``) newer than the extension built from them."""
+    pairs = [(core_dir, name[: -len(suffix)], name) for name in os.listdir(core_dir)
+             if name.endswith(suffix)]
+    pairs += [(speedups_dir, name[1: -len(suffix) - 2], name) for name in os.listdir(speedups_dir)
+              if name.startswith("_") and name.endswith("_c" + suffix)]
+    stale = []
+    for folder, stem, extension in pairs:
+        built = os.stat(os.path.join(folder, extension)).st_mtime
+        for source in (stem + ".py", stem + ".pxd"):
+            path = os.path.join(folder, source)
+            # Seconds of slack: a wheel unpacks its files in no set order.
+            if os.path.exists(path) and os.stat(path).st_mtime > built + 2.0:
+                stale.append(path)
+    return sorted(stale)
+
+
+def _warn_if_extensions_are_stale() -> None:
+    """Warn when a source is newer than the extension compiled from it.
+
+    In an editable install the ``.so`` beside an edited ``.py`` (or ``.pxd``)
+    keeps loading silently, so an edit seems to do nothing. The check runs
+    once per process tree: workers inherit the marker through the environment.
+    """
+    import importlib.machinery
+
+    os.environ[_STALE_CHECKED_ENV] = "1"
+    root = os.path.dirname(os.path.dirname(_HERE))
+    stale = _stale_sources(_HERE, os.path.join(os.path.dirname(_HERE), "_speedups"),
+                           importlib.machinery.EXTENSION_SUFFIXES[0])
+    if stale:
+        import warnings
+
+        names = ", ".join(os.path.relpath(path, root) for path in stale)
+        warnings.warn(
+            f"miniray: {names} changed after the compiled extension was built, and the old "
+            "extension is what runs. Rebuild it with `python setup.py build_ext --inplace` "
+            "(or `pip install -e .`), or set MINIRAY_PUREPYTHON=1 to run the sources.",
+            RuntimeWarning, stacklevel=3)
+
+
+if not _pure_python_requested() and not os.environ.get(_STALE_CHECKED_ENV):
+    try:
+        _warn_if_extensions_are_stale()
+    except OSError:  # a read-only or odd install layout: nothing to compare
+        pass
