@@ -342,3 +342,41 @@ def test_workers_that_cannot_start_fail_the_work_instead_of_respawning_forever(
                          "(?s)in a row exited while starting.*shadows the real package",
                          "exited while starting", batch=3, max_workers_started=4,
                          first_timeout=60)
+
+
+def test_cancel_signal_during_socket_io_is_not_lost():
+    # The node writes CANCEL, then sends SIGUSR1. A signal that lands while
+    # the worker is inside a send or recv cannot read the socket there; the
+    # task about to start must still see the CANCEL, not run to the end.
+    import signal
+    import socket
+
+    import msgpack
+
+    from miniray._core import protocol as P
+    from miniray._core.worker import WorkerClient
+
+    node_side, worker_side = socket.socketpair()
+    client = WorkerClient(worker_side, os.getpid(), 1 << 20, 1 << 20, 1)
+    previous = signal.signal(signal.SIGUSR1, client._on_sigusr1)
+    try:
+        task_id = b"t" * 16
+        message = [P.TASK, task_id, b"no-such-function", [], {}, [b"r" * 16], "slow", None,
+                   None, None]
+        node_side.sendall(P.pack([P.CANCEL, task_id]))
+        client.in_io = True  # as inside sendall of the previous task's DONE
+        os.kill(os.getpid(), signal.SIGUSR1)
+        client.in_io = False
+        client._run_task(message)  # must not try to load and run the function
+        client.flush()
+        node_side.settimeout(5)
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(node_side.recv(1 << 16))
+        replies = list(unpacker)
+        assert replies and replies[0][0] == P.FAILED and replies[0][1] == task_id
+        assert replies[0][3] is True  # reported as cancelled
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        client.store.close()
+        node_side.close()
+        worker_side.close()

@@ -97,6 +97,7 @@ class WorkerClient(ClientBase):
         self.current_task_name: str = ""
         self.cancelled: set[bytes] = set()
         self.in_io = False
+        self.cancel_signalled = False
         self.concurrent = False
         self.loop = None
         self.transport = None
@@ -186,21 +187,31 @@ class WorkerClient(ClientBase):
         self.cancelled.add(task_id)
 
     def _on_sigusr1(self, signum, frame) -> None:
-        if not self.in_io and not self.concurrent:
-            self.sock.setblocking(False)
-            try:
-                while True:
-                    try:
-                        size = self.sock.recv_into(self.recv_buffer)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    if not size:
-                        break
-                    self._feed(self.recv_view[:size])
-            finally:
-                self.sock.setblocking(True)
+        if self.concurrent:
+            pass
+        elif self.in_io:
+            # The CANCEL that came with this signal is in the socket, unread:
+            # the next task to start reads it first (see _run_task).
+            self.cancel_signalled = True
+        else:
+            self._read_what_is_there()
         if self.current_task is not None and self.current_task in self.cancelled:
             raise TaskCancelledError(self.current_task.hex())
+
+    def _read_what_is_there(self) -> None:
+        self.cancel_signalled = False
+        self.sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    size = self.sock.recv_into(self.recv_buffer)
+                except (BlockingIOError, InterruptedError):
+                    break
+                if not size:
+                    break
+                self._feed(self.recv_view[:size])
+        finally:
+            self.sock.setblocking(True)
 
     # -- requests to the node ------------------------------------------------
     def notify(self, method: str, *args) -> None:
@@ -515,6 +526,8 @@ class WorkerClient(ClientBase):
             # Like Ray: a task sees only the GPUs it was given.
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids or ()))
             self.gpu_ids_set = gpu_ids is not None
+        if self.cancel_signalled:
+            self._read_what_is_there()
         if task_id in self.cancelled:
             self.cancelled.discard(task_id)
             self._send_cancelled(task_id)
