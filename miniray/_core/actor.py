@@ -26,14 +26,25 @@ ACTOR_OPTIONS = {
     "scheduling_strategy", "runtime_env", "max_pending_calls", "concurrency_groups",
     "accelerator_type", "label_selector", "cluster", "tags",
     "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks",
+    "enable_task_events",
 }
 METHOD_OPTIONS = {"num_returns", "name", "max_task_retries", "retry_exceptions",
-                  "concurrency_group"}
+                  "concurrency_group", "enable_task_events"}
+# Ray's methods every actor has (the worker answers them without the class).
+_BUILTIN_METHOD_META = {"num_returns": 1, "generator": False, "is_async": False, "options": {}}
 
 
 def method(*args, **kwargs):
-    """Decorate an actor method to set its options, e.g. ``@method(num_returns=2)``."""
+    """Decorate an actor method to set its options, e.g. ``@method(num_returns=2)``.
+
+    Options: ``num_returns``, ``name``, ``max_task_retries``, ``retry_exceptions``,
+    ``concurrency_group`` and ``enable_task_events`` (a bool, accepted as in Ray;
+    miniray's event bus is bounded and records every call either way).
+    """
     check_options(kwargs, METHOD_OPTIONS, "@miniray.method")
+    if not isinstance(kwargs.get("enable_task_events", True), bool):
+        raise TypeError("enable_task_events must be True or False, got "
+                        f"{kwargs['enable_task_events']!r}")
 
     def decorate(fn):
         fn.__miniray_method_options__ = kwargs
@@ -206,6 +217,17 @@ class ActorHandle:
                 f"Actor {self._class_name} has no method {name!r}; its methods are "
                 f"{sorted(m for m in self._meta if not m.startswith('_'))}.")
         return ActorMethod(self, name, meta)
+
+    @property
+    def __ray_ready__(self) -> "ActorMethod":
+        """``ray.get(handle.__ray_ready__.remote())`` returns True once the actor's
+        constructor has finished (and raises the actor's error if it failed)."""
+        return ActorMethod(self, "__ray_ready__", dict(_BUILTIN_METHOD_META))
+
+    @property
+    def __ray_call__(self) -> "ActorMethod":
+        """``handle.__ray_call__.remote(fn, *args)`` runs ``fn(actor, *args)`` in the actor."""
+        return ActorMethod(self, "__ray_call__", dict(_BUILTIN_METHOD_META))
 
     def __repr__(self):
         return f"Actor({self._class_name}, {self._id.hex()})"

@@ -18,6 +18,7 @@ TASK_OPTIONS = {
     "name", "memory", "scheduling_strategy", "runtime_env", "max_calls",
     "accelerator_type", "label_selector", "cluster", "tags",
     "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks",
+    "enable_task_events",
 }
 
 

@@ -569,7 +569,10 @@ class WorkerClient(ClientBase):
             pos, kw = self.decode_args(args, kwargs)
             context.current_actor_id = actor_id
             context.set_placement(options.get("placement"))
-            self.actor = cls(*pos, **kw)
+            if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+                self.actor = self._construct_async(cls, pos, kw)
+            else:
+                self.actor = cls(*pos, **kw)
         except BaseException as exc:
             self.send([P.ACTOR_READY, actor_id, self._error_bytes(f"{name}.__init__", exc),
                        is_async])
@@ -579,6 +582,28 @@ class WorkerClient(ClientBase):
         self.flush()
         if is_async or max_concurrency > 1 or self.concurrency_groups:
             raise _SwitchToConcurrent(max_concurrency, is_async)
+
+    def _actor_method(self, method_name: str):
+        """The bound method a call names; Ray's built-ins ``__ray_ready__`` (true once
+        the constructor has run) and ``__ray_call__`` (``fn(actor, *args)``) included."""
+        if method_name == "__ray_ready__":
+            return _ray_ready
+        if method_name == "__ray_call__":
+            actor = self.actor
+            return lambda fn, *args, **kwargs: fn(actor, *args, **kwargs)
+        return getattr(self.actor, method_name)
+
+    def _construct_async(self, cls, pos, kw):
+        """An actor with ``async def __init__``: the constructor is awaited on the
+        loop the actor's methods will run on, before the actor reports ready, so no
+        method runs before it finished (and tasks it started live on that loop)."""
+        from .loop import new_event_loop
+
+        instance = cls.__new__(cls)
+        loop = self.loop = new_event_loop()
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(cls.__init__(instance, *pos, **kw))
+        return instance
 
     def run_actor_call(self, message) -> None:
         _, task_id, method_name, args, kwargs, return_ids, name, group = message
@@ -592,7 +617,7 @@ class WorkerClient(ClientBase):
                 raise ActorDiedError("The actor's constructor failed")
             if group is not None:  # a sync actor has no groups (they make it threaded)
                 raise self._no_such_group(group)
-            method = getattr(self.actor, method_name)
+            method = self._actor_method(method_name)
             pos, kw = self.decode_args(args, kwargs)
             value = method(*pos, **kw)
             del pos, kw
@@ -650,8 +675,10 @@ class WorkerClient(ClientBase):
         from .loop import new_event_loop
 
         self.concurrent = True
-        loop = self.loop = new_event_loop()
-        asyncio.set_event_loop(loop)
+        loop = self.loop
+        if loop is None:  # else the loop an async __init__ ran on
+            loop = self.loop = new_event_loop()
+            asyncio.set_event_loop(loop)
         self.loop_thread_id = threading.get_ident()
         from concurrent.futures import ThreadPoolExecutor
 
@@ -775,7 +802,7 @@ class WorkerClient(ClientBase):
         async with semaphore:
             self.running_async[task_id] = asyncio.current_task()
             try:
-                method = getattr(self.actor, method_name)
+                method = self._actor_method(method_name)
                 pos, kw = self.decode_args(args, kwargs)
                 if inspect.iscoroutinefunction(method):
                     value = await method(*pos, **kw)
@@ -823,6 +850,10 @@ def _set_recv_timeout(sock) -> None:
                         struct.pack("ll", int(_RECV_TIMEOUT_S), 0))
     except OSError:  # pragma: no cover - a platform without it: Python's timeout
         sock.settimeout(_RECV_TIMEOUT_S)
+
+
+def _ray_ready():
+    return True
 
 
 class _SwitchToConcurrent(Exception):

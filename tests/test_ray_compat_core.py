@@ -1,0 +1,269 @@
+"""Ray Core names from issue #20, each tested for its behaviour: runtime context,
+actor built-ins, async constructors, generators in wait, ray.cloudpickle, util helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import threading
+import time
+
+import pytest
+
+import miniray
+from miniray import exceptions
+
+
+def test_runtime_context_node_id_and_ids(ray):
+    context = ray.get_runtime_context()
+    assert context.node_id == context.get_node_id()
+    assert context.job_id == context.get_job_id()
+    assert context.task_id is None and context.actor_id is None
+
+    @ray.remote
+    def where():
+        c = miniray.get_runtime_context()
+        return c.node_id, c.task_id, c.is_canceled()
+
+    node_id, task_id, canceled = ray.get(where.remote())
+    assert node_id == context.node_id  # one node: the same id everywhere
+    assert task_id is not None and canceled is False
+    with pytest.raises(RuntimeError, match="driver"):
+        context.is_canceled()
+
+
+def test_is_canceled_true_in_a_task_after_cancel(ray, tmp_path):
+    started, report = tmp_path / "started", tmp_path / "report"
+
+    @ray.remote
+    def long_task(started, report):
+        open(started, "w").close()
+        try:
+            for _ in range(400):
+                time.sleep(0.05)
+        except exceptions.TaskCancelledError:
+            # Cleanup code may ask why it stopped.
+            with open(report, "w") as f:
+                f.write(str(miniray.get_runtime_context().is_canceled()))
+            raise
+        return "finished"
+
+    ref = long_task.remote(str(started), str(report))
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ray.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=20)
+    assert report.read_text() == "True"
+
+
+def test_is_canceled_in_an_async_actor_method(ray):
+    @ray.remote
+    class Service:
+        def __init__(self):
+            self.seen = None
+            self.started = asyncio.Event()
+
+        async def wait_started(self):
+            await self.started.wait()
+
+        async def work(self):
+            self.started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                self.seen = miniray.get_runtime_context().is_canceled()
+                raise
+
+        async def seen_flag(self):
+            return self.seen
+
+    service = Service.remote()
+    ref = service.work.remote()
+    ray.get(service.wait_started.remote(), timeout=20)
+    ray.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=20)
+    assert ray.get(service.seen_flag.remote(), timeout=20) is True
+
+
+def test_ray_ready_and_ray_call(ray):
+    @ray.remote
+    class Slow:
+        def __init__(self):
+            time.sleep(0.3)
+            self.value = 41
+
+    actor = Slow.remote()
+    assert ray.get(actor.__ray_ready__.remote(), timeout=20) is True
+    assert ray.get(actor.__ray_call__.remote(lambda self, x: self.value + x, 1)) == 42
+
+    @ray.remote
+    class Broken:
+        def __init__(self):
+            raise ValueError("constructor failed")
+
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(Broken.remote().__ray_ready__.remote(), timeout=20)
+
+
+def test_async_init_runs_before_any_method(ray):
+    @ray.remote
+    class Connection:
+        async def __init__(self, delay):
+            self.log = ["init start"]
+            await asyncio.sleep(delay)
+            self.loop = asyncio.get_running_loop()
+            # A task started in the constructor runs on the loop the methods use.
+            self.background = asyncio.get_running_loop().create_task(asyncio.sleep(0))
+            self.log.append("init done")
+
+        async def call(self):
+            self.log.append("call")
+            await self.background
+            return self.log, self.loop is asyncio.get_running_loop()
+
+    actor = Connection.remote(0.3)
+    log, same_loop = ray.get(actor.call.remote(), timeout=20)
+    assert log == ["init start", "init done", "call"]
+    assert same_loop
+
+    @ray.remote
+    class Failing:
+        async def __init__(self):
+            await asyncio.sleep(0)
+            raise KeyError("no database")
+
+        async def call(self):
+            return 1
+
+    with pytest.raises(exceptions.RayActorError, match="no database"):
+        ray.get(Failing.remote().call.remote(), timeout=20)
+
+
+def test_enable_task_events_is_accepted_and_checked(ray):
+    @ray.remote
+    class Worker:
+        @miniray.method(enable_task_events=False)
+        def quiet(self):
+            return "quiet"
+
+    @ray.remote(enable_task_events=False)
+    def task():
+        return "task"
+
+    assert ray.get(Worker.remote().quiet.remote()) == "quiet"
+    assert ray.get(task.remote()) == "task"
+    assert ray.get(task.options(enable_task_events=True).remote()) == "task"
+    with pytest.raises(TypeError, match="enable_task_events"):
+        miniray.method(enable_task_events="no")
+
+
+def test_dynamic_object_ref_generator(ray):
+    @ray.remote(num_returns="dynamic")
+    def split(n):
+        for i in range(n):
+            yield i * 10
+
+    gen = ray.get(split.remote(3))
+    assert isinstance(gen, miniray.DynamicObjectRefGenerator)
+    assert [ray.get(ref) for ref in gen] == [0, 10, 20]
+
+
+def test_wait_over_generators_is_ready_when_the_next_value_is(ray, tmp_path):
+    gate = tmp_path / "gate"
+
+    @ray.remote
+    def gated(gate):
+        yield "first"
+        while not os.path.exists(gate):
+            time.sleep(0.01)
+        yield "second"
+
+    @ray.remote
+    def quick():
+        yield 1
+
+    slow_gen = gated.remote(str(gate))
+    assert ray.get(next(slow_gen)) == "first"
+    # The second value waits for the gate: not ready yet.
+    ready, pending = ray.wait([slow_gen], timeout=0.3)
+    assert ready == [] and pending == [slow_gen]
+    gate.touch()
+    ready, pending = ray.wait([slow_gen], timeout=20)
+    assert ready == [slow_gen]
+    assert ray.get(next(slow_gen)) == "second"
+    # A generator that has ended is ready too: next() stops at once.
+    ready, _ = ray.wait([slow_gen], timeout=20)
+    assert ready == [slow_gen]
+    with pytest.raises(StopIteration):
+        next(slow_gen)
+
+    # Generators and refs mixed, results in input order.
+    quick_gen = quick.remote()
+    ref = ray.put(5)
+    ready, pending = ray.wait([quick_gen, ref], num_returns=2, timeout=20)
+    assert ready == [quick_gen, ref] and pending == []
+    with pytest.raises(ValueError, match="num_returns"):
+        ray.wait([quick_gen], num_returns=2)
+
+
+async def test_wait_over_generators_in_async_code(ray):
+    @ray.remote
+    def count(n):
+        yield from range(n)
+
+    gen = count.remote(2)
+    ready, pending = await ray.wait([gen], timeout=20)
+    assert ready == [gen]
+    assert await (await gen.__anext__()) == 0
+
+
+def test_cloudpickle_is_rays_name_for_the_serializer():
+    import miniray.cloudpickle as cloudpickle
+
+    offset = 3
+    data = cloudpickle.dumps(lambda x: x + offset)
+    assert cloudpickle.loads(data)(1) == 4
+    lock = threading.Lock()
+    with pytest.raises(TypeError, match="lock"):
+        cloudpickle.dumps_debug(lambda: lock)
+
+
+def test_inspect_serializability_names_the_culprit():
+    lock = threading.Lock()
+
+    def uses_lock():
+        return lock
+
+    ok, failures = miniray.util.inspect_serializability(uses_lock, print_file=io.StringIO())
+    assert not ok
+    assert {f.name for f in failures} == {"lock"}
+    assert miniray.util.inspect_serializability([1, 2], print_file=io.StringIO()) == (True,
+                                                                                       set())
+
+
+def test_as_completed_map_unordered_and_named_actors(ray):
+    @ray.remote
+    def square(x):
+        time.sleep(0.01 * (5 - x))
+        return x * x
+
+    assert sorted(miniray.util.as_completed([square.remote(i) for i in range(5)],
+                                            chunk_size=2)) == [0, 1, 4, 9, 16]
+    assert sorted(miniray.util.map_unordered(square, range(5), backpressure_size=2,
+                                             chunk_size=1)) == [0, 1, 4, 9, 16]
+
+    @ray.remote
+    class Named:
+        def ping(self):
+            return "pong"
+
+    actor = Named.options(name="registry").remote()
+    ray.get(actor.ping.remote())
+    assert miniray.util.list_named_actors() == ["registry"]
+    assert miniray.util.list_named_actors(all_namespaces=True) == [
+        {"name": "registry", "namespace": ray.get_runtime_context().namespace}]
+    assert miniray.util.get_node_ip_address() == "127.0.0.1"
