@@ -10,6 +10,7 @@ from .generators import GENERATOR_MODES, ObjectRefGenerator, wants_generator
 from .refs import _require_client, get_client
 from .remote_function import (
     BoundOptions,
+    _dag_nodes,
     check_feasible,
     check_options,
     placement_option,
@@ -125,6 +126,11 @@ class ActorClass:
     def remote(self, *args, **kwargs) -> "ActorHandle":
         """Create the actor; returns its handle."""
         return self._remote(args, kwargs, self._options)
+
+    def bind(self, *args, **kwargs):
+        """A DAG node that creates this actor (see ``miniray.dag``); bind its
+        methods with ``node.method.bind(...)``."""
+        return _dag_nodes().bind_class(self, args, kwargs)
 
     def options(self, **options):
         """Return a factory with some options overridden."""
@@ -262,6 +268,11 @@ class ActorMethod:
         raise TypeError(
             f"Actor methods cannot be called directly. Instead of running "
             f"'{self._name}()', try '{self._name}.remote()'.")
+
+    def bind(self, *args, **kwargs):
+        """A DAG node calling this method of the actor (see ``miniray.dag``)."""
+        return _dag_nodes().bind_method(self._handle, self._name, args, kwargs,
+                                        self._overrides)
 
     def options(self, **options):
         check_options(options, METHOD_OPTIONS, f"actor method {self._name}")

@@ -124,6 +124,17 @@ class BoundOptions:
         """Override more options."""
         return self._rebind(**{**self._overrides, **more})
 
+    def bind(self, *args, **kwargs):
+        """A DAG node calling the function or class with these options (``miniray.dag``)."""
+        return self._rebind.__self__.bind(*args, **kwargs)._with_options(self._overrides)
+
+
+def _dag_nodes():
+    # The DAG layer sits above the core; it loads on the first bind().
+    import importlib
+
+    return importlib.import_module("miniray.dag.nodes")
+
 
 def retry_exceptions_option(retry):
     """``retry_exceptions`` as the node takes it: a bool, or the pickled list of
@@ -255,6 +266,11 @@ class RemoteFunction:
         if num_returns == 0:
             return None
         return refs
+
+    def bind(self, *args, **kwargs):
+        """A DAG node that runs this function on ``args`` (see ``miniray.dag``);
+        ``dag.execute()`` submits it."""
+        return _dag_nodes().bind_function(self, args, kwargs)
 
     def options(self, **options):
         """Return a copy of this function with some options overridden."""
