@@ -2232,6 +2232,16 @@ class NodeRuntime:
             return introspect.list_nodes(self)
         raise ValueError(f"unknown state kind {kind!r}")
 
+    def rpc_metrics_record(self, caller, batch) -> None:
+        """Application metrics (``miniray.util.metrics``) from one process, batched:
+        counter increments, gauge values and histogram counts since its last batch."""
+        store = getattr(self, "user_metrics", None)
+        if store is None:
+            from .metrics import UserMetrics
+
+            store = self.user_metrics = UserMetrics()
+        store.record(batch)
+
     def rpc_stats(self, caller):
         return {
             "objects": len(self.objects),

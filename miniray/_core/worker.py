@@ -96,6 +96,9 @@ class WorkerClient(ClientBase):
         self.current_task: bytes | None = None
         self.current_task_name: str = ""
         self.cancelled: set[bytes] = set()
+        # Called before the worker goes idle (its replies about to be flushed):
+        # batched state such as application metrics goes out with them.
+        self.idle_hooks: list = []
         self.in_io = False
         self.concurrent = False
         self.loop = None
@@ -650,6 +653,8 @@ class WorkerClient(ClientBase):
             if _coverage is not None:
                 _save_coverage_now_and_then()
             if not inbox:
+                for hook in self.idle_hooks:
+                    hook()
                 self.flush()
                 self._recv_blocking()
                 continue
