@@ -41,6 +41,7 @@ from ..exceptions import (
     TaskUnschedulableError,
     WorkerCrashedError,
 )
+from . import hooks as _hooks
 from . import protocol as P
 from . import shm
 from .client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM
@@ -652,6 +653,8 @@ class NodeRuntime:
         data = log.partial + data
         lines = data.split(b"\n")
         log.partial = lines.pop()
+        if _hooks.PROGRESS_MAGIC in data:  # progress bars (tqdm_ray): drawn by the driver
+            lines = [line for line in lines if not _hooks.progress_line(line)]
         if not lines:
             return
         if worker.actor is not None:
