@@ -11,6 +11,13 @@ from __future__ import annotations
 import cloudpickle as _cloudpickle
 from cloudpickle import *  # noqa: F401,F403  (the package's API under Ray's name)
 from cloudpickle import CloudPickler, Pickler, dump, dumps, load, loads  # noqa: F401
+from cloudpickle.cloudpickle import (  # noqa: F401  (Ray's module exposes these too)
+    dynamic_subimport,
+    instance,
+    is_tornado_coroutine,
+    list_registry_pickle_by_value,
+    subimport,
+)
 
 __all__ = [name for name in dir(_cloudpickle) if not name.startswith("_")
            and not isinstance(getattr(_cloudpickle, name), type(_cloudpickle))]

@@ -267,3 +267,73 @@ def test_as_completed_map_unordered_and_named_actors(ray):
     assert miniray.util.list_named_actors(all_namespaces=True) == [
         {"name": "registry", "namespace": ray.get_runtime_context().namespace}]
     assert miniray.util.get_node_ip_address() == "127.0.0.1"
+
+
+class _Point:
+    def __init__(self, x):
+        self.x = x
+
+    def __reduce__(self):
+        raise TypeError("a _Point is not picklable on its own")
+
+
+def test_register_serializer_makes_a_class_travel(ray):
+    @ray.remote
+    def read(point):
+        return point.x
+
+    with pytest.raises(Exception, match="not picklable"):
+        ray.put(_Point(1))
+    miniray.util.register_serializer(_Point, serializer=lambda p: p.x,
+                                     deserializer=lambda x: _Point(x * 10))
+    try:
+        assert ray.get(read.remote(_Point(4))) == 40
+    finally:
+        miniray.util.deregister_serializer(_Point)
+    with pytest.raises(Exception, match="not picklable"):
+        ray.put(_Point(1))
+    with pytest.raises(ValueError, match="no serializer"):
+        miniray.util.deregister_serializer(_Point)
+
+
+def test_log_once():
+    from miniray.util import helpers
+
+    key = f"test-key-{time.monotonic()}"
+    assert miniray.util.log_once(key) is True
+    assert miniray.util.log_once(key) is False
+    assert helpers._log_once_disabled is False
+
+
+def test_state_getters_and_summaries(ray):
+    from miniray.util import state
+
+    @ray.remote
+    class Holder:
+        def ping(self):
+            return miniray.get_runtime_context().get_actor_id()
+
+    holder = Holder.remote()
+    actor_id = ray.get(holder.ping.remote())
+    assert state.get_actor(actor_id)["class_name"] == "Holder"
+    assert state.get_actor("00" * 16) is None
+    assert state.summarize_actors() == {"Holder": {"ALIVE": 1}}
+    task = state.list_tasks(filters=[("name", "=", "Holder.ping")])[0]
+    assert state.get_task(task["task_id"])["name"] == "Holder.ping"
+    node_id = ray.get_runtime_context().get_node_id()
+    assert state.get_node(node_id)["alive"] is True
+    worker = state.list_workers()[0]
+    assert state.get_worker(worker["worker_id"])["pid"] == worker["pid"]
+
+    import numpy as np
+
+    big = ray.put(np.zeros(100_000))
+    assert state.get_objects(big.hex())[0]["size"] >= 800_000
+    assert state.summarize_objects()["total_objects"] >= 1
+
+    group = miniray.util.placement_group([{"CPU": 1}], name="g")
+    ray.get(group.ready())
+    groups = state.list_placement_groups(filters=[("name", "=", "g")])
+    assert [g["state"] for g in groups] == ["CREATED"]
+    assert state.get_placement_group(groups[0]["placement_group_id"])["strategy"] == "PACK"
+    miniray.util.remove_placement_group(group)

@@ -6,10 +6,15 @@ from . import state
 from .actor_pool import ActorPool
 from .helpers import (
     as_completed,
+    deregister_serializer,
+    disable_log_once_globally,
+    enable_periodic_logging,
     get_node_ip_address,
     inspect_serializability,
     list_named_actors,
+    log_once,
     map_unordered,
+    register_serializer,
 )
 from .placement_group import (
     get_current_placement_group,
@@ -20,9 +25,11 @@ from .placement_group import (
 )
 from .queue import Queue
 
-__all__ = ["ActorPool", "Queue", "as_completed", "get_current_placement_group",
-           "get_node_ip_address", "get_placement_group", "inspect_serializability",
-           "list_named_actors", "map_unordered", "placement_group", "placement_group_table",
+__all__ = ["ActorPool", "Queue", "as_completed", "deregister_serializer",
+           "disable_log_once_globally", "enable_periodic_logging",
+           "get_current_placement_group", "get_node_ip_address", "get_placement_group",
+           "inspect_serializability", "list_named_actors", "log_once", "map_unordered",
+           "placement_group", "placement_group_table", "register_serializer",
            "remove_placement_group", "state"]
 
 

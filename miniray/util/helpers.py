@@ -122,3 +122,72 @@ def inspect_serializability(base_obj, name: str | None = None, depth: int = 3,
     label = name or getattr(base_obj, "__name__", type(base_obj).__name__)
     walk(base_obj, label, None, 0)
     return not failures, failures
+
+
+# -- log_once: Ray's helper for warnings that should appear once -----------------------
+_logged: dict = {}
+_log_once_disabled = False
+_periodic_s: float | None = None
+
+
+def log_once(key: str) -> bool:
+    """True the first time it is called with ``key`` (in this process), then False;
+    after :func:`enable_periodic_logging`, True again once a minute."""
+    import time
+
+    if _log_once_disabled:
+        return False
+    now = time.monotonic()
+    last = _logged.get(key)
+    if last is None or (_periodic_s is not None and now - last >= _periodic_s):
+        _logged[key] = now
+        return True
+    return False
+
+
+def disable_log_once_globally() -> None:
+    """Make :func:`log_once` return False from now on (silences such warnings)."""
+    global _log_once_disabled
+    _log_once_disabled = True
+
+
+def enable_periodic_logging() -> None:
+    """Let :func:`log_once` return True again for a key once a minute."""
+    global _periodic_s
+    _periodic_s = 60.0
+
+
+# -- custom serializers (Ray's register_serializer) ------------------------------------
+_registered_serializers: set = set()
+
+
+def register_serializer(cls: type, *, serializer, deserializer) -> None:
+    """Serialize instances of ``cls`` as ``serializer(obj)``, rebuilt with
+    ``deserializer(value)`` where they are read.
+
+    As in Ray, the registration belongs to this process: register in the process
+    that sends such objects (the driver, or a task via a ``worker_process_setup_hook``).
+    The deserializer travels with each object, so readers need not register.
+    """
+    import copyreg
+
+    if not isinstance(cls, type):
+        raise TypeError(f"register_serializer() takes a class, got {cls!r}")
+    if not callable(serializer) or not callable(deserializer):
+        raise TypeError("serializer and deserializer must be callables")
+
+    def reduce(obj):
+        return deserializer, (serializer(obj),)
+
+    copyreg.pickle(cls, reduce)
+    _registered_serializers.add(cls)
+
+
+def deregister_serializer(cls: type) -> None:
+    """Undo :func:`register_serializer` for ``cls`` in this process."""
+    import copyreg
+
+    if cls not in _registered_serializers:
+        raise ValueError(f"no serializer was registered for {cls!r}")
+    copyreg.dispatch_table.pop(cls, None)
+    _registered_serializers.discard(cls)

@@ -19,6 +19,7 @@ already running in it finish.
 from __future__ import annotations
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+VALID_PLACEMENT_GROUP_STRATEGIES = set(STRATEGIES)  # Ray's name
 
 __all__ = ["PlacementGroup", "get_current_placement_group", "get_placement_group",
            "placement_group", "placement_group_table", "remove_placement_group"]
