@@ -143,22 +143,40 @@ def test_async_init_runs_before_any_method(ray):
         ray.get(Failing.remote().call.remote(), timeout=20)
 
 
-def test_enable_task_events_is_accepted_and_checked(ray):
+def test_enable_task_events_false_keeps_calls_out_of_the_state_api(ray):
+    from miniray.util import state
+
     @ray.remote
     class Worker:
         @miniray.method(enable_task_events=False)
         def quiet(self):
             return "quiet"
 
+        def loud(self):
+            return "loud"
+
     @ray.remote(enable_task_events=False)
-    def task():
+    def quiet_task():
         return "task"
 
-    assert ray.get(Worker.remote().quiet.remote()) == "quiet"
-    assert ray.get(task.remote()) == "task"
-    assert ray.get(task.options(enable_task_events=True).remote()) == "task"
+    @ray.remote(enable_task_events=False)
+    class QuietActor:
+        def call(self):
+            return "quiet actor"
+
+    worker = Worker.remote()
+    assert ray.get([worker.quiet.remote(), worker.loud.remote()]) == ["quiet", "loud"]
+    assert ray.get(quiet_task.remote()) == "task"
+    assert ray.get(quiet_task.options(enable_task_events=True).remote()) == "task"
+    assert ray.get(QuietActor.remote().call.remote()) == "quiet actor"
+    names = [t["name"] for t in state.list_tasks(limit=1000)]
+    assert "Worker.loud" in names
+    assert sum(n.endswith("quiet_task") for n in names) == 1  # the True override
+    assert "Worker.quiet" not in names and "QuietActor.call" not in names
     with pytest.raises(TypeError, match="enable_task_events"):
         miniray.method(enable_task_events="no")
+    with pytest.raises(TypeError, match="enable_task_events"):
+        quiet_task.options(enable_task_events=1).remote()
 
 
 def test_dynamic_object_ref_generator(ray):

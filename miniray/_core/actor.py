@@ -16,6 +16,7 @@ from .remote_function import (
     placement_option,
     retry_exceptions_option,
     requested_placement,
+    task_events_option,
     validate_resources,
 )
 from .runtime_env import task_env
@@ -39,13 +40,11 @@ def method(*args, **kwargs):
     """Decorate an actor method to set its options, e.g. ``@method(num_returns=2)``.
 
     Options: ``num_returns``, ``name``, ``max_task_retries``, ``retry_exceptions``,
-    ``concurrency_group`` and ``enable_task_events`` (a bool, accepted as in Ray;
-    miniray's event bus is bounded and records every call either way).
+    ``concurrency_group`` and ``enable_task_events`` (False keeps the calls out of the
+    event bus: the state API, the dashboard's task table and the timeline).
     """
     check_options(kwargs, METHOD_OPTIONS, "@miniray.method")
-    if not isinstance(kwargs.get("enable_task_events", True), bool):
-        raise TypeError("enable_task_events must be True or False, got "
-                        f"{kwargs['enable_task_events']!r}")
+    task_events_option(kwargs, "@miniray.method")
 
     def decorate(fn):
         fn.__miniray_method_options__ = kwargs
@@ -108,6 +107,9 @@ class ActorClass:
         self._fn_id = os.urandom(16)
         self._blob = None
         self._meta = _method_meta(cls)
+        if task_events_option(options, f"actor class {cls.__name__}") is False:
+            for meta in self._meta.values():  # as in Ray: the class's calls are not recorded
+                meta["options"].setdefault("enable_task_events", False)
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__doc__ = cls.__doc__
@@ -311,6 +313,8 @@ class ActorMethod:
         for key in ("max_task_retries", "concurrency_group"):
             if options.get(key) is not None:
                 node_options[key] = options[key]
+        if task_events_option(options, what) is False:
+            node_options["task_events"] = False
         if options.get("retry_exceptions"):
             node_options["retry_exceptions"] = retry_exceptions_option(
                 options["retry_exceptions"])

@@ -129,6 +129,14 @@ class BoundOptions:
         return self._rebind.__self__.bind(*args, **kwargs)._with_options(self._overrides)
 
 
+def task_events_option(options: dict, what: str):
+    """``enable_task_events`` (Ray's option): a bool, True by default."""
+    value = options.get("enable_task_events", True)
+    if not isinstance(value, bool):
+        raise TypeError(f"enable_task_events of {what} must be True or False, got {value!r}")
+    return value
+
+
 def _dag_nodes():
     # The DAG layer sits above the core; it loads on the first bind().
     import importlib
@@ -217,6 +225,8 @@ class RemoteFunction:
         }
         if max_calls:
             task_options["max_calls"] = max_calls
+        if task_events_option(options, what) is False:
+            task_options["task_events"] = False  # not recorded in the event bus / state API
         env = task_env(options.get("runtime_env"), what)
         if env:
             task_options["env"] = env

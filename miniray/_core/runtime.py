@@ -86,7 +86,7 @@ class Task:
                  "resources", "retries_left", "retry_exceptions", "deps", "worker",
                  "cancelled", "force_cancelled", "actor", "method", "pinned", "held",
                  "gpu_ids", "finished", "dispatched_at", "has_refs", "cost", "max_calls",
-                 "placement", "group", "env",
+                 "placement", "group", "env", "record_events",
                  # kept for the event bus's task table (events.task_dict)
                  "state", "submitted_at", "started_at", "ended_at", "worker_id", "error",
                  "attempt", "deps_ids")
@@ -106,6 +106,7 @@ class Task:
         self.placement = None
         self.group = None
         self.env = None
+        self.record_events = True  # False: kept out of the event bus (enable_task_events)
         self.started_at = None
         self.ended_at = None
         self.worker_id = None
@@ -1427,6 +1428,8 @@ class NodeRuntime:
         task.retry_exceptions = options.get("retry_exceptions", False)
         task.max_calls = options.get("max_calls", 0)
         task.env = options.get("env")
+        if "task_events" in options:
+            task.record_events = options["task_events"]
         if "pg" in options:
             task.placement = self._placement_of(options["pg"])
         if caller is not DRIVER:
@@ -1965,6 +1968,8 @@ class NodeRuntime:
             if retries is None else (float("inf") if retries == -1 else retries)
         task.retry_exceptions = options.get("retry_exceptions", False)
         task.group = options.get("concurrency_group")
+        if "task_events" in options:
+            task.record_events = options["task_events"]
         task.actor = actor
         if caller is not DRIVER:
             for object_id in return_ids:
