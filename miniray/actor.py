@@ -3,3 +3,9 @@
 from ._core.actor import ActorClass, ActorHandle, ActorMethod, exit_actor, method
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
+
+
+def __getattr__(name):
+    from ._surface import missing
+
+    raise missing(__name__, name)

@@ -206,3 +206,9 @@ def _derived_class(cause_cls: type) -> type:
 
 def _rebuild_task_error(function_name, traceback_str, cause, proctitle, pid):
     return RayTaskError(function_name, traceback_str, cause, proctitle, pid).as_instanceof_cause()
+
+
+def __getattr__(name):
+    from ._surface import missing
+
+    raise missing(__name__, name)

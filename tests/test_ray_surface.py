@@ -3,7 +3,7 @@
 ``tests/data/ray_public_names.txt`` is the snapshot of Ray 2.60's public names
 (``python tools/ray_surface.py snapshot`` with ``ray`` installed); this test reads
 it, so it needs no ``ray``. Each name must exist in miniray under the same path
-(``ray.X`` -> ``miniray.X``) or be in ``tests/data/ray_surface_exclusions.txt``
+(``ray.X`` -> ``miniray.X``) or be in ``miniray/ray_exclusions.txt``
 with a category and a reason. ``docs/coming-from-ray.md``'s table is generated
 from the same data and must be current.
 """
@@ -39,7 +39,7 @@ def test_every_ray_name_is_in_miniray_or_excluded_with_a_reason(result):
                if status == "missing"]
     assert not missing, (
         f"{len(missing)} Ray public names are neither in miniray nor excluded; add them, or "
-        "list them in tests/data/ray_surface_exclusions.txt with a category and reason:\n  "
+        "list them in miniray/ray_exclusions.txt with a category and reason:\n  "
         + "\n  ".join(missing))
 
 
@@ -100,3 +100,19 @@ def test_exclusion_file_format_is_checked(tmp_path):
     bad.write_text("ray:thing | not-yet\n")
     with pytest.raises(ValueError, match="expected 'module:name"):
         surface.read_exclusions(bad)
+
+
+def test_an_excluded_name_fails_with_its_reason():
+    import miniray
+    import miniray.util
+    from miniray import exceptions
+
+    with pytest.raises(AttributeError, match=r"ray\.data is not in miniray \(ray\.data\)"):
+        miniray.data  # noqa: B018
+    with pytest.raises(AttributeError, match=r"\(multi-node\): another machine died"):
+        exceptions.NodeDiedError  # noqa: B018
+    with pytest.raises(AttributeError, match="use torch.distributed"):
+        miniray.util.collective  # noqa: B018
+    assert not hasattr(miniray, "data")
+    with pytest.raises(AttributeError, match=r"^module 'miniray' has no attribute 'nothing'$"):
+        miniray.nothing  # noqa: B018

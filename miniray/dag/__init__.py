@@ -28,3 +28,9 @@ from .nodes import (
 
 __all__ = ["ClassMethodNode", "ClassNode", "DAGInputData", "DAGNode", "FunctionNode",
            "InputAttributeNode", "InputNode", "MultiOutputNode"]
+
+
+def __getattr__(name):
+    from .._surface import missing
+
+    raise missing(__name__, name)

@@ -174,3 +174,9 @@ def placement_group_table(placement_group: PlacementGroup | None = None) -> dict
     if placement_group is not None:
         return table.get(placement_group._id.hex(), {})
     return table
+
+
+def __getattr__(name):
+    from .._surface import missing
+
+    raise missing(__name__, name)

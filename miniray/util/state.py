@@ -187,3 +187,9 @@ def summarize_objects(**kwargs) -> dict:
     objects = _list("objects", None, 1 << 30, False, kwargs)
     return {"total_objects": len(objects),
             "total_size_bytes": sum(o.get("size") or 0 for o in objects)}
+
+
+def __getattr__(name):
+    from .._surface import missing
+
+    raise missing(__name__, name)
