@@ -24,6 +24,7 @@ __all__ = [
     "RaySystemError",
     "PendingCallsLimitExceeded",
     "RuntimeEnvSetupError",
+    "ActorAlreadyExistsError",
 ]
 
 
@@ -77,6 +78,15 @@ class RayActorError(RayError):
         self.actor_id = actor_id
         self.error_msg = message
         super().__init__(message)
+
+
+class ActorAlreadyExistsError(ValueError, RayError):
+    """An actor with this name is alive in the namespace already. Also a
+    ``ValueError`` (as in Ray), so ``except ValueError`` keeps working."""
+
+    def __init__(self, error_message: str):
+        super().__init__(error_message)
+        self.error_message = error_message
 
 
 class ActorDiedError(RayActorError):

@@ -355,3 +355,15 @@ def test_state_getters_and_summaries(ray):
     assert [g["state"] for g in groups] == ["CREATED"]
     assert state.get_placement_group(groups[0]["placement_group_id"])["strategy"] == "PACK"
     miniray.util.remove_placement_group(group)
+
+
+def test_duplicate_actor_name_raises_actor_already_exists(ray):
+    @ray.remote
+    class Named:
+        pass
+
+    first = Named.options(name="only-one").remote()
+    with pytest.raises(exceptions.ActorAlreadyExistsError, match="already exists") as info:
+        Named.options(name="only-one").remote()
+    assert isinstance(info.value, ValueError) and isinstance(info.value, exceptions.RayError)
+    del first

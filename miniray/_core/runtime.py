@@ -34,6 +34,7 @@ import threading
 import time
 
 from ..exceptions import (
+    ActorAlreadyExistsError,
     ActorDiedError,
     ObjectStoreFullError,
     RayTaskError,
@@ -1850,7 +1851,7 @@ class NodeRuntime:
             if existing is not None and self.actors[existing].state != "DEAD":
                 if options.get("get_if_exists"):
                     return existing
-                raise ValueError(
+                raise ActorAlreadyExistsError(
                     f"An actor named {name!r} already exists in namespace {namespace!r}; "
                     "pick another name, or pass get_if_exists=True to reuse it.")
             self.named_actors[key] = actor_id
