@@ -367,3 +367,27 @@ def test_duplicate_actor_name_raises_actor_already_exists(ray):
         Named.options(name="only-one").remote()
     assert isinstance(info.value, ValueError) and isinstance(info.value, exceptions.RayError)
     del first
+
+
+def test_state_logs(ray):
+    from miniray.util import state
+
+    @ray.remote
+    class Talker:
+        def say(self, text):
+            print(text, flush=True)
+            return miniray.get_runtime_context().get_actor_id()
+
+    actor = Talker.remote()
+    actor_id = ray.get(actor.say.remote("hello from the actor"))
+    files = state.list_logs()
+    assert files["worker_out"] and all(n.endswith(".out") for n in files["worker_out"])
+    assert all(n.endswith(".err") for n in state.list_logs(glob_filter="*.err")["worker_err"])
+    deadline = time.monotonic() + 20
+    text = ""
+    while "hello from the actor" not in text and time.monotonic() < deadline:
+        text = "".join(state.get_log(actor_id=actor_id, tail=50))
+        time.sleep(0.05)
+    assert "hello from the actor" in text
+    with pytest.raises(ValueError, match="exactly one"):
+        state.get_log()

@@ -2239,6 +2239,9 @@ class NodeRuntime:
             return introspect.list_workers(self)[:limit]
         if kind == "nodes":
             return introspect.list_nodes(self)
+        if kind == "logs":  # the files live on this machine: callers read them directly
+            return [{**log, "path": os.path.join(self.log_dir, log["name"])}
+                    for log in introspect.list_logs(self)[:limit]]
         raise ValueError(f"unknown state kind {kind!r}")
 
     def rpc_metrics_record(self, caller, batch) -> None:

@@ -12,7 +12,7 @@ records back the dashboard; the task table keeps the newest 10,000 tasks
 from __future__ import annotations
 
 __all__ = ["StateRecord", "get_actor", "get_node", "get_objects", "get_placement_group",
-           "get_task", "get_worker", "list_actors", "list_nodes", "list_objects",
+           "get_log", "get_task", "get_worker", "list_actors", "list_logs", "list_nodes", "list_objects",
            "list_placement_groups", "list_tasks", "list_workers", "summarize_actors",
            "summarize_objects", "summarize_tasks"]
 
@@ -187,6 +187,87 @@ def summarize_objects(**kwargs) -> dict:
     objects = _list("objects", None, 1 << 30, False, kwargs)
     return {"total_objects": len(objects),
             "total_size_bytes": sum(o.get("size") or 0 for o in objects)}
+
+
+
+def _log_files() -> list:
+    from ..api import _client
+
+    return _client().generic("state", "logs", 1 << 30)
+
+
+def list_logs(glob_filter: str | None = None, **kwargs) -> dict:
+    """The workers' log files by kind: ``{"worker_out": [...], "worker_err": [...]}``
+    (``glob_filter`` as in Ray, e.g. ``"*.err"``)."""
+    import fnmatch
+
+    unknown = set(kwargs) - _RAY_ONLY - {"node_id", "node_ip"}
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}")
+    out: dict = {}
+    for log in _log_files():
+        name = log["name"]
+        if glob_filter is not None and not fnmatch.fnmatch(name, glob_filter):
+            continue
+        kind = "worker_err" if name.endswith(".err") else "worker_out"
+        out.setdefault(kind, []).append(name)
+    return out
+
+
+def get_log(filename: str | None = None, *, pid: int | None = None,
+            actor_id: str | None = None, task_id: str | None = None, tail: int = 1000,
+            suffix: str = "out", follow: bool = False, interval_s: float = 0.5, **kwargs):
+    """Yield the text of a worker's log, found by ``filename``, ``pid``, ``actor_id``
+    or ``task_id`` (its worker's file; ``suffix`` "out" or "err"): the last ``tail``
+    lines (``tail=-1``: all), then, with ``follow=True``, what is appended, until the
+    caller stops iterating."""
+    import time
+
+    unknown = set(kwargs) - _RAY_ONLY - {"node_id", "node_ip", "encoding", "errors"}
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}")
+    if suffix not in ("out", "err"):
+        raise ValueError(f"suffix must be 'out' or 'err', got {suffix!r}")
+    given = [k for k, v in (("filename", filename), ("pid", pid), ("actor_id", actor_id),
+                            ("task_id", task_id)) if v is not None]
+    if len(given) != 1:
+        raise ValueError("get_log() needs exactly one of filename=, pid=, actor_id=, task_id=")
+    if actor_id is not None or task_id is not None:
+        record = get_actor(actor_id) if actor_id is not None else get_task(task_id)
+        if record is None:
+            raise ValueError(f"no {'actor' if actor_id else 'task'} "
+                             f"{actor_id or task_id} in the state API")
+        worker = get_worker(record.get("worker_id")) if record.get("worker_id") else None
+        if worker is None:
+            raise ValueError(f"{'actor' if actor_id else 'task'} {actor_id or task_id} "
+                             "has no worker (yet)")
+        pid = worker["pid"]
+    logs = _log_files()
+    if pid is not None:
+        matches = [log for log in logs if log["name"].endswith(f"-{pid}.{suffix}")]
+    else:
+        matches = [log for log in logs if log["name"] == filename]
+    if not matches:
+        raise ValueError(f"no log file for {given[0]}={filename or pid!r}; list_logs() "
+                         "shows the files")
+    path = matches[0]["path"]
+    return _read_log(path, tail, follow, interval_s, time)
+
+
+def _read_log(path, tail, follow, interval_s, time):
+    with open(path, "rb") as f:
+        data = f.read()
+        lines = data.decode(errors="replace").splitlines(keepends=True)
+        if tail is not None and tail >= 0:
+            lines = lines[-tail:] if tail else []
+        if lines:
+            yield "".join(lines)
+        while follow:
+            more = f.read()
+            if more:
+                yield more.decode(errors="replace")
+            else:
+                time.sleep(interval_s)
 
 
 def __getattr__(name):
