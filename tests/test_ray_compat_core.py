@@ -391,3 +391,21 @@ def test_state_logs(ray):
     assert "hello from the actor" in text
     with pytest.raises(ValueError, match="exactly one"):
         state.get_log()
+
+
+def test_wait_over_generators_inside_a_task_says_what_to_do(ray):
+    @ray.remote
+    def produce():
+        yield 1
+
+    @ray.remote
+    def consumer():
+        gen = produce.remote()
+        try:
+            miniray.wait([gen], timeout=5)
+        except TypeError as exc:
+            return str(exc), miniray.get(next(gen))
+        return "no error", None
+
+    message, first = ray.get(consumer.remote(), timeout=30)
+    assert "next(generator)" in message and first == 1
