@@ -131,6 +131,20 @@ def test_async_init_runs_before_any_method(ray):
     assert same_loop
 
     @ray.remote
+    def five():
+        return 5
+
+    @ray.remote
+    class AwaitsRefs:
+        async def __init__(self, refs):
+            self.value = await refs[0] + await miniray.get(five.remote())
+
+        async def get(self):
+            return self.value
+
+    assert ray.get(AwaitsRefs.remote([ray.put(3)]).get.remote(), timeout=20) == 8
+
+    @ray.remote
     class Failing:
         async def __init__(self):
             await asyncio.sleep(0)

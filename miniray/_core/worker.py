@@ -99,6 +99,7 @@ class WorkerClient(ClientBase):
         # Called before the worker goes idle (its replies about to be flushed):
         # batched state such as application metrics goes out with them.
         self.idle_hooks: list = []
+        self.async_constructor = None  # (cls, args, kwargs, name) of an async __init__
         self.in_io = False
         self.concurrent = False
         self.loop = None
@@ -573,9 +574,12 @@ class WorkerClient(ClientBase):
             context.current_actor_id = actor_id
             context.set_placement(options.get("placement"))
             if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
-                self.actor = self._construct_async(cls, pos, kw)
-            else:
-                self.actor = cls(*pos, **kw)
+                # Awaited on the actor's loop once the worker runs it (it may await refs).
+                self.async_constructor = (cls, pos, kw, name)
+                raise _SwitchToConcurrent(max_concurrency, True)
+            self.actor = cls(*pos, **kw)
+        except _SwitchToConcurrent:
+            raise
         except BaseException as exc:
             self.send([P.ACTOR_READY, actor_id, self._error_bytes(f"{name}.__init__", exc),
                        is_async])
@@ -596,17 +600,21 @@ class WorkerClient(ClientBase):
             return lambda fn, *args, **kwargs: fn(actor, *args, **kwargs)
         return getattr(self.actor, method_name)
 
-    def _construct_async(self, cls, pos, kw):
+    async def _construct_async(self) -> None:
         """An actor with ``async def __init__``: the constructor is awaited on the
-        loop the actor's methods will run on, before the actor reports ready, so no
-        method runs before it finished (and tasks it started live on that loop)."""
-        from .loop import new_event_loop
-
+        actor's loop (so it can await refs and start tasks that outlive it), and only
+        then does the actor report ready: the node sends no call before that."""
+        cls, pos, kw, name = self.async_constructor
+        self.async_constructor = None
         instance = cls.__new__(cls)
-        loop = self.loop = new_event_loop()
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(cls.__init__(instance, *pos, **kw))
-        return instance
+        try:
+            await cls.__init__(instance, *pos, **kw)
+        except BaseException as exc:
+            self.send([P.ACTOR_READY, self.actor_id,
+                       self._error_bytes(f"{name}.__init__", exc), True])
+            return
+        self.actor = instance
+        self.send([P.ACTOR_READY, self.actor_id, None, True])
 
     def run_actor_call(self, message) -> None:
         _, task_id, method_name, args, kwargs, return_ids, name, group = message
@@ -680,10 +688,8 @@ class WorkerClient(ClientBase):
         from .loop import new_event_loop
 
         self.concurrent = True
-        loop = self.loop
-        if loop is None:  # else the loop an async __init__ ran on
-            loop = self.loop = new_event_loop()
-            asyncio.set_event_loop(loop)
+        loop = self.loop = new_event_loop()
+        asyncio.set_event_loop(loop)
         self.loop_thread_id = threading.get_ident()
         from concurrent.futures import ThreadPoolExecutor
 
@@ -716,6 +722,8 @@ class WorkerClient(ClientBase):
             self.inbox.clear()
             for message in pending:
                 self._dispatch_concurrent(message)
+            if self.async_constructor is not None:
+                await self._construct_async()
             if _coverage is not None:
                 def save_periodically():
                     _save_coverage_now_and_then()
