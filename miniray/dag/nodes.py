@@ -107,10 +107,7 @@ class DAGNode:
 
     def _with_options(self, options: dict) -> "DAGNode":
         """This node with ``options`` (what ``f.options(...).bind()`` builds)."""
-        if not options:
-            return self
-        node = self.options(**options)
-        return node
+        return self.options(**options) if options else self
 
     def _execute_impl(self, execution: "_Execution", args: tuple, kwargs: dict,
                       other: dict):

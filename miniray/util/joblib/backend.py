@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
+from joblib.parallel import ParallelBackendBase
+
+try:  # joblib's batching of tiny calls (not public API: without it, one call a task)
+    from joblib._parallel_backends import AutoBatchingMixin
+except ImportError:  # pragma: no cover - a joblib that moved it
+    class AutoBatchingMixin:
+        pass
 
 from ... import api
 
@@ -58,6 +64,8 @@ class RayBackend(AutoBatchingMixin, ParallelBackendBase):
         if callback is not None:
             future.add_done_callback(callback)
         return future
+
+    apply_async = submit  # the name joblib before 1.5 calls
 
     def retrieve_result_callback(self, out):
         return out.result()
