@@ -32,6 +32,8 @@ import re
 import threading
 import time
 
+from .._core import context as _context
+
 __all__ = ["Counter", "Gauge", "Histogram", "Metric"]
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
@@ -64,13 +66,11 @@ class _Recorder:
                 entry = self.pending[metric._name] = [metric, {}]
             series = entry[1]
             series[tags] = update(series.get(tags))
-        self._arrange_sending()
-
-    def _arrange_sending(self) -> None:
-        from .._core import context
-
-        worker = context._worker_client
-        if worker is not None and not getattr(worker, "concurrent", False):
+        worker = _context._worker_client
+        if worker is None:
+            if self.timer is None:  # the driver: a thread sends every interval
+                self._start_timer()
+        elif not worker.concurrent:
             # A task worker: its thread alone writes the socket. Send from here now
             # and then, and when the worker goes idle (its idle hook).
             if self.hooked_client is not worker:
@@ -78,21 +78,22 @@ class _Recorder:
                 self.hooked_client = worker
             if time.monotonic() - self.last_sent >= self.interval:
                 self.flush()
-            return
-        if worker is not None:
+        elif not self.scheduled:
             # An actor with an event loop: send on the loop, promptly for the first
             # value and then at most once per interval. (An actor can be killed as
             # soon as its caller has the result; a sleeping thread would lose the tail.)
-            if not self.scheduled:
-                self.scheduled = True
-                delay = max(0.0, self.interval - (time.monotonic() - self.last_sent))
-                worker.loop.call_soon_threadsafe(worker.loop.call_later, delay,
-                                                 self._flush_on_loop)
-            return
-        if self.timer is None or not self.timer.is_alive():
+            self.scheduled = True
+            delay = max(0.0, self.interval - (time.monotonic() - self.last_sent))
+            worker.loop.call_soon_threadsafe(worker.loop.call_later, delay,
+                                             self._flush_on_loop)
+
+    def _start_timer(self) -> None:
+        with self.lock:
+            if self.timer is not None:
+                return
             self.timer = threading.Thread(target=self._send_periodically,
                                           name="miniray-metrics", daemon=True)
-            self.timer.start()
+        self.timer.start()
 
     def _flush_on_loop(self) -> None:
         self.scheduled = False
@@ -130,7 +131,6 @@ class _Recorder:
         """Send what was recorded since the last batch (nothing when nothing was)."""
         if not self.pending:
             return
-        from .._core import context
         from .._core.refs import get_client
 
         client = get_client()
@@ -141,7 +141,7 @@ class _Recorder:
         batch = self.take_batch()
         if not batch:
             return
-        worker = context._worker_client
+        worker = _context._worker_client
         if worker is not None:  # thread-safe in an actor with a loop; else its one thread
             worker.notify("metrics_record", batch)
         else:
@@ -174,6 +174,8 @@ class Metric:
         self._description = description or ""
         self._tag_keys = tuple(tag_keys)
         self._default_tags: dict = {}
+        # The tag tuple of a record without tags=, when the defaults cover every key.
+        self._default_key: tuple | None = () if not self._tag_keys else None
 
     @property
     def info(self) -> dict:
@@ -190,9 +192,13 @@ class Metric:
             if not isinstance(value, str):
                 raise TypeError(f"Tag values must be strings; {key}={value!r}")
         self._default_tags = dict(default_tags)
+        self._default_key = (tuple((key, default_tags[key]) for key in self._tag_keys)
+                             if all(key in default_tags for key in self._tag_keys) else None)
         return self
 
     def _tags(self, tags: dict | None) -> tuple:
+        if tags is None and self._default_key is not None:
+            return self._default_key
         merged = dict(self._default_tags)
         for key, value in (tags or {}).items():
             if key not in self._tag_keys:
@@ -224,7 +230,8 @@ def _rebuild(cls, name, description, tag_keys, boundaries, default_tags):
         metric = cls(name, description, boundaries, tag_keys)
     else:
         metric = cls(name, description, tag_keys)
-    metric._default_tags = dict(default_tags)
+    if default_tags:
+        metric.set_default_tags(default_tags)
     return metric
 
 
