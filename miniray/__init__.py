@@ -8,7 +8,7 @@ code. Sub-libraries (``miniray.tune``, ``miniray.train``, ``miniray.dashboard``,
 
 from . import exceptions
 from ._core.actor import ActorClass, ActorHandle, exit_actor, method
-from ._core.generators import ObjectRefGenerator
+from ._core.generators import DynamicObjectRefGenerator, ObjectRefGenerator
 from ._core.refs import ObjectRef
 from ._core.remote_function import RemoteFunction
 from .api import (
@@ -32,8 +32,13 @@ from .api import (
 
 __version__ = "0.1.0"
 
+# Ray's worker modes, what ``get_runtime_context().worker_mode`` says.
+SCRIPT_MODE = "SCRIPT_MODE"
+WORKER_MODE = "WORKER_MODE"
+
 __all__ = [
-    "ActorClass", "ActorHandle", "ObjectRef", "ObjectRefGenerator", "RemoteFunction",
+    "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "ObjectRef",
+    "ObjectRefGenerator", "RemoteFunction", "SCRIPT_MODE", "WORKER_MODE",
     "available_resources", "cancel", "cluster_resources", "exceptions", "exit_actor", "get", "get_actor",
     "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes",
     "put", "remote", "shutdown", "timeline", "wait", "__version__",
@@ -41,7 +46,8 @@ __all__ = [
 
 # ``ray.util.ActorPool``, ``ray.actor.exit_actor()``... work after ``import ray``
 # alone; here the submodules load on first use, so ``import miniray`` stays light.
-_LAZY_SUBMODULES = {"actor", "util", "tune", "train", "dashboard", "cluster"}
+_LAZY_SUBMODULES = {"actor", "util", "tune", "train", "dashboard", "cluster", "dag",
+                    "experimental", "runtime_context", "cloudpickle"}
 
 
 def __getattr__(name):
@@ -49,4 +55,6 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ._surface import missing
+
+    raise missing(__name__, name)

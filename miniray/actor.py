@@ -1,5 +1,11 @@
 """``miniray.actor``: Ray's ``ray.actor`` names."""
 
-from ._core.actor import ActorClass, ActorHandle, ActorMethod, exit_actor
+from ._core.actor import ActorClass, ActorHandle, ActorMethod, exit_actor, method
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor"]
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
+
+
+def __getattr__(name):
+    from ._surface import missing
+
+    raise missing(__name__, name)

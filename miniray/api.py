@@ -12,6 +12,7 @@ from ._core import refs as _refs
 from ._core.actor import ActorClass, ActorHandle, exit_actor, method
 from ._core.client import describe_timeout
 from ._core.loop import running_loop
+from ._core.generators import ObjectRefGenerator as _ObjectRefGenerator
 from ._core.refs import ObjectRef
 from ._core.remote_function import RemoteFunction
 
@@ -399,6 +400,9 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expects a list of ObjectRefs, got a single ObjectRef; "
                         "wrap it in a list.")
+    if isinstance(object_refs, (list, tuple)) and any(
+            type(r) is _ObjectRefGenerator for r in object_refs):
+        return _wait_generators(list(object_refs), num_returns, timeout)
     refs, _ = _check_refs(object_refs, "wait()")
     if not refs:
         return [], []
@@ -414,6 +418,23 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     if running_loop() is not None and hasattr(client, "wait_async"):
         return client.wait_async(refs, num_returns, timeout, fetch_local)
     return client.wait(refs, num_returns, timeout, fetch_local)
+
+
+def _wait_generators(items, num_returns, timeout):
+    """``wait`` over a list holding ObjectRefGenerators (Ray's semantics: one is
+    ready when its next value is available or it has ended)."""
+    from ._core.generators import wait_mixed
+
+    if not all(isinstance(r, (ObjectRef, _ObjectRefGenerator)) for r in items):
+        raise TypeError("wait() expects a list of ObjectRefs and ObjectRefGenerators")
+    if len(set(map(id, items))) != len(items):
+        raise ValueError("wait() got the same ObjectRef or generator twice")
+    if not isinstance(num_returns, int) or not 1 <= num_returns <= len(items):
+        raise ValueError(f"num_returns must be an int from 1 to {len(items)} (the number "
+                         f"of items), got {num_returns!r}")
+    describe_timeout(timeout)
+    return wait_mixed(_client(), items, num_returns, timeout,
+                      in_loop=running_loop() is not None)
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

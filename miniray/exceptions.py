@@ -24,6 +24,7 @@ __all__ = [
     "RaySystemError",
     "PendingCallsLimitExceeded",
     "RuntimeEnvSetupError",
+    "ActorAlreadyExistsError",
 ]
 
 
@@ -77,6 +78,15 @@ class RayActorError(RayError):
         self.actor_id = actor_id
         self.error_msg = message
         super().__init__(message)
+
+
+class ActorAlreadyExistsError(ValueError, RayError):
+    """An actor with this name is alive in the namespace already. Also a
+    ``ValueError`` (as in Ray), so ``except ValueError`` keeps working."""
+
+    def __init__(self, error_message: str):
+        super().__init__(error_message)
+        self.error_message = error_message
 
 
 class ActorDiedError(RayActorError):
@@ -206,3 +216,9 @@ def _derived_class(cause_cls: type) -> type:
 
 def _rebuild_task_error(function_name, traceback_str, cause, proctitle, pid):
     return RayTaskError(function_name, traceback_str, cause, proctitle, pid).as_instanceof_cause()
+
+
+def __getattr__(name):
+    from ._surface import missing
+
+    raise missing(__name__, name)

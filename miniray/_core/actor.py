@@ -10,11 +10,13 @@ from .generators import GENERATOR_MODES, ObjectRefGenerator, wants_generator
 from .refs import _require_client, get_client
 from .remote_function import (
     BoundOptions,
+    _dag_nodes,
     check_feasible,
     check_options,
     placement_option,
     retry_exceptions_option,
     requested_placement,
+    task_events_option,
     validate_resources,
 )
 from .runtime_env import task_env
@@ -26,14 +28,23 @@ ACTOR_OPTIONS = {
     "scheduling_strategy", "runtime_env", "max_pending_calls", "concurrency_groups",
     "accelerator_type", "label_selector", "cluster", "tags",
     "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks",
+    "enable_task_events",
 }
 METHOD_OPTIONS = {"num_returns", "name", "max_task_retries", "retry_exceptions",
-                  "concurrency_group"}
+                  "concurrency_group", "enable_task_events"}
+# Ray's methods every actor has (the worker answers them without the class).
+_BUILTIN_METHOD_META = {"num_returns": 1, "generator": False, "is_async": False, "options": {}}
 
 
 def method(*args, **kwargs):
-    """Decorate an actor method to set its options, e.g. ``@method(num_returns=2)``."""
+    """Decorate an actor method to set its options, e.g. ``@method(num_returns=2)``.
+
+    Options: ``num_returns``, ``name``, ``max_task_retries``, ``retry_exceptions``,
+    ``concurrency_group`` and ``enable_task_events`` (False keeps the calls out of the
+    event bus: the state API, the dashboard's task table and the timeline).
+    """
     check_options(kwargs, METHOD_OPTIONS, "@miniray.method")
+    task_events_option(kwargs, "@miniray.method")
 
     def decorate(fn):
         fn.__miniray_method_options__ = kwargs
@@ -96,6 +107,9 @@ class ActorClass:
         self._fn_id = os.urandom(16)
         self._blob = None
         self._meta = _method_meta(cls)
+        if task_events_option(options, f"actor class {cls.__name__}") is False:
+            for meta in self._meta.values():  # as in Ray: the class's calls are not recorded
+                meta["options"].setdefault("enable_task_events", False)
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__doc__ = cls.__doc__
@@ -114,6 +128,11 @@ class ActorClass:
     def remote(self, *args, **kwargs) -> "ActorHandle":
         """Create the actor; returns its handle."""
         return self._remote(args, kwargs, self._options)
+
+    def bind(self, *args, **kwargs):
+        """A DAG node that creates this actor (see ``miniray.dag``); bind its
+        methods with ``node.method.bind(...)``."""
+        return _dag_nodes().bind_class(self, args, kwargs)
 
     def options(self, **options):
         """Return a factory with some options overridden."""
@@ -207,6 +226,17 @@ class ActorHandle:
                 f"{sorted(m for m in self._meta if not m.startswith('_'))}.")
         return ActorMethod(self, name, meta)
 
+    @property
+    def __ray_ready__(self) -> "ActorMethod":
+        """``ray.get(handle.__ray_ready__.remote())`` returns True once the actor's
+        constructor has finished (and raises the actor's error if it failed)."""
+        return ActorMethod(self, "__ray_ready__", dict(_BUILTIN_METHOD_META))
+
+    @property
+    def __ray_call__(self) -> "ActorMethod":
+        """``handle.__ray_call__.remote(fn, *args)`` runs ``fn(actor, *args)`` in the actor."""
+        return ActorMethod(self, "__ray_call__", dict(_BUILTIN_METHOD_META))
+
     def __repr__(self):
         return f"Actor({self._class_name}, {self._id.hex()})"
 
@@ -240,6 +270,11 @@ class ActorMethod:
         raise TypeError(
             f"Actor methods cannot be called directly. Instead of running "
             f"'{self._name}()', try '{self._name}.remote()'.")
+
+    def bind(self, *args, **kwargs):
+        """A DAG node calling this method of the actor (see ``miniray.dag``)."""
+        return _dag_nodes().bind_method(self._handle, self._name, args, kwargs,
+                                        self._overrides)
 
     def options(self, **options):
         check_options(options, METHOD_OPTIONS, f"actor method {self._name}")
@@ -278,6 +313,8 @@ class ActorMethod:
         for key in ("max_task_retries", "concurrency_group"):
             if options.get(key) is not None:
                 node_options[key] = options[key]
+        if task_events_option(options, what) is False:
+            node_options["task_events"] = False
         if options.get("retry_exceptions"):
             node_options["retry_exceptions"] = retry_exceptions_option(
                 options["retry_exceptions"])

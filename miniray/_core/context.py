@@ -43,6 +43,45 @@ class RuntimeContext:
     def get_node_id(self) -> str:
         return f"node-{self._node_pid}"
 
+    @property
+    def node_id(self) -> str:
+        """Ray's ``RuntimeContext.node_id``: the same id as :meth:`get_node_id`."""
+        return self.get_node_id()
+
+    @property
+    def job_id(self) -> str:
+        return self.get_job_id()
+
+    @property
+    def task_id(self) -> str | None:
+        return self.get_task_id()
+
+    @property
+    def actor_id(self) -> str | None:
+        return self.get_actor_id()
+
+    def is_canceled(self) -> bool:
+        """True inside a task (or actor call) after ``miniray.cancel`` was called on it.
+
+        A sync task sees ``TaskCancelledError`` raised in it; code that catches it
+        (to clean up) can ask here why it stopped. An async actor method is
+        cancelled as an asyncio task: this is true while its cancellation is pending.
+        """
+        client = _worker_client
+        if client is None:
+            raise RuntimeError("is_canceled() is for code running in a task or actor; "
+                               "the driver is never cancelled")
+        if getattr(client, "concurrent", False):
+            import asyncio
+
+            try:
+                task = asyncio.current_task()
+            except RuntimeError:  # a thread of a threaded actor
+                task = None
+            return task is not None and task.cancelling() > 0
+        task_id = client.current_task
+        return task_id is not None and task_id in client.cancelled
+
     def get_worker_id(self) -> str:
         return f"worker-{os.getpid()}"
 

@@ -227,6 +227,8 @@ class EventBus:
         task.state = state = PENDING_ARGS_AVAIL if task.deps else PENDING_NODE_ASSIGNMENT
         task.submitted_at = now
         task.deps_ids = task.held
+        if not task.record_events:  # enable_task_events=False: state only, no record
+            return
         tasks = self.tasks
         tasks[task.task_id] = task
         if len(tasks) > self.task_cap:
@@ -236,7 +238,8 @@ class EventBus:
 
     def task_state(self, task, state) -> None:
         task.state = state
-        self.task_ring.add(_now(), task.task_id, state)
+        if task.record_events:
+            self.task_ring.add(_now(), task.task_id, state)
 
     def task_dispatched(self, task, worker_id, queued) -> None:
         now = _now()
@@ -246,7 +249,8 @@ class EventBus:
         else:
             task.state = state = RUNNING
             task.started_at = now
-        self.task_ring.add(now, task.task_id, state)
+        if task.record_events:
+            self.task_ring.add(now, task.task_id, state)
 
     def task_started(self, task) -> None:
         """A pipelined task reached the front of its worker's queue."""
@@ -254,7 +258,8 @@ class EventBus:
             now = _now()
             task.state = RUNNING
             task.started_at = now
-            self.task_ring.add(now, task.task_id, RUNNING)
+            if task.record_events:
+                self.task_ring.add(now, task.task_id, RUNNING)
 
     def task_ended(self, task, error) -> None:
         now = _now()
@@ -266,13 +271,15 @@ class EventBus:
         task_id = task.task_id
         if task_id in self.tasks:
             self.tasks[task_id] = _done_record(task)
-        self.task_ring.add(now, task_id, state)
+        if task.record_events:
+            self.task_ring.add(now, task_id, state)
 
     def task_retried(self, task) -> None:
         task.attempt += 1
         task.state = PENDING_NODE_ASSIGNMENT
         task.started_at = None
-        self.task_ring.add(_now(), task.task_id, PENDING_NODE_ASSIGNMENT)
+        if task.record_events:
+            self.task_ring.add(_now(), task.task_id, PENDING_NODE_ASSIGNMENT)
 
     # -- actors, workers, objects ---------------------------------------------------
     def actor_state(self, actor, state: str | None = None) -> None:

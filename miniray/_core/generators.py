@@ -103,3 +103,65 @@ def wants_generator(is_generator_function: bool, num_returns) -> bool:
     """Whether ``.remote()`` returns an ObjectRefGenerator (Ray's default for
     generator functions, and ``num_returns="streaming"``)."""
     return num_returns == "streaming" or (is_generator_function and num_returns is None)
+
+
+# Ray's name for what a ``num_returns="dynamic"`` task's ref holds: the refs of the
+# values it yielded. miniray's generator class is the same for both modes.
+DynamicObjectRefGenerator = ObjectRefGenerator
+
+
+def wait_mixed(client, items: list, num_returns: int, timeout, *, in_loop: bool):
+    """``wait`` over ObjectRefs and ObjectRefGenerators together (as Ray's ``wait``).
+
+    A generator is ready when its next value is available, or when it has ended
+    (so ``next(gen)`` will not block: it returns a ref or stops). Returns what
+    ``wait`` does, the items themselves; an awaitable when ``in_loop``.
+    """
+    coro = _wait_mixed(client, items, num_returns, timeout)
+    if in_loop:
+        return coro
+    import asyncio
+
+    runtime = getattr(client, "runtime", None)
+    loop = runtime.loop if runtime is not None else getattr(client, "loop", None)
+    if loop is None or getattr(client, "concurrent", True) is False:
+        coro.close()
+        raise TypeError(
+            "wait() over ObjectRefGenerators runs in the driver and in async actors; "
+            "in a task, take the next value with next(generator) instead (it lends "
+            "the task's CPU back while it waits)")
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+async def _wait_mixed(client, items, num_returns, timeout):
+    import asyncio
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ready: set[int] = set()
+    watching: dict = {}
+    for index, item in enumerate(items):
+        if isinstance(item, ObjectRefGenerator):
+            if item._refs is not None:  # ended and read: next() never blocks
+                ready.add(index)
+                continue
+            waiter = client.generic_async("stream_next", item._source._id, item._pos)
+        else:
+            waiter = client.wait_async([item], 1, None, True)
+        watching[asyncio.ensure_future(waiter)] = index
+    try:
+        while len(ready) < num_returns and watching:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = await asyncio.wait(watching, timeout=remaining,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                break
+            for waiter in done:
+                ready.add(watching.pop(waiter))
+                waiter.result()  # a failure of the wait itself (not of the task) raises
+    finally:
+        for waiter in watching:
+            waiter.cancel()
+    chosen = set(sorted(ready)[:num_returns])
+    return ([item for i, item in enumerate(items) if i in chosen],
+            [item for i, item in enumerate(items) if i not in chosen])

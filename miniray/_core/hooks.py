@@ -14,6 +14,10 @@ options dict is the merged one (decorator + ``.options()``) and may contain
 ``cluster`` and ``tags``.
 
 ``shutdown_callbacks``: called (newest first) at the start of ``shutdown()``.
+
+``progress_line(line)``: worker output lines that are JSON with :data:`PROGRESS_MAGIC`
+(``miniray.experimental.tqdm_ray`` bars) go to the driver's bar manager instead
+of the terminal; it returns True for a line it took.
 """
 
 router = None
@@ -31,3 +35,16 @@ def no_router_error(what: str) -> ValueError:
         f"{what} asks for cluster=/tags= placement, but no cluster control plane is "
         "connected. Call miniray.init(clusters='clusters.yaml') or "
         "miniray.cluster.connect(...) first, or drop the cluster/tags options.")
+
+
+# Ray's token, so bars written by Ray's own tqdm_ray are understood too.
+PROGRESS_MAGIC = b"__ray_tqdm_magic_token__"
+
+
+def progress_line(line: bytes) -> bool:
+    if not line.startswith(b"{") or PROGRESS_MAGIC not in line:
+        return False
+    import importlib
+
+    # The renderer sits above the core; it loads with the first bar.
+    return importlib.import_module("miniray.experimental.tqdm_ray")._take_line(line)

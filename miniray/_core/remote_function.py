@@ -18,6 +18,7 @@ TASK_OPTIONS = {
     "name", "memory", "scheduling_strategy", "runtime_env", "max_calls",
     "accelerator_type", "label_selector", "cluster", "tags",
     "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks",
+    "enable_task_events",
 }
 
 
@@ -123,6 +124,25 @@ class BoundOptions:
         """Override more options."""
         return self._rebind(**{**self._overrides, **more})
 
+    def bind(self, *args, **kwargs):
+        """A DAG node calling the function or class with these options (``miniray.dag``)."""
+        return self._rebind.__self__.bind(*args, **kwargs)._with_options(self._overrides)
+
+
+def task_events_option(options: dict, what: str):
+    """``enable_task_events`` (Ray's option): a bool, True by default."""
+    value = options.get("enable_task_events", True)
+    if not isinstance(value, bool):
+        raise TypeError(f"enable_task_events of {what} must be True or False, got {value!r}")
+    return value
+
+
+def _dag_nodes():
+    # The DAG layer sits above the core; it loads on the first bind().
+    import importlib
+
+    return importlib.import_module("miniray.dag.nodes")
+
 
 def retry_exceptions_option(retry):
     """``retry_exceptions`` as the node takes it: a bool, or the pickled list of
@@ -205,6 +225,8 @@ class RemoteFunction:
         }
         if max_calls:
             task_options["max_calls"] = max_calls
+        if task_events_option(options, what) is False:
+            task_options["task_events"] = False  # not recorded in the event bus / state API
         env = task_env(options.get("runtime_env"), what)
         if env:
             task_options["env"] = env
@@ -254,6 +276,11 @@ class RemoteFunction:
         if num_returns == 0:
             return None
         return refs
+
+    def bind(self, *args, **kwargs):
+        """A DAG node that runs this function on ``args`` (see ``miniray.dag``);
+        ``dag.execute()`` submits it."""
+        return _dag_nodes().bind_function(self, args, kwargs)
 
     def options(self, **options):
         """Return a copy of this function with some options overridden."""

@@ -62,6 +62,7 @@ cdef class Task:
     cdef public object placement
     cdef public object group
     cdef public object env
+    cdef public bint record_events
 
 
 # Not final: DriverConn (a driver connected to a head node) is a subclass.

@@ -34,6 +34,7 @@ import threading
 import time
 
 from ..exceptions import (
+    ActorAlreadyExistsError,
     ActorDiedError,
     ObjectStoreFullError,
     RayTaskError,
@@ -41,6 +42,7 @@ from ..exceptions import (
     TaskUnschedulableError,
     WorkerCrashedError,
 )
+from . import hooks as _hooks
 from . import protocol as P
 from . import shm
 from .client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM
@@ -85,7 +87,7 @@ class Task:
                  "resources", "retries_left", "retry_exceptions", "deps", "worker",
                  "cancelled", "force_cancelled", "actor", "method", "pinned", "held",
                  "gpu_ids", "finished", "dispatched_at", "has_refs", "cost", "max_calls",
-                 "placement", "group", "env",
+                 "placement", "group", "env", "record_events",
                  # kept for the event bus's task table (events.task_dict)
                  "state", "submitted_at", "started_at", "ended_at", "worker_id", "error",
                  "attempt", "deps_ids")
@@ -105,6 +107,7 @@ class Task:
         self.placement = None
         self.group = None
         self.env = None
+        self.record_events = True  # False: kept out of the event bus (enable_task_events)
         self.started_at = None
         self.ended_at = None
         self.worker_id = None
@@ -652,6 +655,8 @@ class NodeRuntime:
         data = log.partial + data
         lines = data.split(b"\n")
         log.partial = lines.pop()
+        if _hooks.PROGRESS_MAGIC in data:  # progress bars (tqdm_ray): drawn by the driver
+            lines = [line for line in lines if not _hooks.progress_line(line)]
         if not lines:
             return
         if worker.actor is not None:
@@ -1424,6 +1429,8 @@ class NodeRuntime:
         task.retry_exceptions = options.get("retry_exceptions", False)
         task.max_calls = options.get("max_calls", 0)
         task.env = options.get("env")
+        if "task_events" in options:
+            task.record_events = options["task_events"]
         if "pg" in options:
             task.placement = self._placement_of(options["pg"])
         if caller is not DRIVER:
@@ -1844,7 +1851,7 @@ class NodeRuntime:
             if existing is not None and self.actors[existing].state != "DEAD":
                 if options.get("get_if_exists"):
                     return existing
-                raise ValueError(
+                raise ActorAlreadyExistsError(
                     f"An actor named {name!r} already exists in namespace {namespace!r}; "
                     "pick another name, or pass get_if_exists=True to reuse it.")
             self.named_actors[key] = actor_id
@@ -1962,6 +1969,8 @@ class NodeRuntime:
             if retries is None else (float("inf") if retries == -1 else retries)
         task.retry_exceptions = options.get("retry_exceptions", False)
         task.group = options.get("concurrency_group")
+        if "task_events" in options:
+            task.record_events = options["task_events"]
         task.actor = actor
         if caller is not DRIVER:
             for object_id in return_ids:
@@ -2230,7 +2239,20 @@ class NodeRuntime:
             return introspect.list_workers(self)[:limit]
         if kind == "nodes":
             return introspect.list_nodes(self)
+        if kind == "logs":  # the files live on this machine: callers read them directly
+            return [{**log, "path": os.path.join(self.log_dir, log["name"])}
+                    for log in introspect.list_logs(self)[:limit]]
         raise ValueError(f"unknown state kind {kind!r}")
+
+    def rpc_metrics_record(self, caller, batch) -> None:
+        """Application metrics (``miniray.util.metrics``) from one process, batched:
+        counter increments, gauge values and histogram counts since its last batch."""
+        store = getattr(self, "user_metrics", None)
+        if store is None:
+            from .metrics import UserMetrics
+
+            store = self.user_metrics = UserMetrics()
+        store.record(batch)
 
     def rpc_stats(self, caller):
         return {

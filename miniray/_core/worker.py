@@ -96,6 +96,10 @@ class WorkerClient(ClientBase):
         self.current_task: bytes | None = None
         self.current_task_name: str = ""
         self.cancelled: set[bytes] = set()
+        # Called before the worker goes idle (its replies about to be flushed):
+        # batched state such as application metrics goes out with them.
+        self.idle_hooks: list = []
+        self.async_constructor = None  # (cls, args, kwargs, name) of an async __init__
         self.in_io = False
         self.cancel_signalled = False
         self.concurrent = False
@@ -582,7 +586,13 @@ class WorkerClient(ClientBase):
             pos, kw = self.decode_args(args, kwargs)
             context.current_actor_id = actor_id
             context.set_placement(options.get("placement"))
+            if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+                # Awaited on the actor's loop once the worker runs it (it may await refs).
+                self.async_constructor = (cls, pos, kw, name)
+                raise _SwitchToConcurrent(max_concurrency, True)
             self.actor = cls(*pos, **kw)
+        except _SwitchToConcurrent:
+            raise
         except BaseException as exc:
             self.send([P.ACTOR_READY, actor_id, self._error_bytes(f"{name}.__init__", exc),
                        is_async])
@@ -592,6 +602,32 @@ class WorkerClient(ClientBase):
         self.flush()
         if is_async or max_concurrency > 1 or self.concurrency_groups:
             raise _SwitchToConcurrent(max_concurrency, is_async)
+
+    def _actor_method(self, method_name: str):
+        """The bound method a call names; Ray's built-ins ``__ray_ready__`` (true once
+        the constructor has run) and ``__ray_call__`` (``fn(actor, *args)``) included."""
+        if method_name == "__ray_ready__":
+            return _ray_ready
+        if method_name == "__ray_call__":
+            actor = self.actor
+            return lambda fn, *args, **kwargs: fn(actor, *args, **kwargs)
+        return getattr(self.actor, method_name)
+
+    async def _construct_async(self) -> None:
+        """An actor with ``async def __init__``: the constructor is awaited on the
+        actor's loop (so it can await refs and start tasks that outlive it), and only
+        then does the actor report ready: the node sends no call before that."""
+        cls, pos, kw, name = self.async_constructor
+        self.async_constructor = None
+        instance = cls.__new__(cls)
+        try:
+            await cls.__init__(instance, *pos, **kw)
+        except BaseException as exc:
+            self.send([P.ACTOR_READY, self.actor_id,
+                       self._error_bytes(f"{name}.__init__", exc), True])
+            return
+        self.actor = instance
+        self.send([P.ACTOR_READY, self.actor_id, None, True])
 
     def run_actor_call(self, message) -> None:
         _, task_id, method_name, args, kwargs, return_ids, name, group = message
@@ -605,7 +641,7 @@ class WorkerClient(ClientBase):
                 raise ActorDiedError("The actor's constructor failed")
             if group is not None:  # a sync actor has no groups (they make it threaded)
                 raise self._no_such_group(group)
-            method = getattr(self.actor, method_name)
+            method = self._actor_method(method_name)
             pos, kw = self.decode_args(args, kwargs)
             value = method(*pos, **kw)
             del pos, kw
@@ -638,6 +674,8 @@ class WorkerClient(ClientBase):
             if _coverage is not None:
                 _save_coverage_now_and_then()
             if not inbox:
+                for hook in self.idle_hooks:
+                    hook()
                 self.flush()
                 self._recv_blocking()
                 continue
@@ -697,6 +735,8 @@ class WorkerClient(ClientBase):
             self.inbox.clear()
             for message in pending:
                 self._dispatch_concurrent(message)
+            if self.async_constructor is not None:
+                await self._construct_async()
             if _coverage is not None:
                 def save_periodically():
                     _save_coverage_now_and_then()
@@ -788,7 +828,7 @@ class WorkerClient(ClientBase):
         async with semaphore:
             self.running_async[task_id] = asyncio.current_task()
             try:
-                method = getattr(self.actor, method_name)
+                method = self._actor_method(method_name)
                 pos, kw = self.decode_args(args, kwargs)
                 if inspect.iscoroutinefunction(method):
                     value = await method(*pos, **kw)
@@ -836,6 +876,10 @@ def _set_recv_timeout(sock) -> None:
                         struct.pack("ll", int(_RECV_TIMEOUT_S), 0))
     except OSError:  # pragma: no cover - a platform without it: Python's timeout
         sock.settimeout(_RECV_TIMEOUT_S)
+
+
+def _ray_ready():
+    return True
 
 
 class _SwitchToConcurrent(Exception):

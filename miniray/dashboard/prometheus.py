@@ -60,11 +60,14 @@ class Exposition:
     def __init__(self):
         self.families: dict[str, list] = {}  # name -> [type, help, [(labels, value)]]
 
-    def add(self, name: str, kind: str, help_text: str, value, labels: dict | None = None):
+    def add(self, name: str, kind: str, help_text: str, value, labels: dict | None = None,
+            suffix: str = ""):
+        """One sample; ``suffix`` names a histogram's ``_bucket``/``_sum``/``_count``."""
         if not _NAME.match(name):
             raise ValueError(f"invalid metric name {name!r}")
-        if kind not in ("counter", "gauge", "untyped"):
-            raise ValueError(f"metric {name}: type must be counter or gauge, got {kind!r}")
+        if kind not in ("counter", "gauge", "untyped", "histogram"):
+            raise ValueError(f"metric {name}: type must be counter, gauge or histogram, "
+                             f"got {kind!r}")
         for label in labels or ():
             if not _LABEL.match(label):
                 raise ValueError(f"metric {name}: invalid label name {label!r}")
@@ -75,19 +78,19 @@ class Exposition:
             family = self.families[name] = [kind, help_text, []]
         elif family[0] != kind:
             raise ValueError(f"metric {name} is already a {family[0]}, not a {kind}")
-        family[2].append((labels or {}, format_value(value)))
+        family[2].append((labels or {}, format_value(value), suffix))
 
     def text(self) -> str:
         lines = []
         for name, (kind, help_text, samples) in self.families.items():
             lines.append(f"# HELP {name} {_escape_help(help_text)}")
             lines.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
+            for labels, value, suffix in samples:
                 if labels:
                     body = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-                    lines.append(f"{name}{{{body}}} {value}")
+                    lines.append(f"{name}{suffix}{{{body}}} {value}")
                 else:
-                    lines.append(f"{name} {value}")
+                    lines.append(f"{name}{suffix} {value}")
         return "\n".join(lines) + "\n"
 
 
@@ -159,6 +162,12 @@ async def render(runtime, stream=None) -> str:
     """The whole exposition: node metrics, then registered collectors."""
     out = node_metrics(runtime, stream)
     notes = []
+    user_metrics = getattr(runtime, "user_metrics", None)  # miniray.util.metrics
+    if user_metrics is not None:
+        try:
+            user_metrics.export(out)
+        except ValueError as exc:  # a name that clashes with one of the node's
+            notes.append(f"# application metrics: {exc}".replace("\n", " "))
     for collect in routes.metrics_collectors():
         try:
             samples = collect()

@@ -17,9 +17,9 @@ chunk (after finishing it) and a fresh one, initialized again, takes its place.
 from __future__ import annotations
 
 import threading
-from multiprocessing import TimeoutError
+from multiprocessing import JoinableQueue, TimeoutError  # noqa: F401  (Ray re-exports them)
 
-__all__ = ["AsyncResult", "Pool", "TimeoutError"]
+__all__ = ["AsyncResult", "JoinableQueue", "Pool", "TimeoutError"]
 
 _actor_class = None
 

@@ -19,6 +19,7 @@ already running in it finish.
 from __future__ import annotations
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+VALID_PLACEMENT_GROUP_STRATEGIES = set(STRATEGIES)  # Ray's name
 
 __all__ = ["PlacementGroup", "get_current_placement_group", "get_placement_group",
            "placement_group", "placement_group_table", "remove_placement_group"]
@@ -173,3 +174,9 @@ def placement_group_table(placement_group: PlacementGroup | None = None) -> dict
     if placement_group is not None:
         return table.get(placement_group._id.hex(), {})
     return table
+
+
+def __getattr__(name):
+    from .._surface import missing
+
+    raise missing(__name__, name)

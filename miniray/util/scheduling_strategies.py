@@ -87,3 +87,9 @@ def _check_node(strategy: NodeAffinitySchedulingStrategy, what: str) -> None:
         raise ValueError(f"{what} is pinned to node {strategy.node_id!r} with soft=False, "
                          f"but this node is {here!r}: it could never run. Use soft=True or "
                          "this node's id.")
+
+
+def __getattr__(name):
+    from .._surface import missing
+
+    raise missing(__name__, name)

@@ -4,11 +4,11 @@
 import Optuna.
 """
 
-from .sample import Domain
+from .sample import Domain, grid_search
 from .searcher import BasicVariantGenerator, ConcurrencyLimiter, Repeater, Searcher
 
 __all__ = ["BasicVariantGenerator", "ConcurrencyLimiter", "Domain", "OptunaSearch",
-           "Repeater", "Searcher"]
+           "Repeater", "Searcher", "grid_search"]
 
 
 def __getattr__(name):

@@ -1,0 +1,36 @@
+"""``miniray.dag``: Ray's DAG API (``ray.dag``).
+
+Build a graph with ``.bind()`` instead of ``.remote()``, then run it with
+``dag.execute(...)``::
+
+    from miniray.dag import InputNode, MultiOutputNode
+
+    with InputNode() as inp:
+        a = preprocess.bind(inp)
+        b = model.predict.bind(a)        # model: an actor handle
+        dag = MultiOutputNode([a, b])
+    refs = dag.execute(data)             # every task submitted at once, refs as args
+    ref = await dag.execute_async(data)  # the same, from async code
+
+See :mod:`miniray.dag.nodes` for the graph's structure.
+"""
+
+from .nodes import (
+    ClassMethodNode,
+    ClassNode,
+    DAGInputData,
+    DAGNode,
+    FunctionNode,
+    InputAttributeNode,
+    InputNode,
+    MultiOutputNode,
+)
+
+__all__ = ["ClassMethodNode", "ClassNode", "DAGInputData", "DAGNode", "FunctionNode",
+           "InputAttributeNode", "InputNode", "MultiOutputNode"]
+
+
+def __getattr__(name):
+    from .._surface import missing
+
+    raise missing(__name__, name)
