@@ -141,6 +141,40 @@ async def test_sync_get_on_the_nodes_own_loop_raises_at_once():
     assert_nothing_leaked(os.getpid())
 
 
+async def test_init_in_an_async_generator_runs_the_node_on_that_loop():
+    async def lifespan():  # aiohttp's cleanup_ctx, FastAPI's lifespan
+        miniray.init(num_cpus=1, include_dashboard=False)
+        try:
+            yield
+        finally:
+            miniray.shutdown()
+
+    steps = lifespan()
+    await steps.__anext__()
+    try:
+        assert api._runtime.loop is asyncio.get_running_loop()
+        assert await square.remote(2) == 4
+    finally:
+        with pytest.raises(StopAsyncIteration):
+            await steps.__anext__()
+    assert_nothing_leaked(os.getpid())
+
+
+def test_auto_init_in_a_coroutine_outlives_that_loop():
+    # The first .remote() starts the node; on the coroutine's loop it would die with
+    # asyncio.run's loop and the second run would find it closed.
+    async def main(n):
+        return await square.remote(n), await miniray.get(square.remote(n))
+
+    try:
+        assert asyncio.run(main(2)) == (4, 4)
+        assert api._runtime.owns_loop
+        assert asyncio.run(asyncio.wait_for(main(3), 30)) == (9, 9)
+    finally:
+        miniray.shutdown()
+    assert_nothing_leaked(os.getpid())
+
+
 async def test_init_in_top_level_await_code_keeps_the_node_off_that_loop():
     ns = {"miniray": miniray}
     await eval(_cell("miniray.init(num_cpus=1, include_dashboard=False)\n"
