@@ -451,8 +451,9 @@ def _check_can_block(loop, what: str) -> None:
 
 
 # -- explicit forms for miniray's own libraries ---------------------------------------
-# Tune, Train, util and the others are synchronous or asynchronous by design, never
-# by the caller's loop state, so they call these instead of get/wait.
+# Tune, Train and util are synchronous APIs by design: they block whatever the
+# caller's loop state, so they call these instead of get/wait (their async
+# variants, like Queue.get_async, await refs directly).
 
 def _get_blocking(object_refs, timeout: float | None = None):
     """``get`` that blocks and returns the value(s), wherever it is called from."""
@@ -474,13 +475,6 @@ def _wait_blocking(object_refs, *, num_returns: int = 1, timeout: float | None =
     if loop is not None and timeout != 0:
         _check_can_block(loop, "wait")
     return _wait_now(*args, fetch_local)
-
-
-def _get_awaitable(object_refs, timeout: float | None = None):
-    """``get`` as an awaitable of the running loop, wherever it is called from."""
-    refs, single = _check_refs(object_refs, "get()")
-    describe_timeout(timeout)
-    return _client().get_async(refs, timeout, single)
 
 
 def _service_loop(frame):
