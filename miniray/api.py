@@ -10,6 +10,8 @@ import threading
 import time
 
 from ._core import caller as _caller
+from ._core.caller import ASYNC_CODE as _ASYNC_CODE
+from ._core.caller import NOT_A_DEF as _NOT_A_DEF
 from ._core import refs as _refs
 from ._core.actor import ActorClass, ActorHandle, exit_actor, method
 from ._core.client import describe_timeout
@@ -17,6 +19,7 @@ from ._core.loop import running_loop
 from ._core.refs import ObjectRef
 from ._core.remote_function import RemoteFunction
 
+_getframe = sys._getframe
 _lock = threading.RLock()
 _runtime = None
 _namespace = "default"
@@ -178,7 +181,7 @@ def init(
         runtime.log_to_driver = bool(log_to_driver)
         runtime.runtime_env_vars = env_vars
         runtime.setup_hook = setup_hook
-        runtime.start(_service_loop(sys._getframe(1)))
+        runtime.start(_service_loop(_getframe(1)))
         client = DriverClient(runtime)
         _refs.set_client(client)
         _runtime = runtime
@@ -383,7 +386,12 @@ def get(object_refs, *, timeout: float | None = None):
     client = _client()
     loop = running_loop()
     if loop is not None:
-        if _caller.wants_awaitable(sys._getframe(1)):
+        frame = _getframe(1)
+        code = frame.f_code
+        # An async def asks for an awaitable: checked inline, the hot path of
+        # ``await miniray.get(...)`` in async services.
+        if (code.co_flags & _ASYNC_CODE and code.co_name not in _NOT_A_DEF) \
+                or _caller.wants_awaitable(frame):
             return client.get_async(refs, timeout, single)
         if timeout != 0:
             _check_can_block(loop, "get")
@@ -402,7 +410,7 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     args = _check_wait(object_refs, num_returns, timeout)
     loop = running_loop()
     if loop is not None:
-        if _caller.wants_awaitable(sys._getframe(1)):
+        if _caller.wants_awaitable(_getframe(1)):
             return _wait_async(*args, fetch_local)
         if timeout != 0:
             _check_can_block(loop, "wait")

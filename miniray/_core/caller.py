@@ -27,9 +27,11 @@ from __future__ import annotations
 import sys
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_ITERABLE_COROUTINE
 
-_ASYNC_CODE = CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR
+ASYNC_CODE = CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR
 _COMPREHENSIONS = frozenset({"<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"})
 _TOP_LEVEL = "<module>"  # the name of code compiled in exec/eval/single mode
+# Async code with one of these names is not an async def: see wants_awaitable.
+NOT_A_DEF = _COMPREHENSIONS | {_TOP_LEVEL}
 
 # (code, offset of the call) -> whether the next instruction awaits. Cells are
 # few and small; the bound only keeps a long session from growing it forever.
@@ -40,8 +42,7 @@ _AWAITED_CACHE_SIZE = 512
 def is_async_def(code) -> bool:
     """True for the code of an ``async def`` (or async generator), not for
     top-level code that awaits nor for a comprehension."""
-    return bool(code.co_flags & _ASYNC_CODE) and code.co_name != _TOP_LEVEL \
-        and code.co_name not in _COMPREHENSIONS
+    return bool(code.co_flags & ASYNC_CODE) and code.co_name not in NOT_A_DEF
 
 
 def wants_awaitable(frame) -> bool:
@@ -54,8 +55,8 @@ def wants_awaitable(frame) -> bool:
             owner = owner.f_back
         if owner is not None and is_async_def(owner.f_code):
             return True
-        return bool(code.co_flags & _ASYNC_CODE) and awaited_here(frame)
-    if code.co_flags & _ASYNC_CODE:
+        return bool(code.co_flags & ASYNC_CODE) and awaited_here(frame)
+    if code.co_flags & ASYNC_CODE:
         return name != _TOP_LEVEL or awaited_here(frame)
     return False
 
