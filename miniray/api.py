@@ -91,8 +91,10 @@ def init(
 
     Workers (one per CPU by default) start in the background, so ``init()``
     returns in milliseconds; tasks submitted meanwhile wait for the first
-    worker. Called inside a running asyncio loop, the node runs on that loop;
-    otherwise on a background thread.
+    worker. Called from an ``async def`` (an async service's startup), the
+    node runs on that function's event loop; otherwise (scripts, notebook
+    cells, loop callbacks, IPython and Jupyter, the implicit init of the first
+    ``.remote()``) on a background thread.
 
     Args:
         address: ``None``/``"local"`` for the embedded node (the default, or
