@@ -8,8 +8,8 @@ result as JSON; the handler does ``result = await ray.get(compute.remote(n))``,
 so the event loop keeps serving other requests while the task runs in a worker
 process.
 
-``ray.init()`` is called at application startup, *inside* the running event
-loop (an ``app.cleanup_ctx`` generator), so the miniray node runs on the
+``ray.init()`` is called at application startup, in async code inside the running
+event loop (an ``app.cleanup_ctx`` generator), so the miniray node runs on the
 service's own loop: awaiting a task's result needs no thread hop.
 ``ray.shutdown()`` runs at application cleanup.
 
@@ -55,7 +55,7 @@ async def handle_compute(request: web.Request) -> web.Response:
     if not 0 <= n <= 10_000_000:
         raise web.HTTPBadRequest(text="n must be between 0 and 10,000,000")
     started = time.perf_counter()
-    result = await ray.get(compute.remote(n))  # awaitable: we are on the running loop
+    result = await ray.get(compute.remote(n))  # awaitable: this is async code
     result["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 2)
     return web.json_response(result)
 

@@ -95,7 +95,7 @@ async def main() -> None:
     started = time.perf_counter()
     single = await add.remote(20, 22)
     gathered = await asyncio.gather(*[add.remote(i, i) for i in range(5)])
-    # In a thread with a running loop, ray.get returns an awaitable.
+    # In async code, ray.get returns an awaitable.
     listed = await ray.get([add.remote(i, 1) for i in range(5)])
     elapsed = time.perf_counter() - started
     print(f"  await ref                   -> {single}")

@@ -5,9 +5,13 @@ from __future__ import annotations
 import atexit
 import inspect
 import os
+import sys
 import threading
 import time
 
+from ._core import caller as _caller
+from ._core.caller import ASYNC_CODE as _ASYNC_CODE
+from ._core.caller import NOT_A_DEF as _NOT_A_DEF
 from ._core import refs as _refs
 from ._core.actor import ActorClass, ActorHandle, exit_actor, method
 from ._core.client import describe_timeout
@@ -16,6 +20,7 @@ from ._core.generators import ObjectRefGenerator as _ObjectRefGenerator
 from ._core.refs import ObjectRef
 from ._core.remote_function import RemoteFunction
 
+_getframe = sys._getframe
 _lock = threading.RLock()
 _runtime = None
 _namespace = "default"
@@ -97,8 +102,10 @@ def init(
 
     Workers (one per CPU by default) start in the background, so ``init()``
     returns in milliseconds; tasks submitted meanwhile wait for the first
-    worker. Called inside a running asyncio loop, the node runs on that loop;
-    otherwise on a background thread.
+    worker. Called from an ``async def`` (an async service's startup), the
+    node runs on that function's event loop; otherwise (scripts, notebook
+    cells, loop callbacks, IPython and Jupyter, the implicit init of the first
+    ``.remote()``) on a background thread.
 
     Args:
         address: ``None``/``"local"`` for the embedded node (the default, or
@@ -187,7 +194,7 @@ def init(
         runtime.log_to_driver = bool(log_to_driver)
         runtime.runtime_env_vars = env_vars
         runtime.setup_hook = setup_hook
-        runtime.start(running_loop())
+        runtime.start(_service_loop(_getframe(1)))
         client = DriverClient(runtime)
         _refs.set_client(client)
         _runtime = runtime
@@ -376,16 +383,30 @@ def _check_refs(object_refs, what):
 def get(object_refs, *, timeout: float | None = None):
     """Return the value(s) of ObjectRef(s), waiting until they are ready.
 
-    In a thread with a running asyncio loop this returns an awaitable
-    instead (``value = await miniray.get(ref)``), so async services never
-    block their loop. Raises the task's exception (a ``RayTaskError`` that is
-    also an instance of the original type), or ``GetTimeoutError``.
+    Synchronous code gets the value, as in Ray, also where an event loop is
+    running in the thread (a Jupyter cell, a loop callback). Async code (an
+    ``async def``) gets an awaitable: ``value = await miniray.get(ref)``; in a
+    notebook cell or top-level ``await`` code, the call that is awaited
+    (``await miniray.get(ref)``) does. Synchronous code on the loop that runs
+    the node (``init()`` called inside an ``async def``) cannot block it:
+    there ``get`` raises at once and says to await it. Raises the task's
+    exception (a ``RayTaskError`` that is also an instance of the original
+    type), or ``GetTimeoutError``.
     """
     refs, single = _check_refs(object_refs, "get()")
     describe_timeout(timeout)
     client = _client()
-    if running_loop() is not None:
-        return client.get_async(refs, timeout, single)
+    loop = running_loop()
+    if loop is not None:
+        frame = _getframe(1)
+        code = frame.f_code
+        # An async def asks for an awaitable: checked inline, the hot path of
+        # ``await miniray.get(...)`` in async services.
+        if (code.co_flags & _ASYNC_CODE and code.co_name not in _NOT_A_DEF) \
+                or _caller.wants_awaitable(frame):
+            return client.get_async(refs, timeout, single)
+        if timeout != 0:
+            _check_can_block(loop, "get")
     values = client.get(refs, timeout)
     return values[0] if single else values
 
@@ -395,8 +416,20 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     """Wait until ``num_returns`` of the refs are ready, or ``timeout`` seconds.
 
     Returns ``(ready, not_ready)``, both in the order of ``object_refs``.
-    In a thread with a running asyncio loop, returns an awaitable.
+    Like :func:`get`: an awaitable in async code
+    (``ready, not_ready = await miniray.wait(refs)``), the result elsewhere.
     """
+    args = _check_wait(object_refs, num_returns, timeout)
+    loop = running_loop()
+    if loop is not None:
+        if _caller.wants_awaitable(_getframe(1)):
+            return _wait_async(*args, fetch_local)
+        if timeout != 0:
+            _check_can_block(loop, "wait")
+    return _wait_now(*args, fetch_local)
+
+
+def _check_wait(object_refs, num_returns, timeout):
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expects a list of ObjectRefs, got a single ObjectRef; "
                         "wrap it in a list.")
@@ -404,20 +437,81 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
             type(r) is _ObjectRefGenerator for r in object_refs):
         return _wait_generators(list(object_refs), num_returns, timeout)
     refs, _ = _check_refs(object_refs, "wait()")
-    if not refs:
-        return [], []
     if len(set(refs)) != len(refs):
         raise ValueError("wait() got duplicate ObjectRefs")
-    if not isinstance(num_returns, int) or num_returns < 1 and refs:
+    if refs and (not isinstance(num_returns, int) or num_returns < 1):
         raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
-    if num_returns > len(refs):
+    if num_returns > len(refs) and refs:
         raise ValueError(f"num_returns ({num_returns}) cannot exceed the number of refs "
                          f"({len(refs)})")
     describe_timeout(timeout)
+    return refs, num_returns, timeout
+
+
+def _wait_now(refs, num_returns, timeout, fetch_local):
+    if not refs:
+        return [], []
+    return _client().wait(refs, num_returns, timeout, fetch_local)
+
+
+async def _wait_async(refs, num_returns, timeout, fetch_local):
+    if not refs:
+        return [], []
+    return await _client().wait_async(refs, num_returns, timeout, fetch_local)
+
+
+def _check_can_block(loop, what: str) -> None:
+    """Raise if blocking in this thread would stop the loop the node runs on."""
+    runtime = _runtime
+    if runtime is not None and getattr(runtime, "loop", None) is loop:
+        raise RuntimeError(
+            f"miniray.{what}() was called from synchronous code running on the event loop "
+            "that the miniray node runs on (init() was called inside this loop's async "
+            "code), so it cannot block: the node could not make progress. In an async "
+            f"function, await it: `await miniray.{what}(...)`; run blocking code in a "
+            "thread (`await loop.run_in_executor(None, fn)`); or call miniray.init() "
+            "from synchronous code, outside the loop, to run the node on its own thread.")
+
+
+# -- explicit forms for miniray's own libraries ---------------------------------------
+# Tune, Train and util are synchronous APIs by design: they block whatever the
+# caller's loop state, so they call these instead of get/wait (their async
+# variants, like Queue.get_async, await refs directly).
+
+def _get_blocking(object_refs, timeout: float | None = None):
+    """``get`` that blocks and returns the value(s), wherever it is called from."""
+    refs, single = _check_refs(object_refs, "get()")
+    describe_timeout(timeout)
     client = _client()
-    if running_loop() is not None and hasattr(client, "wait_async"):
-        return client.wait_async(refs, num_returns, timeout, fetch_local)
-    return client.wait(refs, num_returns, timeout, fetch_local)
+    loop = running_loop()
+    if loop is not None and timeout != 0:
+        _check_can_block(loop, "get")
+    values = client.get(refs, timeout)
+    return values[0] if single else values
+
+
+def _wait_blocking(object_refs, *, num_returns: int = 1, timeout: float | None = None,
+                   fetch_local: bool = True):
+    """``wait`` that blocks and returns ``(ready, not_ready)``."""
+    args = _check_wait(object_refs, num_returns, timeout)
+    loop = running_loop()
+    if loop is not None and timeout != 0:
+        _check_can_block(loop, "wait")
+    return _wait_now(*args, fetch_local)
+
+
+def _service_loop(frame):
+    """The loop ``init()`` runs the node on: the caller's, when an ``async def``
+    calls it (an async service's startup), else ``None`` (the node's own thread).
+
+    A synchronous caller with a loop running in its thread is a notebook cell, a
+    loop callback or a library: that loop may block on ``get`` at any time, and
+    in IPython it is the session's, which runs only while a cell does.
+    """
+    loop = running_loop()
+    if loop is None or not _caller.is_async_def(frame.f_code) or _caller.in_ipython_session():
+        return None
+    return loop
 
 
 def _wait_generators(items, num_returns, timeout):

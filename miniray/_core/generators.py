@@ -57,12 +57,12 @@ class ObjectRefGenerator:
 
     def __next__(self):
         if self._refs is None:
-            from ..api import _client, get
+            from ..api import _client, _get_blocking
 
             item = _client().generic("stream_next", self._source._id, self._pos)
             if item is not None:
                 return self._streamed(item)
-            self._adopt(get(self._source))
+            self._adopt(_get_blocking(self._source))
         ref = self._step()
         if ref is None:
             raise StopIteration

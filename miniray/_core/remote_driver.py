@@ -175,6 +175,7 @@ class RemoteNode:
     def __init__(self, client: RemoteDriverClient):
         self.client = client
         self.node_pid = client.node_pid
+        self.loop = client.loop  # the I/O loop: blocking on it would stop the replies
 
     def shutdown(self) -> None:
         self.client.shutdown()

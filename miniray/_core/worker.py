@@ -377,6 +377,14 @@ class WorkerClient(ClientBase):
                 future.set_exception(exc)
         return future
 
+    async def wait_async(self, refs, num_returns, timeout, fetch_local):
+        if not self.concurrent:
+            raise RuntimeError("await on miniray.wait() needs an async actor in a worker")
+        ready = await self.request_async("wait", [r._id for r in refs], num_returns, timeout)
+        ready_set = set(ready)
+        return ([r for r in refs if r._id in ready_set],
+                [r for r in refs if r._id not in ready_set])
+
     def wait(self, refs, num_returns, timeout, fetch_local):
         ready = self.request("wait", [r._id for r in refs], num_returns, timeout)
         ready_set = set(ready)

@@ -201,7 +201,7 @@ class DataParallelTrainer:
             out = []
             for rank, ref in enumerate(refs):
                 try:
-                    out.append(miniray.get(ref))
+                    out.append(miniray.api._get_blocking(ref))
                 except RayActorError as exc:
                     raise _AttemptFailed(f"training worker {rank} died during {method}",
                                          exc) from exc
@@ -251,7 +251,7 @@ class DataParallelTrainer:
             failure = None
             for rank, ref in enumerate(refs):
                 try:
-                    reports, status, err = miniray.get(ref)
+                    reports, status, err = miniray.api._get_blocking(ref)
                 except RayActorError as exc:
                     # A death is the root cause; a peer's collective error that it
                     # caused is not worth reporting instead.

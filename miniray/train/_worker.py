@@ -81,7 +81,7 @@ class TrainWorker:
             import miniray
 
             names = list(datasets)
-            values = miniray.get([datasets[n] for n in names])
+            values = miniray.api._get_blocking([datasets[n] for n in names])
             datasets = dict(zip(names, values))
         checkpoint = Checkpoint(checkpoint_path) if checkpoint_path else None
         context = _session.TrainContext(**context_args)

@@ -22,7 +22,7 @@ Example::
 from .checkpoint import Checkpoint
 from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from .errors import TuneError
-from .progress import CLIReporter, ProgressReporter
+from .progress import CLIReporter, JupyterNotebookReporter, ProgressReporter
 from .result import ExperimentAnalysis, Result, ResultGrid
 from .search.sample import (choice, grid_search, lograndint, loguniform, qlograndint,
                             qloguniform, qrandint, qrandn, quniform, randint, randn,
@@ -34,9 +34,9 @@ from .tuner import Tuner, run
 
 __all__ = [
     "Checkpoint", "CheckpointConfig", "CLIReporter", "ExperimentAnalysis", "FailureConfig",
-    "ProgressReporter", "Result", "ResultGrid", "RunConfig", "Stopper", "Trainable",
-    "TuneConfig", "TuneError", "Tuner", "choice", "get_checkpoint", "get_context",
-    "grid_search", "lograndint", "loguniform", "qlograndint", "qloguniform", "qrandint",
-    "qrandn", "quniform", "randint", "randn", "report", "run", "sample_from", "uniform",
-    "with_parameters", "with_resources",
+    "JupyterNotebookReporter", "ProgressReporter", "Result", "ResultGrid", "RunConfig",
+    "Stopper", "Trainable", "TuneConfig", "TuneError", "Tuner", "choice", "get_checkpoint",
+    "get_context", "grid_search", "lograndint", "loguniform", "qlograndint", "qloguniform",
+    "qrandint", "qrandn", "quniform", "randint", "randn", "report", "run", "sample_from",
+    "uniform", "with_parameters", "with_resources",
 ]

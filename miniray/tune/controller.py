@@ -362,13 +362,13 @@ class TuneController:
                 if self._deadline is not None:
                     timeout = max(0.0, min(timeout, self._deadline - time.monotonic()))
                 refs = [poll_ref, *running]
-                ready, _ = api.wait(refs, num_returns=1, timeout=timeout)
+                ready, _ = api._wait_blocking(refs, num_returns=1, timeout=timeout)
                 if ready:
-                    ready, _ = api.wait(refs, num_returns=len(refs), timeout=0)
+                    ready, _ = api._wait_blocking(refs, num_returns=len(refs), timeout=0)
                 ready = set(ready)
                 if poll_ref in ready:
                     decisions = [(tid, self._on_result(self._by_id[tid], result, ckpt))
-                                 for tid, result, ckpt in api.get(poll_ref)]
+                                 for tid, result, ckpt in api._get_blocking(poll_ref)]
                     self._hub.decide.remote(self._channel, decisions)
                     poll_ref = self._hub.poll.remote(self._channel)
                 for ref in [r for r in running if r in ready]:
@@ -539,7 +539,7 @@ class TuneController:
 
     def _on_done(self, trial, ref):
         try:
-            outcome = api.get(ref)
+            outcome = api._get_blocking(ref)
         except TaskCancelledError as exc:
             if getattr(trial, "_stopping", False):
                 outcome = {"status": "stopped", "result": None}

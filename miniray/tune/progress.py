@@ -1,4 +1,5 @@
-"""The console progress table: redrawn in place on a terminal, plain lines otherwise."""
+"""The progress table: redrawn in place on a terminal, plain lines otherwise, and an
+HTML table updated in place in a Jupyter notebook."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 from .search.sample import flatten
 
-__all__ = ["CLIReporter", "ProgressReporter"]
+__all__ = ["CLIReporter", "JupyterNotebookReporter", "ProgressReporter"]
 
 _HIDDEN = {"done", "trial_id", "pid", "hostname", "node_ip", "timestamp", "date", "config",
            "time_this_iter_s", "time_since_restore", "iterations_since_restore",
@@ -84,21 +85,33 @@ class CLIReporter(ProgressReporter):
 
     def render(self, trials, done=False) -> str:
         """The table as text."""
+        summary, header, rows, hidden = self._table(trials, done)
+        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+        lines = list(summary)
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        lines.extend("  ".join(str(x).ljust(w) for x, w in zip(row, widths)) for row in rows)
+        if hidden:
+            lines.append(f"... {hidden} more trials not shown")
+        return "\n".join(lines)
+
+    def _table(self, trials, done):
+        """(summary lines, column names, rows, trials not shown) of the table."""
         counts: dict = {}
         for t in trials:
             counts[t.status] = counts.get(t.status, 0) + 1
         elapsed = time.time() - self._start
-        lines = [f"== Status == {'(done) ' if done else ''}running for {elapsed:.1f} s",
-                 "Trials: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-                               or "none yet")]
+        summary = [f"== Status == {'(done) ' if done else ''}running for {elapsed:.1f} s",
+                   "Trials: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                                 or "none yet")]
         if self.metric and self.mode and not isinstance(self.metric, (list, tuple)):
             scored = [t for t in trials if t.last_result and
                       isinstance(t.last_result.get(self.metric), (int, float))]
             if scored:
                 pick = max if self.mode == "max" else min
                 best = pick(scored, key=lambda t: t.last_result[self.metric])
-                lines.append(f"Best so far: {best.trial_id} {self.metric}="
-                             f"{_fmt(best.last_result[self.metric])} config={_short(best.config)}")
+                summary.append(f"Best so far: {best.trial_id} {self.metric}="
+                               f"{_fmt(best.last_result[self.metric])} "
+                               f"config={_short(best.config)}")
         params = self.parameter_columns or _varying(trials)[:5]
         metrics = self.metric_columns or _metrics(trials, self.metric)[:4]
         order = {"RUNNING": 0, "PENDING": 1, "PAUSED": 1, "ERROR": 2, "TERMINATED": 3}
@@ -111,12 +124,76 @@ class CLIReporter(ProgressReporter):
             rows.append([t.trial_id, t.status, *(_fmt(flat.get(p)) for p in params),
                          _fmt(r.get("training_iteration")), _fmt(r.get("time_total_s")),
                          *(_fmt(r.get(m)) for m in metrics)])
-        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-        lines.extend("  ".join(str(x).ljust(w) for x, w in zip(row, widths)) for row in rows)
-        if len(trials) > len(shown):
-            lines.append(f"... {len(trials) - len(shown)} more trials not shown")
-        return "\n".join(lines)
+        return summary, header, rows, len(trials) - len(shown)
+
+
+class JupyterNotebookReporter(CLIReporter):
+    """The progress table as HTML in a Jupyter notebook, updated in place.
+
+    Tune uses it by default in a Jupyter kernel (``CLIReporter`` elsewhere).
+    Arguments as :class:`CLIReporter`, plus:
+
+    Args:
+        overwrite: update one table in place (default), or show a new table at
+            each report (every ``max_report_frequency`` seconds).
+    """
+
+    def __init__(self, overwrite: bool = True, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.overwrite = overwrite
+        self._handle = None
+
+    def should_report(self, trials, done=False) -> bool:
+        """A redraw per second when updating in place, one per ``frequency`` otherwise."""
+        interval = 1.0 if self.overwrite else self.frequency
+        return done or time.time() - self._last >= interval
+
+    def report(self, trials, done, *sys_info):
+        """Show the table, or update the one shown."""
+        from IPython.display import HTML, display
+
+        self._last = time.time()
+        table = HTML(self.render_html(trials, done))
+        if self._handle is None or not self.overwrite:
+            self._handle = display(table, display_id=True)
+        else:
+            self._handle.update(table)
+
+    def render_html(self, trials, done=False) -> str:
+        """The table as HTML."""
+        from html import escape
+
+        summary, header, rows, hidden = self._table(trials, done)
+        parts = ['<div class="miniray-tune-progress">']
+        parts.extend(f"<div>{escape(line)}</div>" for line in summary)
+        parts.append("<table><thead><tr>")
+        parts.extend(f"<th>{escape(h)}</th>" for h in header)
+        parts.append("</tr></thead><tbody>")
+        for row in rows:
+            parts.append("<tr>" + "".join(f"<td>{escape(str(x))}</td>" for x in row) + "</tr>")
+        parts.append("</tbody></table>")
+        if hidden:
+            parts.append(f"<div>... {hidden} more trials not shown</div>")
+        parts.append("</div>")
+        return "".join(parts)
+
+
+def default_reporter() -> CLIReporter:
+    """A ``JupyterNotebookReporter`` in a Jupyter kernel, else a ``CLIReporter``."""
+    return JupyterNotebookReporter() if in_notebook() else CLIReporter()
+
+
+def in_notebook() -> bool:
+    """True in a Jupyter kernel whose front end can display HTML (IPython's display
+    machinery is there); false in a script or terminal IPython."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:  # a half-imported or stubbed IPython
+        return False
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def _fmt(value):

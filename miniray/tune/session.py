@@ -94,8 +94,8 @@ class _Session:
 
         result = self.make_result(metrics)
         path = self.persist(checkpoint, result) if checkpoint is not None else None
-        decision = api.get(self.hub.report.remote(self.spec["channel"], self.trial_id,
-                                                  result, path))
+        decision = api._get_blocking(self.hub.report.remote(self.spec["channel"],
+                                                            self.trial_id, result, path))
         if decision == STOP:
             raise StopTrial()
         if decision == RESTART:

@@ -8,7 +8,7 @@ import time
 from .. import api
 from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from .controller import STATE_FILE, TUNER_FILE, TuneController
-from .progress import CLIReporter
+from .progress import default_reporter
 from .result import ExperimentAnalysis, ResultGrid
 from .trainable import with_resources
 
@@ -72,7 +72,7 @@ class Tuner:
         api._auto_init()
         experiment_dir = self._dir or _experiment_dir(self.run_config, self.trainable)
         verbose = 1 if self.run_config.verbose is None else self.run_config.verbose
-        reporter = self.run_config.progress_reporter or (CLIReporter() if verbose else None)
+        reporter = self.run_config.progress_reporter or (default_reporter() if verbose else None)
         controller = TuneController(self.trainable, self.param_space, self.tune_config,
                                     self.run_config, experiment_dir, restored=self._state,
                                     reporter=reporter)

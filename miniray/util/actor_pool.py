@@ -76,7 +76,7 @@ class ActorPool:
                 raise StopIteration("No more results to get")
             self._drain_one_for_pending(timeout)
         future = self._index_to_future[self._next_return_index]
-        ready, _ = api.wait([future], timeout=timeout)
+        ready, _ = api._wait_blocking([future], timeout=timeout)
         if not ready:
             if ignore_if_timedout:
                 del self._index_to_future[self._next_return_index]
@@ -88,10 +88,11 @@ class ActorPool:
         self._next_return_index += 1
         _, actor = self._future_to_actor.pop(future)
         self._return_actor(actor)
-        return api.get(future)
+        return api._get_blocking(future)
 
     def _drain_one_for_pending(self, timeout):
-        ready, _ = api.wait(list(self._future_to_actor), num_returns=1, timeout=timeout)
+        ready, _ = api._wait_blocking(list(self._future_to_actor), num_returns=1,
+                                      timeout=timeout)
         if not ready:
             raise GetTimeoutError("Timed out waiting for a free actor in the ActorPool")
 
@@ -99,7 +100,8 @@ class ActorPool:
         """Return any ready result (the first to finish)."""
         if not self.has_next():
             raise StopIteration("No more results to get")
-        ready, _ = api.wait(list(self._future_to_actor), num_returns=1, timeout=timeout)
+        ready, _ = api._wait_blocking(list(self._future_to_actor), num_returns=1,
+                                      timeout=timeout)
         if not ready:
             raise GetTimeoutError("Timed out waiting for a result of the ActorPool")
         future = ready[0]
@@ -107,7 +109,7 @@ class ActorPool:
         del self._index_to_future[index]
         self._next_return_index = max(self._next_return_index, index + 1)
         self._return_actor(actor)
-        return api.get(future)
+        return api._get_blocking(future)
 
     def _return_actor(self, actor) -> None:
         self._idle_actors.append(actor)

@@ -68,7 +68,7 @@ class AsyncResult:
         thread.start()
 
     def _collect(self, callback, error_callback) -> None:
-        from ..api import get
+        from ..api import _get_blocking as get
 
         try:
             chunks = get(self._refs)
@@ -211,7 +211,7 @@ class Pool:
                            on_done=lambda: self._settle(refs))
 
     def _run(self, func, iterable, chunksize, star: bool) -> list:
-        from ..api import get
+        from ..api import _get_blocking as get
 
         refs = self._submit(func, iterable, chunksize, star)
         try:
@@ -263,7 +263,7 @@ class Pool:
         return self._iterate(refs, ordered=False)
 
     def _iterate(self, refs, ordered: bool):
-        from ..api import get, wait
+        from ..api import _get_blocking as get, _wait_blocking as wait
 
         pending = [ref for ref, _ in refs]
         try:

@@ -92,7 +92,7 @@ class Queue:
 
     def size(self) -> int:
         """The number of items in the queue."""
-        return api.get(self.actor.qsize.remote())
+        return api._get_blocking(self.actor.qsize.remote())
 
     def qsize(self) -> int:
         """The number of items in the queue."""
@@ -100,11 +100,11 @@ class Queue:
 
     def empty(self) -> bool:
         """True if the queue holds no item."""
-        return api.get(self.actor.empty.remote())
+        return api._get_blocking(self.actor.empty.remote())
 
     def full(self) -> bool:
         """True if the queue holds ``maxsize`` items."""
-        return api.get(self.actor.full.remote())
+        return api._get_blocking(self.actor.full.remote())
 
     @staticmethod
     def _check_timeout(timeout):
@@ -114,9 +114,9 @@ class Queue:
     def put(self, item, block: bool = True, timeout: float | None = None) -> None:
         """Add ``item``; waits while the queue is full (``Full`` after ``timeout``)."""
         if not block:
-            return api.get(self.actor.put_nowait.remote(item))
+            return api._get_blocking(self.actor.put_nowait.remote(item))
         self._check_timeout(timeout)
-        api.get(self.actor.put.remote(item, timeout))
+        api._get_blocking(self.actor.put.remote(item, timeout))
 
     async def put_async(self, item, block: bool = True, timeout: float | None = None) -> None:
         """Awaitable :meth:`put`."""
@@ -128,9 +128,9 @@ class Queue:
     def get(self, block: bool = True, timeout: float | None = None):
         """Remove and return an item; waits while empty (``Empty`` after ``timeout``)."""
         if not block:
-            return api.get(self.actor.get_nowait.remote())
+            return api._get_blocking(self.actor.get_nowait.remote())
         self._check_timeout(timeout)
-        return api.get(self.actor.get.remote(timeout))
+        return api._get_blocking(self.actor.get.remote(timeout))
 
     async def get_async(self, block: bool = True, timeout: float | None = None):
         """Awaitable :meth:`get`."""
@@ -147,7 +147,7 @@ class Queue:
         """Add all ``items`` at once, or none (``Full``)."""
         if not isinstance(items, (list, tuple)):
             raise TypeError("put_nowait_batch takes a list of items")
-        api.get(self.actor.put_nowait_batch.remote(list(items)))
+        api._get_blocking(self.actor.put_nowait_batch.remote(list(items)))
 
     def get_nowait(self):
         """``get(block=False)``."""
@@ -157,7 +157,7 @@ class Queue:
         """Remove and return ``num_items`` items at once, or none (``Empty``)."""
         if not isinstance(num_items, int) or num_items < 0:
             raise ValueError("num_items must be a non-negative int")
-        return api.get(self.actor.get_nowait_batch.remote(num_items))
+        return api._get_blocking(self.actor.get_nowait_batch.remote(num_items))
 
     def shutdown(self, force: bool = False, grace_period_s: int = 5) -> None:
         """Stop the backing actor; the queue cannot be used afterwards."""

@@ -89,7 +89,7 @@ class _ActorStorage(optuna.storages.BaseStorage):
 
 def _forwarder(name):
     def method(self, *args, **kwargs):
-        return api.get(self._actor.call.remote(name, args, kwargs))
+        return api._get_blocking(self._actor.call.remote(name, args, kwargs))
 
     method.__name__ = name
     return method
@@ -108,7 +108,7 @@ def _worker(storage, study_name, sampler, pruner, func, counter, catch, callback
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
                               pruner=pruner)
     done = 0
-    while api.get(counter.claim.remote()):
+    while api._get_blocking(counter.claim.remote()):
         study.optimize(func, n_trials=1, catch=catch, callbacks=callbacks)
         done += 1
     return done
@@ -162,15 +162,15 @@ def optimize(study, func, n_trials: int | None = None, timeout: float | None = N
     pending = list(refs)
     try:
         while pending:
-            ready, pending = api.wait(pending, num_returns=1)
+            ready, pending = api._wait_blocking(pending, num_returns=1)
             try:
-                api.get(ready[0])
+                api._get_blocking(ready[0])
             except Exception as exc:  # an objective raised something not in catch
                 if error is None:
                     error = exc
-                    api.get(counter.stop.remote())
+                    api._get_blocking(counter.stop.remote())
         if in_memory:
-            final = pickle.loads(api.get(actor.dump.remote()))
+            final = pickle.loads(api._get_blocking(actor.dump.remote()))
             study_id = final.get_study_id_from_name(study.study_name)
             new = final.get_all_trials(study_id, deepcopy=False)[before:]
             study.add_trials(new)
