@@ -419,6 +419,9 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     Like :func:`get`: an awaitable in async code
     (``ready, not_ready = await miniray.wait(refs)``), the result elsewhere.
     """
+    if isinstance(object_refs, (list, tuple)) and any(
+            type(r) is _ObjectRefGenerator for r in object_refs):
+        return _wait_generators(list(object_refs), num_returns, timeout, _getframe(1))
     args = _check_wait(object_refs, num_returns, timeout)
     loop = running_loop()
     if loop is not None:
@@ -433,9 +436,6 @@ def _check_wait(object_refs, num_returns, timeout):
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expects a list of ObjectRefs, got a single ObjectRef; "
                         "wrap it in a list.")
-    if isinstance(object_refs, (list, tuple)) and any(
-            type(r) is _ObjectRefGenerator for r in object_refs):
-        return _wait_generators(list(object_refs), num_returns, timeout)
     refs, _ = _check_refs(object_refs, "wait()")
     if len(set(refs)) != len(refs):
         raise ValueError("wait() got duplicate ObjectRefs")
@@ -514,9 +514,10 @@ def _service_loop(frame):
     return loop
 
 
-def _wait_generators(items, num_returns, timeout):
+def _wait_generators(items, num_returns, timeout, caller_frame):
     """``wait`` over a list holding ObjectRefGenerators (Ray's semantics: one is
-    ready when its next value is available or it has ended)."""
+    ready when its next value is available or it has ended); the caller gets an
+    awaitable or the result by the same rule as every ``wait``."""
     from ._core.generators import wait_mixed
 
     if not all(isinstance(r, (ObjectRef, _ObjectRefGenerator)) for r in items):
@@ -527,8 +528,11 @@ def _wait_generators(items, num_returns, timeout):
         raise ValueError(f"num_returns must be an int from 1 to {len(items)} (the number "
                          f"of items), got {num_returns!r}")
     describe_timeout(timeout)
-    return wait_mixed(_client(), items, num_returns, timeout,
-                      in_loop=running_loop() is not None)
+    loop = running_loop()
+    awaitable = loop is not None and _caller.wants_awaitable(caller_frame)
+    if loop is not None and not awaitable and timeout != 0:
+        _check_can_block(loop, "wait")
+    return wait_mixed(_client(), items, num_returns, timeout, in_loop=awaitable)
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

@@ -272,3 +272,21 @@ def test_the_frame_rule_reads_bytecode_alike_on_every_python(version, python):
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == _PROBE_EXPECTED
+
+
+@miniray.remote
+def _count_to(n):
+    for i in range(n):
+        yield i
+
+
+async def test_wait_over_generators_follows_the_same_rule(ray):
+    # A list holding an ObjectRefGenerator takes its own path through wait():
+    # sync code on a running loop gets the pair, awaiting code an awaitable.
+    def helper():
+        return ray.wait([_count_to.remote(2)], timeout=20)
+
+    ready, _ = helper()
+    assert len(ready) == 1
+    ready, _ = await ray.wait([_count_to.remote(2)], timeout=20)
+    assert len(ready) == 1
