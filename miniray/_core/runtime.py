@@ -1867,8 +1867,10 @@ class NodeRuntime:
         for object_id in held:
             self._incref(object_id)
         actor.held = held
-        pending = [self.objects[i] for i in held if i in self.objects
-                   and self.objects[i].state == PENDING]
+        # What the creation waits for is what the worker receives resolved: the
+        # top-level ObjectRef arguments, as for a task. Refs nested in values and
+        # actor handles (whose entries never become ready) are only held.
+        pending = _unready_arguments(self.objects, task)
         resources = options.get("resources", {})
         if not self._fits(resources):
             if any(self.total.get(k, 0) < v for k, v in resources.items() if v):
@@ -2258,6 +2260,18 @@ def _iter_args(task: Task):
     yield from task.args
     if task.kwargs:
         yield from task.kwargs.values()
+
+
+def _unready_arguments(objects: dict, task: Task) -> list:
+    """The entries of the task's top-level ref arguments that are not ready yet."""
+    pending = []
+    for arg in _iter_args(task):
+        if arg[0] != P.ARG_REF:
+            continue
+        entry = objects.get(arg[1])
+        if entry is not None and entry.state == PENDING and not entry.is_actor_handle:
+            pending.append(entry)
+    return pending
 
 
 def _group_gpus(resources: dict) -> int:  # out of _gpus_of (cpdef): see _values_only
