@@ -50,3 +50,119 @@ def test_actor_handle_passed_to_a_constructor_positional_keyword_and_nested(ray)
     def use(handles):
         return ray.get(handles["a"].add.remote(10))
     assert ray.get(use.remote({"a": a}), timeout=60) == 12
+
+
+# -- errors whose cause is not an Exception, or cannot be rebuilt -------------------
+
+def _run_driver(code: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(miniray.__file__)))]
+        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("raise_line", ["sys.exit(1)", "raise KeyboardInterrupt",
+                                        "raise GeneratorExit"])
+def test_a_task_exiting_fails_the_driver_loudly_instead_of_ending_it(raise_line):
+    result = _run_driver(f"""
+        import sys
+        import miniray as ray
+        ray.init(num_cpus=1)
+
+        @ray.remote
+        def quit_early():
+            {raise_line}
+
+        ray.get(quit_early.remote())
+        print("NOT REACHED")
+    """)
+    assert result.returncode not in (0, -2, 130), (result.returncode, result.stderr[-2000:])
+    assert "NOT REACHED" not in result.stdout
+    assert "RayTaskError" in result.stderr and "quit_early" in result.stderr, \
+        result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("cause", [SystemExit, KeyboardInterrupt, GeneratorExit])
+def test_a_task_exit_is_a_task_error_carrying_the_cause(ray, cause):
+    @ray.remote
+    def quit_early():
+        raise cause(3)
+
+    with pytest.raises(RayTaskError) as info:
+        ray.get(quit_early.remote(), timeout=60)
+    assert isinstance(info.value, Exception)
+    assert not isinstance(info.value, cause)
+    assert isinstance(info.value.cause, cause)
+    assert cause.__name__ in str(info.value)
+    assert ray.get(ray.remote(lambda: 1).remote(), timeout=60) == 1
+
+
+def test_memory_errors_reach_the_driver_as_task_errors_of_their_class(ray):
+    from miniray.exceptions import ObjectStoreFullError
+
+    @ray.remote
+    def out_of_memory():
+        raise MemoryError("no more room")
+
+    @ray.remote
+    def store_full():
+        raise ObjectStoreFullError("store is full")
+
+    with pytest.raises(MemoryError) as info:
+        ray.get(out_of_memory.remote(), timeout=60)
+    assert isinstance(info.value, RayTaskError)
+    assert "no more room" in str(info.value) and "out_of_memory" in str(info.value)
+    with pytest.raises(ObjectStoreFullError) as info:
+        ray.get(store_full.remote(), timeout=60)
+    assert isinstance(info.value, RayTaskError) and isinstance(info.value, MemoryError)
+
+
+def test_as_instanceof_cause_never_raises():
+    class Odd(Exception):
+        def __new__(cls, a, b):
+            return super().__new__(cls)
+
+    class Final(ValueError):
+        def __init_subclass__(cls, **kwargs):
+            raise TypeError("no subclasses")
+
+    for cause in (MemoryError("m"), OSError(2, "gone"), Odd(1, 2), Final("f"),
+                  UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad")):
+        error = RayTaskError("f", "Traceback...\n", cause).as_instanceof_cause()
+        assert isinstance(error, RayTaskError)
+        assert error.cause is cause
+
+
+class TwoArgumentError(Exception):
+    def __init__(self, code, detail):
+        super().__init__(f"code {code}: {detail}")
+
+
+def test_an_error_that_cannot_be_rebuilt_keeps_name_message_and_traceback(ray):
+    import threading
+
+    @ray.remote
+    def two_args():
+        raise TwoArgumentError(7, "seven")
+
+    class Unpicklable(Exception):
+        def __init__(self):
+            super().__init__("holds a lock")
+            self.lock = threading.Lock()
+
+    @ray.remote
+    def unpicklable():
+        raise Unpicklable()
+
+    with pytest.raises(RayTaskError) as info:
+        ray.get(two_args.remote(), timeout=60)
+    text = str(info.value)
+    assert "TwoArgumentError" in text and "code 7: seven" in text and "two_args" in text
+    assert "Traceback" in text
+    assert info.value.cause_name == "TwoArgumentError"
+    with pytest.raises(RayTaskError) as info:
+        ray.get(unpicklable.remote(), timeout=60)
+    assert "Unpicklable" in str(info.value) and "holds a lock" in str(info.value)
+    assert ray.get(ray.remote(lambda: 2).remote(), timeout=60) == 2

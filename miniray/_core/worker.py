@@ -439,10 +439,16 @@ class WorkerClient(ClientBase):
         error = RayTaskError.from_exception(name, exc, pid=os.getpid())
         error.traceback_str = _trim_traceback(error.traceback_str)
         try:
-            return serialize(error).to_inline()
+            data = serialize(error).to_inline()
+            # The caller rebuilds the cause from its pickle: a class whose
+            # __init__ does not take its own args back (or a __reduce__ that
+            # fails) would turn into a bare TypeError there, task name and
+            # traceback lost. Failing here once costs only the error path.
+            deserialize_inline(data)
+            return data
         except Exception:
-            # The exception itself is not picklable: keep its text and traceback.
-            error.cause = RuntimeError(f"{type(exc).__name__}: {exc}")
+            # Keep the type's name, its message and the traceback as text.
+            error.cause = None
             return serialize(error).to_inline()
 
     def _drain_generator(self, generator, name, source_id: bytes) -> ObjectRefGenerator:
