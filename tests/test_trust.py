@@ -166,3 +166,52 @@ def test_an_error_that_cannot_be_rebuilt_keeps_name_message_and_traceback(ray):
         ray.get(unpicklable.remote(), timeout=60)
     assert "Unpicklable" in str(info.value) and "holds a lock" in str(info.value)
     assert ray.get(ray.remote(lambda: 2).remote(), timeout=60) == 2
+
+
+# -- generators that yield, then raise ----------------------------------------------
+
+def _fail_after(n):
+    for i in range(n):
+        yield i
+    raise KeyError(f"after {n}")
+
+
+def test_streaming_generator_keeps_values_and_fails_at_the_failing_position(ray):
+    stream = ray.remote(_fail_after).remote(2)
+    refs = list(stream)  # the error is one more ref, not an error while iterating
+    assert len(refs) == 3
+    assert ray.get(refs[:2], timeout=60) == [0, 1]
+    with pytest.raises(KeyError, match="after 2") as info:
+        ray.get(refs[2], timeout=60)
+    assert isinstance(info.value, RayTaskError)
+
+
+def test_dynamic_generator_keeps_values_and_stores_the_error_last(ray):
+    refs = list(ray.get(ray.remote(_fail_after).options(num_returns="dynamic").remote(3),
+                        timeout=60))
+    assert len(refs) == 4
+    assert ray.get(refs[:3], timeout=60) == [0, 1, 2]
+    with pytest.raises(KeyError, match="after 3"):
+        ray.get(refs[3], timeout=60)
+
+
+def test_fixed_num_returns_generator_keeps_the_values_before_the_error(ray):
+    first, second, third = ray.remote(_fail_after).options(num_returns=3).remote(1)
+    assert ray.get(first, timeout=60) == 0
+    for ref in (second, third):
+        with pytest.raises(KeyError, match="after 1"):
+            ray.get(ref, timeout=60)
+
+    @ray.remote
+    class Maker:
+        def make(self, n):
+            yield from _fail_after(n)
+
+    a, b = Maker.remote().make.options(num_returns=2).remote(1)
+    assert ray.get(a, timeout=60) == 0
+    with pytest.raises(KeyError):
+        ray.get(b, timeout=60)
+    # Yielding more than num_returns is still an error of the whole task.
+    many = ray.remote(lambda: (yield from range(5))).options(num_returns=2).remote()
+    with pytest.raises(ValueError, match="num_returns=2"):
+        ray.get(many, timeout=60)

@@ -37,6 +37,10 @@ ACTOR_READY = 25  # [ACTOR_READY, actor_id, error_bytes_or_None, is_async]
 
 ARG_VALUE = 0
 ARG_REF = 1
+# In place of a result's (or a put's) contained ids: its data is a serialized
+# error, raised by whoever gets the value. A generator that raised after some
+# values keeps them and fails only the positions it did not reach (as Ray).
+RESULT_ERROR = -1
 
 
 def new_unpacker() -> msgpack.Unpacker:

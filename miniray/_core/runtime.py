@@ -1401,6 +1401,9 @@ class NodeRuntime:
         if caller is not DRIVER:
             self.objects[object_id] = ObjectEntry(1)
             caller.held[object_id] += 1
+        if type(contained) is int:  # P.RESULT_ERROR: a generator's error, kept as a ref
+            self._set_value(object_id, VALUE_ERROR, data)
+            return
         for c in contained:
             self._incref(c)
         if isinstance(data, list):
@@ -1555,6 +1558,9 @@ class NodeRuntime:
         self._finish_task(task)
         for object_id, (data, contained) in zip(task.return_ids, results):
             if contained:
+                if type(contained) is int:  # P.RESULT_ERROR: a position the generator
+                    self._set_value(object_id, VALUE_ERROR, data)  # did not reach
+                    continue
                 for c in contained:
                     self._incref(c)
             if isinstance(data, list):
