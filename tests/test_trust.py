@@ -215,3 +215,85 @@ def test_fixed_num_returns_generator_keeps_the_values_before_the_error(ray):
     many = ray.remote(lambda: (yield from range(5))).options(num_returns=2).remote()
     with pytest.raises(ValueError, match="num_returns=2"):
         ray.get(many, timeout=60)
+
+
+# -- infeasible resource requests stay pending ----------------------------------------
+
+def test_infeasible_requests_stay_pending_warn_once_and_can_be_cancelled(ray_factory, capfd):
+    from miniray.exceptions import TaskCancelledError
+    from miniray.util import get_node_ip_address, state
+
+    ray = ray_factory(num_cpus=2)
+    node = f"node:{get_node_ip_address()}"
+    assert ray.cluster_resources()[node] == 1.0
+    assert ray.cluster_resources()["node:__internal_head__"] == 1.0
+
+    @ray.remote
+    def where():
+        return "ran"
+
+    # The usual way of pinning work to a node works.
+    assert ray.get(where.options(resources={node: 0.01}).remote(), timeout=60) == "ran"
+    too_many = [where.options(num_cpus=5).remote() for _ in range(3)]
+    unknown = where.options(resources={"accelerator": 1}).remote()
+    other_node = where.options(resources={"node:10.9.9.9": 1}).remote()
+    pending = too_many + [unknown, other_node]
+    ready, not_ready = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+    assert ready == [] and not_ready == pending
+    # The node still runs what fits, behind the infeasible ones.
+    assert ray.get([where.remote() for _ in range(4)], timeout=60) == ["ran"] * 4
+
+    err = capfd.readouterr().err
+    assert err.count("miniray: warning:") == 3, err  # once per shape, not per task
+    assert "{'CPU': 5.0}" in err
+
+    records = {r["task_id"]: r for r in state.list_tasks(limit=1000)}
+    assert all(records[ref.hex()]["infeasible"] for ref in pending)
+    from miniray import api
+    from miniray._core import introspect
+
+    demands = introspect.summary(api._runtime)["infeasible"]
+    assert {"resources": {"CPU": 5.0}, "tasks": 3, "actors": 0} in demands
+    # ... and in the dashboard's JSON.
+    import json
+    import urllib.request
+
+    from tests.dashboard_util import local_url, running_dashboard
+
+    with running_dashboard(api._runtime) as dashboard:
+        url = local_url(dashboard)
+        with urllib.request.urlopen(url + "/api/summary", timeout=30) as response:
+            assert {"resources": {"CPU": 5.0}, "tasks": 3, "actors": 0} in \
+                json.load(response)["infeasible"]
+        with urllib.request.urlopen(url + "/api/tasks?limit=1000", timeout=30) as response:
+            flagged = {t["task_id"] for t in json.load(response)["tasks"] if t["infeasible"]}
+        assert flagged == {ref.hex() for ref in pending}
+
+    for ref in pending:
+        ray.cancel(ref)
+    for ref in pending:
+        with pytest.raises(TaskCancelledError):
+            ray.get(ref, timeout=30)
+    assert introspect.summary(api._runtime)["infeasible"] == []
+
+
+def test_an_infeasible_actor_is_pending_creation_and_can_be_killed(ray_factory, capfd):
+    from miniray.util import state
+
+    ray = ray_factory(num_cpus=1)
+
+    @ray.remote(num_cpus=4)
+    class Big:
+        def ping(self):
+            return 1
+
+    big = Big.remote()
+    call = big.ping.remote()
+    assert ray.wait([call], timeout=0.5) == ([], [call])
+    actors = [a for a in state.list_actors() if a["class_name"] == "Big"]
+    assert actors and actors[0]["state"] == "PENDING_CREATION" and actors[0]["infeasible"]
+    assert "actor Big is infeasible" in capfd.readouterr().err
+    ray.kill(big)
+    with pytest.raises(miniray.exceptions.RayActorError):
+        ray.get(call, timeout=30)
+    assert ray.get(ray.remote(lambda: 3).remote(), timeout=60) == 3

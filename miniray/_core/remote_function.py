@@ -75,11 +75,18 @@ def placement_option(placement: tuple):
     return None if placement[0] is None else [placement[0]._id, placement[2]]
 
 
+_warned_shapes: set = set()
+
+
 def check_feasible(resources: dict, what: str) -> None:
+    """Refuse work in a placement group it can never fit (the group's size is
+    fixed); warn about other work the node can never give resources to. That
+    work stays pending, as in Ray (the node says so too, once per shape)."""
     client = get_client()
     total = getattr(getattr(client, "runtime", None), "total", None)
     if total is None:
         return
+    short = {}
     for key, amount in resources.items():
         if not amount:
             continue
@@ -88,12 +95,22 @@ def check_feasible(resources: dict, what: str) -> None:
                 f"{what} asks to run in placement group {key.rsplit('_', 1)[-1]}, which was "
                 "removed (or never created on this node).")
         if total.get(key, 0.0) < amount:
-            how = ("miniray.init(_memory=<bytes>)" if key == "memory" else
-                   "miniray.init(num_cpus=..., num_gpus=..., resources={...})")
-            raise ValueError(
-                f"{what} asks for {amount:g} {key}, but this node has {total.get(key, 0.0):g} "
-                f"in total, so it could never run. Lower the request, or start the node with "
-                f"more, e.g. {how}.")
+            if "_group_" in key:
+                raise ValueError(
+                    f"{what} asks for {amount:g} {key}, but its placement group has "
+                    f"{total.get(key, 0.0):g} in total, so it could never run. Lower the "
+                    "request, or create the group with larger bundles.")
+            short[key] = total.get(key, 0.0)
+    # A driver of a head node: the head's own warning goes to its log, not here.
+    if short and getattr(client, "warns_infeasible", False):
+        shape = tuple(sorted((k, v) for k, v in resources.items() if v))
+        if shape not in _warned_shapes:
+            _warned_shapes.add(shape)
+            import sys
+
+            print(f"miniray: warning: the resource request {dict(shape)} of {what} is "
+                  f"infeasible: the node has {short} in total, so it stays pending.",
+                  file=sys.stderr, flush=True)
 
 
 def check_options(options: dict, allowed: set, what: str) -> None:

@@ -61,6 +61,9 @@ PIPELINE_BUDGET_S = 0.004
 STARTUP_DEATHS_LIMIT = 3
 SHORT_TASK_S = 0.002  # tasks of functions faster than this may be pipelined
 SURPLUS_IDLE_S = 2.0  # an extra worker idle this long exits
+# The node's address, as Ray names it in the ``node:<ip>`` resource that pins
+# work to a node. Drivers and workers reach a node over loopback only.
+NODE_IP = "127.0.0.1"
 DRIVER = None  # the caller id of the driver process in rpc methods
 
 
@@ -207,6 +210,9 @@ class NodeRuntime:
         self.namespace = namespace
         self.total = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
         self.total.update({k: float(v) for k, v in (resources or {}).items()})
+        # Ray's per-node resources: resources={"node:<ip>": 0.01} pins work here.
+        self.total.setdefault(f"node:{NODE_IP}", 1.0)
+        self.total.setdefault("node:__internal_head__", 1.0)
         if "memory" not in self.total:
             # As in Ray: the bytes of heap tasks and actors may reserve with
             # memory=..., a scheduling quantity like CPU (not enforced).
@@ -276,6 +282,10 @@ class NodeRuntime:
         self._pg_pending: list[PlacementGroupState] = []
         self._waiting_actors: list[ActorState] = []
         self._pgs_removed = 0
+        # Tasks and actors asking for more than the node has in all: pending
+        # (as in Ray, where more resources may appear), with one warning per shape.
+        self.infeasible: list = []
+        self._infeasible_warned: set = set()
         # Generator tasks' values as they are yielded: the task's return id ->
         # the ids of the values stored so far (held until the task ends).
         self.streams: dict[bytes, _Stream] = {}
@@ -948,8 +958,48 @@ class NodeRuntime:
         """Whether the request names a placement group that was removed (its
         resources are gone from the node's total)."""
         return bool(self._pgs_removed) and any(
-            amount and key[0] != "_" and key not in self.total
+            amount and "_group_" in key and key not in self.total
             for key, amount in resources.items())
+
+    def _feasible(self, resources: dict) -> bool:
+        """Whether the node could ever give ``resources`` (its total suffices)."""
+        total = self.total
+        for key, amount in resources.items():
+            if amount and total.get(key, 0.0) < amount - 1e-9:
+                return False
+        return True
+
+    def _park_infeasible(self, work, resources: dict, what: str) -> None:
+        """Keep ``work`` (a Task or an ActorState) pending, off the ready queue,
+        and say so once per resource shape, as Ray's infeasible warning."""
+        self.infeasible.append(work)
+        shape = tuple(sorted((k, v) for k, v in resources.items() if v))
+        if shape in self._infeasible_warned:
+            return
+        self._infeasible_warned.add(shape)
+        short = {k: self.total.get(k, 0.0) for k, v in shape if self.total.get(k, 0.0) < v}
+        hint = ("lower the request, or start the node with more (miniray.init(num_cpus=..., "
+                "num_gpus=..., resources={...}))")
+        if any(k.startswith("node:") for k in short):
+            hint = f"this node's address resource is 'node:{NODE_IP}'"
+        print(f"miniray: warning: the resource request {dict(shape)} of {what} is "
+              f"infeasible: this node has {short} in total, so it stays pending. Cancel it "
+              f"(miniray.cancel / miniray.kill); {hint}.", file=sys.stderr, flush=True)
+
+    def _recheck_infeasible(self) -> None:
+        """The node's total grew (a placement group): what fits now is queued."""
+        still = []
+        for work in self.infeasible:
+            if type(work) is Task:
+                if work.finished:
+                    continue
+                if self._feasible(work.resources):
+                    self.ready.append(work)
+                    continue
+            elif work.state == "DEAD" or self._feasible(work.lease):
+                continue  # a waiting actor: _place_waiting starts it
+            still.append(work)
+        self.infeasible = still
 
     def _gpus_of(self, resources: dict):
         ngpu = int(resources.get("GPU", 0))
@@ -1038,6 +1088,10 @@ class NodeRuntime:
                     ready.popleft()
                     self._fail_task(task, _error_bytes(TaskUnschedulableError(
                         f"The placement group of {task.name} was removed before it ran.")))
+                    continue
+                if not self._feasible(resources):
+                    ready.popleft()  # out of the queue: it must not hold back the others
+                    self._park_infeasible(task, resources, f"task {task.name}")
                     continue
                 if idle:
                     # Head of line waits for resources; others of other shapes may fit.
@@ -1720,6 +1774,8 @@ class NodeRuntime:
                 self.ready.remove(task)
             except ValueError:
                 pass
+            if task in self.infeasible:
+                self.infeasible.remove(task)
             self._fail_task(task, _error_bytes(TaskCancelledError(task.task_id.hex())))
             return
         worker = task.worker
@@ -1772,6 +1828,8 @@ class NodeRuntime:
             self.available[resource] = 0.0  # until the group is reserved
         self.placement_groups[pg_id] = pg
         self._pg_pending.append(pg)
+        if self.infeasible:
+            self._recheck_infeasible()
         self._place_waiting()
 
     def _reserve_placement_group(self, pg: PlacementGroupState) -> None:
@@ -1878,11 +1936,8 @@ class NodeRuntime:
         # actor handles (whose entries never become ready) are only held.
         pending = _unready_arguments(self.objects, task)
         resources = options.get("resources", {})
-        if not self._fits(resources):
-            if any(self.total.get(k, 0) < v for k, v in resources.items() if v):
-                raise ValueError(
-                    f"Actor {class_name} asks for {resources}, more than this node has "
-                    f"({self.total}); lower the request or start the node with more.")
+        if not self._feasible(resources):
+            self._park_infeasible(actor, resources, f"actor {class_name}")
         actor.lease = dict(resources)
         if pending:
             remaining = [len(pending)]
@@ -2061,6 +2116,8 @@ class NodeRuntime:
         actor.state = "DEAD"
         if actor in self._waiting_actors:
             self._waiting_actors.remove(actor)
+            if actor in self.infeasible:
+                self.infeasible.remove(actor)
         self.events.actor_state(actor)
         queue = list(actor.queue)
         actor.queue.clear()
@@ -2229,7 +2286,8 @@ class NodeRuntime:
         from . import introspect
 
         if kind == "tasks":
-            return self.events.list_tasks(None, None, 0, limit)[1]
+            return introspect.mark_infeasible(self, self.events.list_tasks(None, None, 0,
+                                                                             limit)[1])
         if kind == "actors":
             return introspect.list_actors(self)[:limit]
         if kind == "objects":
