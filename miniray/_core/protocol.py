@@ -43,6 +43,19 @@ ARG_REF = 1
 RESULT_ERROR = -1
 
 
+# Before a peer has presented the token, a listener holds at most this much of
+# what it sent (the hello is ~100 bytes), waits at most this long for it, and
+# keeps at most this many such peers at once: another local user can reach a
+# loopback port, and must not make the head buffer or hold anything for free.
+HANDSHAKE_MAX_BYTES = 4096
+HANDSHAKE_DEADLINE_S = 5.0
+MAX_UNAUTHENTICATED = 32
+
+
+def new_handshake_unpacker() -> msgpack.Unpacker:
+    return msgpack.Unpacker(raw=False, max_buffer_size=HANDSHAKE_MAX_BYTES)
+
+
 def new_unpacker() -> msgpack.Unpacker:
     return msgpack.Unpacker(raw=False, max_buffer_size=2**31 - 1)
 

@@ -816,28 +816,78 @@ class NodeRuntime:
         runtime = self
         expected = token.encode()
 
+        self._unauthenticated = 0  # connections that have not presented the token yet
+
         class Protocol(asyncio.Protocol):
             def __init__(self):
-                self.unpacker = P.new_unpacker()
+                self.unpacker = P.new_handshake_unpacker()
                 self.conn = None
                 self.transport = None
+                self.timer = None
+                self.counted = False
 
             def connection_made(self, transport):
                 self.transport = transport
+                if runtime._unauthenticated >= P.MAX_UNAUTHENTICATED:
+                    runtime.counters["drivers_rejected"] += 1
+                    transport.abort()
+                    return
+                runtime._unauthenticated += 1
+                self.counted = True
+                self.timer = runtime.loop.call_later(P.HANDSHAKE_DEADLINE_S, self._expire)
+
+            def _expire(self):
+                self.timer = None
+                if self.conn is None:
+                    runtime.counters["drivers_timed_out"] += 1
+                    self.transport.abort()
+
+            def _settle(self):
+                if self.counted:
+                    self.counted = False
+                    runtime._unauthenticated -= 1
+                if self.timer is not None:
+                    self.timer.cancel()
+                    self.timer = None
+
+            def _refuse(self, why: str):
+                runtime.counters["drivers_rejected"] += 1
+                self._settle()
+                self.transport.write(P.pack(["denied", why]))
+                self.transport.close()
 
             def data_received(self, data):
-                self.unpacker.feed(data)
-                for message in self.unpacker:
-                    if self.conn is None:
-                        if not self._handshake(message):
-                            return
-                        continue
+                if self.conn is None:
+                    if self.transport.is_closing():
+                        return
                     try:
-                        runtime._on_message(self.conn, message)
-                    except Exception:  # pragma: no cover - a runtime bug; keep serving
-                        import traceback
-
-                        traceback.print_exc()
+                        self.unpacker.feed(data)
+                        message = next(self.unpacker, None)
+                    except Exception:  # BufferFull, malformed msgpack
+                        self._refuse("the handshake is malformed or larger than "
+                                     f"{P.HANDSHAKE_MAX_BYTES} bytes")
+                        return
+                    if message is None:
+                        return  # not all of the hello yet
+                    if not self._handshake(message):
+                        return
+                    data = self.unpacker.read_bytes(P.HANDSHAKE_MAX_BYTES)
+                    self.unpacker = P.new_unpacker()
+                    if not data:
+                        return
+                self.unpacker.feed(data)
+                try:
+                    for message in self.unpacker:
+                        try:
+                            runtime._on_message(self.conn, message)
+                        except Exception as exc:
+                            # A malformed message from a driver: say so, keep serving.
+                            print(f"miniray: a driver (pid {self.conn.pid}) sent a message "
+                                  f"the node could not handle: {exc!r}", file=sys.stderr)
+                except Exception as exc:  # not msgpack: the stream cannot be resynced
+                    print(f"miniray: closing the connection of driver pid {self.conn.pid}: "
+                          f"its stream is not valid msgpack ({exc!r})", file=sys.stderr)
+                    self.transport.close()
                 runtime._schedule()
 
             def _handshake(self, message) -> bool:
@@ -845,12 +895,14 @@ class NodeRuntime:
                       and message[0] == "hello" and isinstance(message[1], str)
                       and hmac.compare_digest(message[1].encode(), expected))
                 if not ok:
-                    runtime.counters["drivers_rejected"] += 1
-                    self.transport.write(P.pack(["denied", "wrong or missing token"]))
-                    self.transport.close()
+                    self._refuse("wrong or missing token")
                     return False
+                if type(message[2]) is not int or message[2] <= 0:
+                    self._refuse("the hello must carry the driver's pid")
+                    return False
+                self._settle()
                 runtime._next_worker_id += 1
-                conn = DriverConn(runtime._next_worker_id, int(message[2]), self.transport)
+                conn = DriverConn(runtime._next_worker_id, message[2], self.transport)
                 self.conn = conn
                 runtime.drivers[conn.worker_id] = conn
                 runtime.workers_by_pid[conn.pid] = conn
@@ -859,6 +911,7 @@ class NodeRuntime:
                 return True
 
             def connection_lost(self, exc):
+                self._settle()
                 if self.conn is not None:
                     runtime._on_driver_lost(self.conn)
 
