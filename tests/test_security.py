@@ -293,3 +293,38 @@ def test_a_flood_before_the_handshake_is_not_buffered(head):  # noqa: F811
     miniray.init(address="auto")
     assert miniray.get(miniray.remote(lambda: 42).remote(), timeout=60) == 42
     miniray.shutdown()
+
+
+def test_dashboard_cuts_off_idle_flooding_and_excess_connections(ray):
+    import urllib.request
+
+    from miniray import api
+    from miniray.dashboard import server as dashboard_server
+
+    from .dashboard_util import local_url, running_dashboard
+
+    with running_dashboard(api._runtime) as dashboard:
+        address = (dashboard.host, dashboard.port)
+        idle = [socket.create_connection(address, timeout=10)
+                for _ in range(getattr(dashboard_server, "MAX_CONNECTIONS", 128) + 20)]
+        deadline = time.monotonic() + 15  # the idle timeout is a few seconds
+        for sock in idle:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            assert _closed_by_peer(sock), "an idle dashboard connection stayed open"
+            sock.close()
+        # A request line or header far beyond the limits is refused, not buffered.
+        sock = socket.create_connection(address, timeout=10)
+        try:
+            sock.sendall(b"GET /api/summary?" + b"a" * (1 << 20))
+        except OSError:
+            pass
+        reply = b""
+        try:
+            reply = sock.recv(4096)
+        except OSError:
+            pass
+        sock.close()
+        assert reply == b"" or b" 400 " in reply.split(b"\r\n")[0]
+        with urllib.request.urlopen(local_url(dashboard) + "/api/summary", timeout=30) as r:
+            assert r.status == 200
+    assert ray.get(ray.remote(lambda: 5).remote(), timeout=60) == 5
