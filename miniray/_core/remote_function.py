@@ -28,7 +28,7 @@ def validate_resources(options: dict, what: str, default_cpus: float,
     num_cpus = options.get("num_cpus", default_cpus)
     num_gpus = options.get("num_gpus", 0)
     for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-        if not isinstance(value, (int, float)) or value < 0:
+        if not _amount_ok(value):
             raise ValueError(f"{key} of {what} must be a non-negative number, got {value!r}")
     resources = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
     custom = options.get("resources") or {}
@@ -36,15 +36,19 @@ def validate_resources(options: dict, what: str, default_cpus: float,
         raise TypeError(f"resources of {what} must be a dict like {{'my_resource': 1}}, "
                         f"got {type(custom).__name__}")
     for key, value in custom.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"resource names of {what} must be non-empty strings, got "
+                            f"{key!r}")
         if key in ("CPU", "GPU"):
             raise ValueError(f"Use num_cpus/num_gpus instead of resources={{{key!r}: ...}} "
                              f"for {what}")
-        if not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"resource {key!r} of {what} must be a non-negative number")
+        if not _amount_ok(value):
+            raise ValueError(f"resource {key!r} of {what} must be a non-negative number, "
+                             f"got {value!r}")
         resources[key] = float(value)
     memory = options.get("memory")
     if memory:
-        if not isinstance(memory, (int, float)) or memory < 0:
+        if not _amount_ok(memory):
             raise ValueError(f"memory of {what} must be a non-negative number of bytes, "
                              f"got {memory!r}")
         resources["memory"] = float(memory)
@@ -53,6 +57,21 @@ def validate_resources(options: dict, what: str, default_cpus: float,
 
         resources = placement_resources(resources, placement[0], placement[1])
     return resources
+
+
+def _amount_ok(value) -> bool:
+    """A resource amount: a finite non-negative number (NaN and infinity would
+    poison the node's resource arithmetic)."""
+    import math
+
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+def check_name(options: dict, what: str) -> None:
+    name = options.get("name")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name of {what} must be a string, got {type(name).__name__}")
 
 
 def requested_placement(options: dict, what: str) -> tuple:
@@ -197,6 +216,7 @@ class RemoteFunction:
         placement = requested_placement(options, what)
         resources = validate_resources(options, what, 1, placement)
         check_feasible(resources, what)
+        check_name(options, what)
         num_returns = options.get("num_returns", 1)
         if num_returns in GENERATOR_MODES:
             num_returns = 1  # one return: the ObjectRefGenerator of the yielded values
