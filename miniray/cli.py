@@ -283,7 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except PermissionError as exc:  # an unsafe session directory, a socket not ours
+        print(f"miniray: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
