@@ -297,3 +297,18 @@ def test_an_infeasible_actor_is_pending_creation_and_can_be_killed(ray_factory, 
     with pytest.raises(miniray.exceptions.RayActorError):
         ray.get(call, timeout=30)
     assert ray.get(ray.remote(lambda: 3).remote(), timeout=60) == 3
+
+
+def test_a_put_in_a_task_that_overflows_the_store_is_a_task_error_of_its_class(ray_factory):
+    from miniray.exceptions import ObjectStoreFullError
+
+    ray = ray_factory(num_cpus=1, object_store_memory=16 << 20)
+
+    @ray.remote
+    def put_too_much():
+        return ray.put(b"x" * (32 << 20))
+
+    with pytest.raises(ObjectStoreFullError) as info:
+        ray.get(put_too_much.remote(), timeout=60)
+    assert isinstance(info.value, RayTaskError) and "put_too_much" in str(info.value)
+    assert ray.get(ray.remote(lambda: 4).remote(), timeout=60) == 4
