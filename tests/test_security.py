@@ -239,8 +239,12 @@ def _rss_kib(pid: int) -> int:
 
 
 def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the peer closes the connection before the socket's timeout (whatever
+    it sent first, e.g. a refusal, is read and dropped)."""
     try:
-        return sock.recv(4096) == b"" or True
+        while sock.recv(4096):
+            pass
+        return True
     except (ConnectionResetError, BrokenPipeError):
         return True
     except socket.timeout:

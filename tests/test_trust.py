@@ -12,6 +12,8 @@ import pytest
 import miniray
 from miniray.exceptions import RayTaskError
 
+from .test_head import head  # noqa: F401 - the fixture
+
 
 # -- actor handles given to a constructor -------------------------------------------
 
@@ -312,3 +314,24 @@ def test_a_put_in_a_task_that_overflows_the_store_is_a_task_error_of_its_class(r
         ray.get(put_too_much.remote(), timeout=60)
     assert isinstance(info.value, RayTaskError) and "put_too_much" in str(info.value)
     assert ray.get(ray.remote(lambda: 4).remote(), timeout=60) == 4
+
+
+def test_a_driver_of_a_head_is_warned_about_infeasible_work(head, capfd):  # noqa: F811
+    from miniray.exceptions import TaskCancelledError
+    from miniray.util import state
+
+    miniray.init(address="auto")
+
+    @miniray.remote(num_cpus=64)
+    def huge():
+        return 1
+
+    ref = huge.remote()
+    assert miniray.wait([ref], timeout=0.5) == ([], [ref])
+    assert "of remote function" in capfd.readouterr().err  # printed here, not only in head.log
+    assert [t["infeasible"] for t in state.list_tasks() if t["task_id"] == ref.hex()] == [True]
+    assert miniray.cluster_resources()["node:127.0.0.1"] == 1.0
+    miniray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        miniray.get(ref, timeout=30)
+    assert miniray.get(miniray.remote(lambda: 6).remote(), timeout=60) == 6
