@@ -203,18 +203,18 @@ def _loopback_listener_uid(host: str, port: int) -> int | None:
         # /proc/net/tcp6 prints each 32-bit word in host (little-endian) order.
         words = [packed[i:i + 4][::-1].hex().upper() for i in range(0, 16, 4)]
         tables = [("/proc/net/tcp6", "".join(words))]
-    wanted = f"{tables[0][1]}:{port:04X}"
-    for path, _ in tables:
-        try:
-            with open(path) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    # st 0A: LISTEN
-                    if fields[1] == wanted and fields[3] == "0A":
-                        return int(fields[7])
-        except (OSError, StopIteration, IndexError, ValueError):
-            return None
+    path, address = tables[0]
+    # The listener may be bound to that address or to the wildcard one.
+    wanted = {f"{address}:{port:04X}", f"{'0' * len(address)}:{port:04X}"}
+    try:
+        with open(path) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[1] in wanted and fields[3] == "0A":  # st 0A: LISTEN
+                    return int(fields[7])
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
     return None
 
 
