@@ -205,6 +205,10 @@ def cmd_status(args) -> int:
     states = ", ".join(f"{k} {v}" for k, v in t["by_state"].items() if v)
     if states:
         print(f"  recent     {states}")
+    for demand in info.get("infeasible") or ():
+        # Ray's "infeasible" demands: waiting for more than the node has in all.
+        print(f"  infeasible {demand['resources']}: {demand['tasks']} task(s), "
+              f"{demand['actors']} actor(s) pending")
     a = info["actors"]
     print(f"Actors       {a['alive']} alive ({a['total']} created)")
     o = info["object_store"]

@@ -331,6 +331,11 @@ def test_a_driver_of_a_head_is_warned_about_infeasible_work(head, capfd):  # noq
     assert "of remote function" in capfd.readouterr().err  # printed here, not only in head.log
     assert [t["infeasible"] for t in state.list_tasks() if t["task_id"] == ref.hex()] == [True]
     assert miniray.cluster_resources()["node:127.0.0.1"] == 1.0
+    import subprocess as sp
+
+    status = sp.run([sys.executable, "-m", "miniray", "status"], env=head["env"],
+                    capture_output=True, text=True, timeout=60).stdout
+    assert "infeasible {'CPU': 64.0}: 1 task(s), 0 actor(s) pending" in status, status
     miniray.cancel(ref)
     with pytest.raises(TaskCancelledError):
         miniray.get(ref, timeout=30)
