@@ -101,18 +101,25 @@ def cmd_stop(args) -> int:
         _remove_stale_files()
         return 0
     pid = int(info["pid"])
+    if not session.is_head_process(pid):
+        # head.json names a process that is not this user's head (a pid reused
+        # since the head died, or a file planted to make us signal something).
+        print(f"{session.head_file()} names pid {pid}, which is not a miniray head of "
+              "yours; not signalling it. Removing the stale files.", file=sys.stderr)
+        _remove_stale_files(force=True)
+        return 1
     os.kill(pid, signal.SIGKILL if args.force else signal.SIGTERM)
-    deadline = time.monotonic() + args.timeout
-    while session.pid_alive(pid) and time.monotonic() < deadline:
-        _reap(pid)
-        time.sleep(0.05)
-    if session.pid_alive(pid):
+    if not _wait_gone(pid, args.timeout):
         print(f"The head (pid {pid}) did not stop within {args.timeout} s; killing it.",
               file=sys.stderr)
-        os.kill(pid, signal.SIGKILL)
-        while session.pid_alive(pid):
-            _reap(pid)
-            time.sleep(0.05)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if not _wait_gone(pid, 10.0):
+            print(f"The head (pid {pid}) is still there 10 s after SIGKILL (stuck in the "
+                  "kernel?); giving up.", file=sys.stderr)
+            return 1
     # After a SIGKILL its watchdog reclaims workers and segments; wait for that.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(
@@ -122,6 +129,21 @@ def cmd_stop(args) -> int:
     _remove_stale_files()
     print(f"Stopped the miniray head (pid {pid}).")
     return 0
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` has exited (a zombie counts as exited: only its parent
+    can reap it); False if it is still running after ``timeout`` seconds."""
+    from ._core import session
+
+    deadline = time.monotonic() + timeout
+    while True:
+        _reap(pid)
+        if not session.pid_alive(pid) or session.is_zombie(pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _reap(pid) -> None:
@@ -138,13 +160,14 @@ def _shm_names():
         return []
 
 
-def _remove_stale_files() -> None:
+def _remove_stale_files(force: bool = False) -> None:
     from ._core import session
 
-    if session.read_head() is not None:
+    if not force and session.read_head() is not None:
         return
+    root = session.session_root()
     for path in (session.head_file(), session.token_file(),
-                 os.path.join(session.session_root(), "head.sock")):
+                 os.path.join(root, "head.sock"), os.path.join(root, "head.log")):
         try:
             os.unlink(path)
         except OSError:
@@ -166,7 +189,11 @@ def cmd_status(args) -> int:
     print(f"miniray node {info['node_id']} (pid {info['pid']}), up {info['uptime_s']:.0f} s")
     print("Resources")
     for key in sorted(total):
-        print(f"  {key:<12} {total[key] - avail.get(key, 0):g} / {total[key]:g} in use")
+        used = total[key] - avail.get(key, 0)
+        if key in ("memory", "object_store_memory"):  # bytes
+            print(f"  {key:<12} {_fmt_bytes(used)} / {_fmt_bytes(total[key])} in use")
+        else:
+            print(f"  {key:<12} {used:g} / {total[key]:g} in use")
     w = info["workers"]
     print(f"Workers      {w['total']} ({w['task']} task, {w['actor']} actor; "
           f"{w['idle']} idle, {w['blocked']} blocked in get)")
@@ -178,6 +205,10 @@ def cmd_status(args) -> int:
     states = ", ".join(f"{k} {v}" for k, v in t["by_state"].items() if v)
     if states:
         print(f"  recent     {states}")
+    for demand in info.get("infeasible") or ():
+        # Ray's "infeasible" demands: waiting for more than the node has in all.
+        print(f"  infeasible {demand['resources']}: {demand['tasks']} task(s), "
+              f"{demand['actors']} actor(s) pending")
     a = info["actors"]
     print(f"Actors       {a['alive']} alive ({a['total']} created)")
     o = info["object_store"]
@@ -256,7 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except PermissionError as exc:  # an unsafe session directory, a socket not ours
+        print(f"miniray: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -125,20 +125,23 @@ class RayTaskError(RayError):
         cause: BaseException | None,
         proctitle: str | None = None,
         pid: int | None = None,
+        cause_name: str | None = None,
     ):
         self.function_name = function_name
         self.traceback_str = traceback_str
         self.cause = cause
         self.proctitle = proctitle
         self.pid = pid
+        # The cause's class name, kept when the cause itself could not travel
+        # (its class cannot be rebuilt here, or it is not picklable).
+        self.cause_name = cause_name or (type(cause).__name__ if cause is not None else None)
         Exception.__init__(self, self._message())
 
     def _message(self) -> str:
         where = f" (pid={self.pid})" if self.pid else ""
-        return (
-            f"{type(self.cause).__name__ if self.cause is not None else 'Error'} "
-            f"in {self.function_name}{where}:\n{self.traceback_str.rstrip()}"
-        )
+        name = getattr(self, "cause_name", None) or (
+            type(self.cause).__name__ if self.cause is not None else "Error")
+        return f"{name} in {self.function_name}{where}:\n{self.traceback_str.rstrip()}"
 
     def __str__(self) -> str:
         return self._message()
@@ -146,7 +149,8 @@ class RayTaskError(RayError):
     def __reduce__(self):
         return (
             _rebuild_task_error,
-            (self.function_name, self.traceback_str, self.cause, self.proctitle, self.pid),
+            (self.function_name, self.traceback_str, self.cause, self.proctitle, self.pid,
+             getattr(self, "cause_name", None)),
         )
 
     @classmethod
@@ -155,27 +159,46 @@ class RayTaskError(RayError):
         return cls(function_name, tb, exc, pid=pid)
 
     def as_instanceof_cause(self) -> "RayTaskError":
-        """Return an error that is also an instance of the cause's class."""
+        """Return an error that is also an instance of the cause's class.
+
+        Never raises: where no such class can be made or instantiated, the
+        plain ``RayTaskError`` (still carrying ``cause``) is returned. A cause
+        that is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``,
+        ``GeneratorExit``) is never mixed in, so a task calling ``sys.exit()``
+        cannot end or interrupt the caller: ``get`` raises a task error.
+        """
         cause = self.cause
         if cause is None or isinstance(cause, RayTaskError):
             return self
         cause_cls = type(cause)
-        if not _can_derive(cause_cls):
+        if not issubclass(cause_cls, Exception):
             return self
-        derived = _derived_class(cause_cls)
-        err = derived.__new__(derived)
-        # The cause's own attributes (errno, args, custom fields) stay visible.
         try:
-            err.__dict__.update(getattr(cause, "__dict__", {}))
+            derived = _derived_class(cause_cls)
+            if derived is None:
+                return self
+            # Through the type's own constructor: calling a base's __new__
+            # directly is refused for builtins with their own allocator
+            # (MemoryError, OSError).
+            try:
+                err = derived(*cause.args)
+            except Exception:
+                err = derived()
+            # The cause's own attributes (errno, args, custom fields) stay visible.
+            try:
+                err.__dict__.update(getattr(cause, "__dict__", {}))
+            except Exception:
+                pass
+            err.args = cause.args
+            err.function_name = self.function_name
+            err.traceback_str = self.traceback_str
+            err.cause = cause
+            err.cause_name = self.cause_name
+            err.proctitle = self.proctitle
+            err.pid = self.pid
+            return err
         except Exception:
-            pass
-        err.args = cause.args
-        err.function_name = self.function_name
-        err.traceback_str = self.traceback_str
-        err.cause = cause
-        err.proctitle = self.proctitle
-        err.pid = self.pid
-        return err
+            return self
 
 
 TaskError = RayTaskError
@@ -183,23 +206,16 @@ TaskError = RayTaskError
 _derived_cache: dict[type, type] = {}
 
 
-def _can_derive(cause_cls: type) -> bool:
-    if cause_cls in (BaseException, Exception):
-        return True
+def _derived_class(cause_cls: type):
+    """The class deriving from both RayTaskError and ``cause_cls``, or None if
+    the two cannot be combined (incompatible layouts, a final class)."""
+    if cause_cls in _derived_cache:
+        return _derived_cache[cause_cls]
+
+    def __init__(self, *args, **kwargs):
+        Exception.__init__(self, *args)
+
     try:
-        type("_probe", (RayTaskError, cause_cls), {})
-    except TypeError:
-        return False
-    return True
-
-
-def _derived_class(cause_cls: type) -> type:
-    derived = _derived_cache.get(cause_cls)
-    if derived is None:
-
-        def __init__(self, *args, **kwargs):  # pragma: no cover - never called directly
-            Exception.__init__(self, *args)
-
         derived = type(
             f"RayTaskError({cause_cls.__name__})",
             (RayTaskError, cause_cls),
@@ -210,12 +226,15 @@ def _derived_class(cause_cls: type) -> type:
                 "__module__": "miniray.exceptions",
             },
         )
-        _derived_cache[cause_cls] = derived
+    except TypeError:
+        derived = None
+    _derived_cache[cause_cls] = derived
     return derived
 
 
-def _rebuild_task_error(function_name, traceback_str, cause, proctitle, pid):
-    return RayTaskError(function_name, traceback_str, cause, proctitle, pid).as_instanceof_cause()
+def _rebuild_task_error(function_name, traceback_str, cause, proctitle, pid, cause_name=None):
+    return RayTaskError(function_name, traceback_str, cause, proctitle, pid,
+                        cause_name).as_instanceof_cause()
 
 
 def __getattr__(name):

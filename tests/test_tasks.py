@@ -363,10 +363,11 @@ def test_resources_and_infeasible_requests(ray_factory):
         return ray.get_runtime_context().get_worker_id()
 
     assert ray.get(uses_special.remote()).startswith("worker-")
-    with pytest.raises(ValueError, match="could never run"):
-        uses_special.options(resources={"special": 2}).remote()
-    with pytest.raises(ValueError, match="GPU"):
-        uses_special.options(num_gpus=1).remote()
+    # As in Ray: more than the node has stays pending (tests/test_trust.py), not an error.
+    for ref in (uses_special.options(resources={"special": 2}).remote(),
+                uses_special.options(num_gpus=1).remote()):
+        assert ray.wait([ref], timeout=0.2) == ([], [ref])
+        ray.cancel(ref)
 
 
 def test_memory_is_a_schedulable_resource_like_in_ray(ray_factory):
@@ -381,8 +382,9 @@ def test_memory_is_a_schedulable_resource_like_in_ray(ray_factory):
     assert ray.get(reserve.remote(), timeout=30) <= 400
     # Two 600-byte tasks cannot hold memory at once; both still finish.
     assert len(ray.get([reserve.remote() for _ in range(2)], timeout=30)) == 2
-    with pytest.raises(ValueError, match="(?s)could never run.*_memory"):
-        reserve.options(memory=2000).remote()
+    too_much = reserve.options(memory=2000).remote()
+    assert ray.wait([too_much], timeout=0.2)[0] == []
+    ray.cancel(too_much)
     with pytest.raises(ValueError, match="non-negative number of bytes"):
         reserve.options(memory="1GB").remote()
 

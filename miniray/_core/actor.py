@@ -165,6 +165,15 @@ class ActorClass:
         name = options.get("name")
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError("The actor name must be a non-empty string")
+        for key in ("max_restarts", "max_task_retries"):
+            value = options.get(key, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+                raise ValueError(f"{key} of {what} must be an int >= -1 (-1: no limit), "
+                                 f"got {value!r}")
+        namespace = options.get("namespace")
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError(f"namespace of {what} must be a string, got "
+                            f"{type(namespace).__name__}")
         client = _require_client()
         client.register_function(self._fn_id, self._blob_getter)
         enc_args, enc_kwargs, contained, keepalive = client.encode_args(

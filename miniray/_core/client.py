@@ -116,10 +116,22 @@ class ClientBase:
             return deserialize_inline(data)
         if state == VALUE_SHM:
             return self.store.read(data, on_release)
+        raise rebuild_error(data)
+
+
+def rebuild_error(data: bytes) -> BaseException:
+    """The error a task stored, to raise in the caller. If it cannot be rebuilt
+    here (its class does not import in this process), a RayTaskError saying so
+    rather than the unpickling error itself."""
+    try:
         error = deserialize_inline(data)
-        if isinstance(error, RayTaskError):
-            error = error.as_instanceof_cause()
-        raise error
+    except Exception as exc:
+        return RayTaskError(
+            "a task", f"(its error could not be rebuilt in this process: {exc!r})", None,
+            cause_name=type(exc).__name__)
+    if isinstance(error, RayTaskError):
+        error = error.as_instanceof_cause()
+    return error
 
 
 def describe_timeout(timeout) -> None:

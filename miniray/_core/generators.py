@@ -10,7 +10,8 @@ class ObjectRefGenerator:
 
     Like Ray's: iterate it (``for ref in gen``, or ``async for`` in asyncio code)
     to get one ObjectRef per yielded value. If the generator raised after some
-    values, those refs come first and the next step raises the error.
+    values, those refs come first, then one ref whose ``get`` raises the error
+    (as in Ray).
 
     Each value is handed out as soon as the task has yielded and stored it
     (Ray's streaming generators), to the driver and to tasks and actors alike;

@@ -144,6 +144,7 @@ def summary(runtime, by_state: bool = True) -> dict:
             "capacity_bytes": runtime.capacity,
             "spilled_total": counters["objects_spilled"],
         },
+        "infeasible": infeasible_demands(runtime),
         "counters": dict(counters),
     }
 
@@ -175,6 +176,29 @@ def _worker_logs(runtime, worker_id, pid) -> list:
             if os.path.exists(os.path.join(runtime.log_dir, name))]
 
 
+def infeasible_demands(runtime) -> list:
+    """The resource shapes that tasks and actors wait for but the node can never
+    give (Ray's "infeasible" demands): [{"resources", "tasks", "actors"}]."""
+    shapes: dict = {}
+    for work in runtime.infeasible:
+        is_task = hasattr(work, "task_id")
+        resources = work.resources if is_task else work.lease
+        shape = tuple(sorted((k, v) for k, v in resources.items() if v))
+        counts = shapes.setdefault(shape, [0, 0])
+        counts[0 if is_task else 1] += 1
+    return [{"resources": dict(shape), "tasks": n_tasks, "actors": n_actors}
+            for shape, (n_tasks, n_actors) in shapes.items()]
+
+
+def mark_infeasible(runtime, records: list) -> list:
+    """Task records (``task_dict``) with ``infeasible`` set for the tasks that
+    ask for more than the node has in all."""
+    ids = {work.task_id.hex() for work in runtime.infeasible if hasattr(work, "task_id")}
+    for record in records:
+        record["infeasible"] = record["task_id"] in ids
+    return records
+
+
 def list_actors(runtime) -> list:
     out = []
     for actor_id, record in runtime.events.actors.items():
@@ -183,6 +207,7 @@ def list_actors(runtime) -> list:
         if actor is not None:
             item["pending_calls"] = len(actor.queue)
             item["running_calls"] = len(actor.inflight)
+            item["infeasible"] = actor in runtime.infeasible
         out.append(item)
     out.reverse()
     return out

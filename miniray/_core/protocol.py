@@ -37,6 +37,23 @@ ACTOR_READY = 25  # [ACTOR_READY, actor_id, error_bytes_or_None, is_async]
 
 ARG_VALUE = 0
 ARG_REF = 1
+# In place of a result's (or a put's) contained ids: its data is a serialized
+# error, raised by whoever gets the value. A generator that raised after some
+# values keeps them and fails only the positions it did not reach (as Ray).
+RESULT_ERROR = -1
+
+
+# Before a peer has presented the token, a listener holds at most this much of
+# what it sent (the hello is ~100 bytes), waits at most this long for it, and
+# keeps at most this many such peers at once: another local user can reach a
+# loopback port, and must not make the head buffer or hold anything for free.
+HANDSHAKE_MAX_BYTES = 4096
+HANDSHAKE_DEADLINE_S = 5.0
+MAX_UNAUTHENTICATED = 32
+
+
+def new_handshake_unpacker() -> msgpack.Unpacker:
+    return msgpack.Unpacker(raw=False, max_buffer_size=HANDSHAKE_MAX_BYTES)
 
 
 def new_unpacker() -> msgpack.Unpacker:

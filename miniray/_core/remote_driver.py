@@ -24,6 +24,7 @@ class RemoteDriverClient(WorkerClient):
         # check_feasible() reads client.runtime.total.
         self.runtime = types.SimpleNamespace(total=dict(info["total"]))
         self.concurrent = True
+        self.warns_infeasible = True  # check_feasible: the head's warning is in its log
         self.closed = threading.Event()
         self._thread = None
 

@@ -29,7 +29,7 @@ def validate_resources(options: dict, what: str, default_cpus: float,
     num_cpus = options.get("num_cpus", default_cpus)
     num_gpus = options.get("num_gpus", 0)
     for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-        if not isinstance(value, (int, float)) or value < 0:
+        if not _amount_ok(value):
             raise ValueError(f"{key} of {what} must be a non-negative number, got {value!r}")
     resources = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
     custom = options.get("resources") or {}
@@ -37,15 +37,19 @@ def validate_resources(options: dict, what: str, default_cpus: float,
         raise TypeError(f"resources of {what} must be a dict like {{'my_resource': 1}}, "
                         f"got {type(custom).__name__}")
     for key, value in custom.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"resource names of {what} must be non-empty strings, got "
+                            f"{key!r}")
         if key in ("CPU", "GPU"):
             raise ValueError(f"Use num_cpus/num_gpus instead of resources={{{key!r}: ...}} "
                              f"for {what}")
-        if not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"resource {key!r} of {what} must be a non-negative number")
+        if not _amount_ok(value):
+            raise ValueError(f"resource {key!r} of {what} must be a non-negative number, "
+                             f"got {value!r}")
         resources[key] = float(value)
     memory = options.get("memory")
     if memory:
-        if not isinstance(memory, (int, float)) or memory < 0:
+        if not _amount_ok(memory):
             raise ValueError(f"memory of {what} must be a non-negative number of bytes, "
                              f"got {memory!r}")
         resources["memory"] = float(memory)
@@ -54,6 +58,21 @@ def validate_resources(options: dict, what: str, default_cpus: float,
 
         resources = placement_resources(resources, placement[0], placement[1])
     return resources
+
+
+def _amount_ok(value) -> bool:
+    """A resource amount: a finite non-negative number (NaN and infinity would
+    poison the node's resource arithmetic)."""
+    import math
+
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+def check_name(options: dict, what: str) -> None:
+    name = options.get("name")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name of {what} must be a string, got {type(name).__name__}")
 
 
 def requested_placement(options: dict, what: str) -> tuple:
@@ -76,11 +95,18 @@ def placement_option(placement: tuple):
     return None if placement[0] is None else [placement[0]._id, placement[2]]
 
 
+_warned_shapes: set = set()
+
+
 def check_feasible(resources: dict, what: str) -> None:
+    """Refuse work in a placement group it can never fit (the group's size is
+    fixed); warn about other work the node can never give resources to. That
+    work stays pending, as in Ray (the node says so too, once per shape)."""
     client = get_client()
     total = getattr(getattr(client, "runtime", None), "total", None)
     if total is None:
         return
+    short = {}
     for key, amount in resources.items():
         if not amount:
             continue
@@ -89,12 +115,22 @@ def check_feasible(resources: dict, what: str) -> None:
                 f"{what} asks to run in placement group {key.rsplit('_', 1)[-1]}, which was "
                 "removed (or never created on this node).")
         if total.get(key, 0.0) < amount:
-            how = ("miniray.init(_memory=<bytes>)" if key == "memory" else
-                   "miniray.init(num_cpus=..., num_gpus=..., resources={...})")
-            raise ValueError(
-                f"{what} asks for {amount:g} {key}, but this node has {total.get(key, 0.0):g} "
-                f"in total, so it could never run. Lower the request, or start the node with "
-                f"more, e.g. {how}.")
+            if "_group_" in key:
+                raise ValueError(
+                    f"{what} asks for {amount:g} {key}, but its placement group has "
+                    f"{total.get(key, 0.0):g} in total, so it could never run. Lower the "
+                    "request, or create the group with larger bundles.")
+            short[key] = total.get(key, 0.0)
+    # A driver of a head node: the head's own warning goes to its log, not here.
+    if short and getattr(client, "warns_infeasible", False):
+        shape = tuple(sorted((k, v) for k, v in resources.items() if v))
+        if shape not in _warned_shapes:
+            _warned_shapes.add(shape)
+            import sys
+
+            print(f"miniray: warning: the resource request {dict(shape)} of {what} is "
+                  f"infeasible: the node has {short} in total, so it stays pending.",
+                  file=sys.stderr, flush=True)
 
 
 def check_options(options: dict, allowed: set, what: str) -> None:
@@ -200,6 +236,7 @@ class RemoteFunction:
         placement = requested_placement(options, what)
         resources = validate_resources(options, what, 1, placement)
         check_feasible(resources, what)
+        check_name(options, what)
         num_returns = options.get("num_returns", 1)
         if num_returns in GENERATOR_MODES:
             num_returns = 1  # one return: the ObjectRefGenerator of the yielded values

@@ -63,6 +63,9 @@ PIPELINE_BUDGET_S = 0.004
 STARTUP_DEATHS_LIMIT = 3
 SHORT_TASK_S = 0.002  # tasks of functions faster than this may be pipelined
 SURPLUS_IDLE_S = 2.0  # an extra worker idle this long exits
+# The node's address, as Ray names it in the ``node:<ip>`` resource that pins
+# work to a node. Drivers and workers reach a node over loopback only.
+NODE_IP = "127.0.0.1"
 DRIVER = None  # the caller id of the driver process in rpc methods
 
 
@@ -210,6 +213,9 @@ class NodeRuntime:
         self.namespace = namespace
         self.total = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
         self.total.update({k: float(v) for k, v in (resources or {}).items()})
+        # Ray's per-node resources: resources={"node:<ip>": 0.01} pins work here.
+        self.total.setdefault(f"node:{NODE_IP}", 1.0)
+        self.total.setdefault("node:__internal_head__", 1.0)
         if "memory" not in self.total:
             # As in Ray: the bytes of heap tasks and actors may reserve with
             # memory=..., a scheduling quantity like CPU (not enforced).
@@ -279,6 +285,10 @@ class NodeRuntime:
         self._pg_pending: list[PlacementGroupState] = []
         self._waiting_actors: list[ActorState] = []
         self._pgs_removed = 0
+        # Tasks and actors asking for more than the node has in all: pending
+        # (as in Ray, where more resources may appear), with one warning per shape.
+        self.infeasible: list = []
+        self._infeasible_warned: set = set()
         # Generator tasks' values as they are yielded: the task's return id ->
         # the ids of the values stored so far (held until the task ends).
         self.streams: dict[bytes, _Stream] = {}
@@ -811,28 +821,78 @@ class NodeRuntime:
         runtime = self
         expected = token.encode()
 
+        self._unauthenticated = 0  # connections that have not presented the token yet
+
         class Protocol(asyncio.Protocol):
             def __init__(self):
-                self.unpacker = P.new_unpacker()
+                self.unpacker = P.new_handshake_unpacker()
                 self.conn = None
                 self.transport = None
+                self.timer = None
+                self.counted = False
 
             def connection_made(self, transport):
                 self.transport = transport
+                if runtime._unauthenticated >= P.MAX_UNAUTHENTICATED:
+                    runtime.counters["drivers_rejected"] += 1
+                    transport.abort()
+                    return
+                runtime._unauthenticated += 1
+                self.counted = True
+                self.timer = runtime.loop.call_later(P.HANDSHAKE_DEADLINE_S, self._expire)
+
+            def _expire(self):
+                self.timer = None
+                if self.conn is None:
+                    runtime.counters["drivers_timed_out"] += 1
+                    self.transport.abort()
+
+            def _settle(self):
+                if self.counted:
+                    self.counted = False
+                    runtime._unauthenticated -= 1
+                if self.timer is not None:
+                    self.timer.cancel()
+                    self.timer = None
+
+            def _refuse(self, why: str):
+                runtime.counters["drivers_rejected"] += 1
+                self._settle()
+                self.transport.write(P.pack(["denied", why]))
+                self.transport.close()
 
             def data_received(self, data):
-                self.unpacker.feed(data)
-                for message in self.unpacker:
-                    if self.conn is None:
-                        if not self._handshake(message):
-                            return
-                        continue
+                if self.conn is None:
+                    if self.transport.is_closing():
+                        return
                     try:
-                        runtime._on_message(self.conn, message)
-                    except Exception:  # pragma: no cover - a runtime bug; keep serving
-                        import traceback
-
-                        traceback.print_exc()
+                        self.unpacker.feed(data)
+                        message = next(self.unpacker, None)
+                    except Exception:  # BufferFull, malformed msgpack
+                        self._refuse("the handshake is malformed or larger than "
+                                     f"{P.HANDSHAKE_MAX_BYTES} bytes")
+                        return
+                    if message is None:
+                        return  # not all of the hello yet
+                    if not self._handshake(message):
+                        return
+                    data = self.unpacker.read_bytes(P.HANDSHAKE_MAX_BYTES)
+                    self.unpacker = P.new_unpacker()
+                    if not data:
+                        return
+                self.unpacker.feed(data)
+                try:
+                    for message in self.unpacker:
+                        try:
+                            runtime._on_message(self.conn, message)
+                        except Exception as exc:
+                            # A malformed message from a driver: say so, keep serving.
+                            print(f"miniray: a driver (pid {self.conn.pid}) sent a message "
+                                  f"the node could not handle: {exc!r}", file=sys.stderr)
+                except Exception as exc:  # not msgpack: the stream cannot be resynced
+                    print(f"miniray: closing the connection of driver pid {self.conn.pid}: "
+                          f"its stream is not valid msgpack ({exc!r})", file=sys.stderr)
+                    self.transport.close()
                 runtime._schedule()
 
             def _handshake(self, message) -> bool:
@@ -840,12 +900,14 @@ class NodeRuntime:
                       and message[0] == "hello" and isinstance(message[1], str)
                       and hmac.compare_digest(message[1].encode(), expected))
                 if not ok:
-                    runtime.counters["drivers_rejected"] += 1
-                    self.transport.write(P.pack(["denied", "wrong or missing token"]))
-                    self.transport.close()
+                    self._refuse("wrong or missing token")
                     return False
+                if type(message[2]) is not int or message[2] <= 0:
+                    self._refuse("the hello must carry the driver's pid")
+                    return False
+                self._settle()
                 runtime._next_worker_id += 1
-                conn = DriverConn(runtime._next_worker_id, int(message[2]), self.transport)
+                conn = DriverConn(runtime._next_worker_id, message[2], self.transport)
                 self.conn = conn
                 runtime.drivers[conn.worker_id] = conn
                 runtime.workers_by_pid[conn.pid] = conn
@@ -854,6 +916,7 @@ class NodeRuntime:
                 return True
 
             def connection_lost(self, exc):
+                self._settle()
                 if self.conn is not None:
                     runtime._on_driver_lost(self.conn)
 
@@ -953,8 +1016,48 @@ class NodeRuntime:
         """Whether the request names a placement group that was removed (its
         resources are gone from the node's total)."""
         return bool(self._pgs_removed) and any(
-            amount and key[0] != "_" and key not in self.total
+            amount and "_group_" in key and key not in self.total
             for key, amount in resources.items())
+
+    def _feasible(self, resources: dict) -> bool:
+        """Whether the node could ever give ``resources`` (its total suffices)."""
+        total = self.total
+        for key, amount in resources.items():
+            if amount and total.get(key, 0.0) < amount - 1e-9:
+                return False
+        return True
+
+    def _park_infeasible(self, work, resources: dict, what: str) -> None:
+        """Keep ``work`` (a Task or an ActorState) pending, off the ready queue,
+        and say so once per resource shape, as Ray's infeasible warning."""
+        self.infeasible.append(work)
+        shape = tuple(sorted((k, v) for k, v in resources.items() if v))
+        if shape in self._infeasible_warned:
+            return
+        self._infeasible_warned.add(shape)
+        short = {k: self.total.get(k, 0.0) for k, v in shape if self.total.get(k, 0.0) < v}
+        hint = ("lower the request, or start the node with more (miniray.init(num_cpus=..., "
+                "num_gpus=..., resources={...}))")
+        if any(k.startswith("node:") for k in short):
+            hint = f"this node's address resource is 'node:{NODE_IP}'"
+        print(f"miniray: warning: the resource request {dict(shape)} of {what} is "
+              f"infeasible: this node has {short} in total, so it stays pending. Cancel it "
+              f"(miniray.cancel / miniray.kill); {hint}.", file=sys.stderr, flush=True)
+
+    def _recheck_infeasible(self) -> None:
+        """The node's total grew (a placement group): what fits now is queued."""
+        still = []
+        for work in self.infeasible:
+            if type(work) is Task:
+                if work.finished:
+                    continue
+                if self._feasible(work.resources):
+                    self.ready.append(work)
+                    continue
+            elif work.state == "DEAD" or self._feasible(work.lease):
+                continue  # a waiting actor: _place_waiting starts it
+            still.append(work)
+        self.infeasible = still
 
     def _gpus_of(self, resources: dict):
         ngpu = int(resources.get("GPU", 0))
@@ -1043,6 +1146,10 @@ class NodeRuntime:
                     ready.popleft()
                     self._fail_task(task, _error_bytes(TaskUnschedulableError(
                         f"The placement group of {task.name} was removed before it ran.")))
+                    continue
+                if not self._feasible(resources):
+                    ready.popleft()  # out of the queue: it must not hold back the others
+                    self._park_infeasible(task, resources, f"task {task.name}")
                     continue
                 if idle:
                     # Head of line waits for resources; others of other shapes may fit.
@@ -1406,6 +1513,9 @@ class NodeRuntime:
         if caller is not DRIVER:
             self.objects[object_id] = ObjectEntry(1)
             caller.held[object_id] += 1
+        if type(contained) is int:  # P.RESULT_ERROR: a generator's error, kept as a ref
+            self._set_value(object_id, VALUE_ERROR, data)
+            return
         for c in contained:
             self._incref(c)
         if isinstance(data, list):
@@ -1562,6 +1672,9 @@ class NodeRuntime:
         self._finish_task(task)
         for object_id, (data, contained) in zip(task.return_ids, results):
             if contained:
+                if type(contained) is int:  # P.RESULT_ERROR: a position the generator
+                    self._set_value(object_id, VALUE_ERROR, data)  # did not reach
+                    continue
                 for c in contained:
                     self._incref(c)
             if isinstance(data, list):
@@ -1721,6 +1834,8 @@ class NodeRuntime:
                 self.ready.remove(task)
             except ValueError:
                 pass
+            if task in self.infeasible:
+                self.infeasible.remove(task)
             self._fail_task(task, _error_bytes(TaskCancelledError(task.task_id.hex())))
             return
         worker = task.worker
@@ -1773,6 +1888,8 @@ class NodeRuntime:
             self.available[resource] = 0.0  # until the group is reserved
         self.placement_groups[pg_id] = pg
         self._pg_pending.append(pg)
+        if self.infeasible:
+            self._recheck_infeasible()
         self._place_waiting()
 
     def _reserve_placement_group(self, pg: PlacementGroupState) -> None:
@@ -1874,14 +1991,13 @@ class NodeRuntime:
         for object_id in held:
             self._incref(object_id)
         actor.held = held
-        pending = [self.objects[i] for i in held if i in self.objects
-                   and self.objects[i].state == PENDING]
+        # What the creation waits for is what the worker receives resolved: the
+        # top-level ObjectRef arguments, as for a task. Refs nested in values and
+        # actor handles (whose entries never become ready) are only held.
+        pending = _unready_arguments(self.objects, task)
         resources = options.get("resources", {})
-        if not self._fits(resources):
-            if any(self.total.get(k, 0) < v for k, v in resources.items() if v):
-                raise ValueError(
-                    f"Actor {class_name} asks for {resources}, more than this node has "
-                    f"({self.total}); lower the request or start the node with more.")
+        if not self._feasible(resources):
+            self._park_infeasible(actor, resources, f"actor {class_name}")
         actor.lease = dict(resources)
         if pending:
             remaining = [len(pending)]
@@ -2062,6 +2178,8 @@ class NodeRuntime:
         actor.state = "DEAD"
         if actor in self._waiting_actors:
             self._waiting_actors.remove(actor)
+            if actor in self.infeasible:
+                self.infeasible.remove(actor)
         self.events.actor_state(actor)
         queue = list(actor.queue)
         actor.queue.clear()
@@ -2230,7 +2348,8 @@ class NodeRuntime:
         from . import introspect
 
         if kind == "tasks":
-            return self.events.list_tasks(None, None, 0, limit)[1]
+            return introspect.mark_infeasible(self, self.events.list_tasks(None, None, 0,
+                                                                             limit)[1])
         if kind == "actors":
             return introspect.list_actors(self)[:limit]
         if kind == "objects":
@@ -2280,6 +2399,18 @@ def _iter_args(task: Task):
     yield from task.args
     if task.kwargs:
         yield from task.kwargs.values()
+
+
+def _unready_arguments(objects: dict, task: Task) -> list:
+    """The entries of the task's top-level ref arguments that are not ready yet."""
+    pending = []
+    for arg in _iter_args(task):
+        if arg[0] != P.ARG_REF:
+            continue
+        entry = objects.get(arg[1])
+        if entry is not None and entry.state == PENDING and not entry.is_actor_handle:
+            pending.append(entry)
+    return pending
 
 
 def _group_gpus(resources: dict) -> int:  # out of _gpus_of (cpdef): see _values_only

@@ -434,16 +434,48 @@ class WorkerClient(ClientBase):
         elif n == 0:
             return []
         else:
-            try:
-                values = tuple(value)
-            except TypeError:
-                raise ValueError(
-                    f"{name} was declared with num_returns={n} but returned a "
-                    f"{type(value).__name__}, which is not iterable") from None
+            failed = None
+            if type(value) is GeneratorType:
+                values, failed = self._drain_fixed(value, n, name)
+            else:
+                try:
+                    values = tuple(value)
+                except TypeError:
+                    raise ValueError(
+                        f"{name} was declared with num_returns={n} but returned a "
+                        f"{type(value).__name__}, which is not iterable") from None
+            if failed is not None:
+                # What the generator yielded before it raised is kept; the
+                # positions it did not reach hold the error.
+                results = self._encode_values(values, name)
+                return results + [[failed, P.RESULT_ERROR]] * (n - len(values))
             if len(values) != n:
                 raise ValueError(
                     f"{name} was declared with num_returns={n} but returned "
                     f"{len(values)} values")
+        return self._encode_values(values, name)
+
+    def _drain_fixed(self, generator, n: int, name):
+        """The values of a generator task with a fixed ``num_returns`` (at most
+        n + 1, to report one too many), and the error bytes if it raised."""
+        values = []
+        try:
+            for item in generator:
+                values.append(item)
+                if len(values) > n:
+                    break
+        except (TaskCancelledError, _ExitWorker, _ExitActor):
+            raise
+        except BaseException as exc:
+            if len(values) < n:
+                return values, self._error_bytes(name, exc)
+            # Every return already has its value: no ref is left to carry the
+            # error, so it is reported where the worker's output goes.
+            print(f"miniray: {name} raised after yielding all its {n} return values: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return tuple(values), None
+
+    def _encode_values(self, values, name) -> list:
         results = []
         for i, v in enumerate(values):
             serialized = serialize(v, f"return value {i} of {name}")
@@ -462,18 +494,24 @@ class WorkerClient(ClientBase):
         error = RayTaskError.from_exception(name, exc, pid=os.getpid())
         error.traceback_str = _trim_traceback(error.traceback_str)
         try:
-            return serialize(error).to_inline()
+            data = serialize(error).to_inline()
+            # The caller rebuilds the cause from its pickle: a class whose
+            # __init__ does not take its own args back (or a __reduce__ that
+            # fails) would turn into a bare TypeError there, task name and
+            # traceback lost. Failing here once costs only the error path.
+            deserialize_inline(data)
+            return data
         except Exception:
-            # The exception itself is not picklable: keep its text and traceback.
-            error.cause = RuntimeError(f"{type(exc).__name__}: {exc}")
+            # Keep the type's name, its message and the traceback as text.
+            error.cause = None
             return serialize(error).to_inline()
 
     def _drain_generator(self, generator, name, source_id: bytes) -> ObjectRefGenerator:
         """Store each value a generator task yields as its own object, telling the
         node at once (so the caller can take it while the task goes on); an error
-        after some values travels with their refs (raised after them)."""
+        after some values becomes one more ref, at the failing position, whose
+        ``get`` raises it (Ray's streaming and dynamic generators)."""
         refs = []
-        error = None
         try:
             for item in generator:
                 self._stream_value(refs, item, name, source_id)
@@ -481,14 +519,13 @@ class WorkerClient(ClientBase):
         except (TaskCancelledError, _ExitWorker, _ExitActor):
             raise
         except BaseException as exc:
-            error = self._error_bytes(name, exc)
-        return ObjectRefGenerator(refs, error)
+            self._stream_error(refs, self._error_bytes(name, exc), source_id)
+        return ObjectRefGenerator(refs)
 
     async def _drain_async_generator(self, generator, name,
                                      source_id: bytes) -> ObjectRefGenerator:
         """_drain_generator for an ``async def`` generator (async actors)."""
         refs = []
-        error = None
         try:
             async for item in generator:
                 self._stream_value(refs, item, name, source_id)
@@ -496,14 +533,25 @@ class WorkerClient(ClientBase):
         except (TaskCancelledError, _ExitWorker, _ExitActor, asyncio.CancelledError):
             raise
         except BaseException as exc:
-            error = self._error_bytes(name, exc)
-        return ObjectRefGenerator(refs, error)
+            self._stream_error(refs, self._error_bytes(name, exc), source_id)
+        return ObjectRefGenerator(refs)
 
     def _stream_value(self, refs: list, item, name, source_id: bytes) -> None:
         """Store one yielded value and tell the node (its caller may take it now)."""
         ref = self.put_serialized(serialize(item, f"value {len(refs)} yielded by {name}"))
         self.notify("stream_item", source_id, len(refs), ref._id)
         refs.append(ref)
+
+    def _stream_error(self, refs: list, error: bytes, source_id: bytes) -> None:
+        ref = self.put_error(error)
+        self.notify("stream_item", source_id, len(refs), ref._id)
+        refs.append(ref)
+
+    def put_error(self, error: bytes) -> ObjectRef:
+        """A new object whose ``get`` raises ``error`` (serialized)."""
+        object_id = self.ids.new()
+        self.notify("put", object_id, error, P.RESULT_ERROR)
+        return ObjectRef(object_id, _counted=True)
 
     def _flush_item(self) -> None:
         # A sync generator of an async actor runs on the loop, which cannot run

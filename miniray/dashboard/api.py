@@ -86,6 +86,7 @@ async def get_tasks(request):
     offset = int_param(request, "offset", 0, 0, 10**9)
     limit = int_param(request, "limit", 100, 1, MAX_PAGE)
     total, page = runtime.events.list_tasks(states, name, offset, limit)
+    introspect.mark_infeasible(runtime, page)
     return web.json_response({
         "total": total, "offset": offset, "limit": limit, "tasks": page,
         "table_cap": runtime.events.caps["tasks"],

@@ -24,6 +24,14 @@ import secrets
 import socket
 
 TOKEN_COOKIE = "miniray_dashboard_token"
+# A connection that sends no complete request for this long is closed (the
+# clock starts at connect and restarts after each response), headers are held
+# to these sizes, and at most MAX_CONNECTIONS are open at once (WebSockets
+# included): a local client costs the node a bounded amount, token or not.
+IDLE_TIMEOUT_S = 5.0
+MAX_HEADERS = 64
+MAX_LINE_SIZE = 8190
+MAX_CONNECTIONS = 128
 
 
 def _is_loopback(host: str) -> bool:
@@ -106,8 +114,11 @@ class Dashboard:
                                       send_buffer=self.ws_send_buffer)
             app = build_app(self)
             runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                   shutdown_timeout=1.0)
+                                   shutdown_timeout=1.0, keepalive_timeout=IDLE_TIMEOUT_S,
+                                   max_headers=MAX_HEADERS, max_line_size=MAX_LINE_SIZE,
+                                   max_field_size=MAX_LINE_SIZE)
             await runner.setup()
+            _cap_connections(runner.server, MAX_CONNECTIONS)
             try:
                 site = web.SockSite(runner, self.sock)
                 await site.start()
@@ -169,3 +180,15 @@ class Dashboard:
         presented = self.token_from(request)
         return presented is not None and hmac.compare_digest(
             presented.encode(), self.token.encode())
+
+
+def _cap_connections(server, limit: int) -> None:
+    """Abort each connection beyond ``limit`` open ones as it is made."""
+    made = server.connection_made
+
+    def connection_made(handler, transport):
+        made(handler, transport)
+        if len(server.connections) > limit:
+            transport.abort()
+
+    server.connection_made = connection_made

@@ -56,8 +56,13 @@ def list_named_actors(all_namespaces: bool = False) -> list:
 
 
 def get_node_ip_address(address=None) -> str:
-    """The node's IP address: miniray's node is this machine, on the loopback."""
-    return "127.0.0.1"
+    """The node's IP address: miniray's node is this machine, on the loopback.
+
+    It names the node's ``node:<ip>`` resource, as in Ray:
+    ``resources={f"node:{get_node_ip_address()}": 0.01}`` pins work to it."""
+    from .._core.runtime import NODE_IP
+
+    return NODE_IP
 
 
 class FailureTuple(NamedTuple):
