@@ -3,7 +3,10 @@ from their intermediate results (which Ray Tune's integration leaves unused)."""
 
 from __future__ import annotations
 
+import importlib
 import math
+import threading
+import warnings
 
 from . import sample
 from .searcher import Searcher, _check_mode
@@ -114,6 +117,8 @@ class OptunaSearch(Searcher):
         self._ot_trials: dict = {}
         self._last_step: dict = {}
         self._pruned: set = set()
+        self._n_asked = 0
+        self._replay = None  # what a restored searcher replays into its fresh study
 
     @property
     def study(self):
@@ -154,6 +159,9 @@ class OptunaSearch(Searcher):
             directions=directions, sampler=sampler, pruner=self._pruner,
             study_name=self._study_name, storage=self._storage,
             load_if_exists=self._study_name is not None)
+        if self._replay is not None:
+            self._replay_into_study(optuna)
+            return
         if self._rewards is not None:
             for point, reward in zip(self._points, self._rewards):
                 flat = sample.flatten(point)
@@ -186,10 +194,13 @@ class OptunaSearch(Searcher):
             template = getattr(self, "_template", None) or self._param_space or {}
             config = sample.resolve(template, 0, _NoRandom(), params)
         self._ot_trials[trial_id] = ot_trial
+        self._n_asked += 1
         return config
 
     def on_trial_result(self, trial_id, result):
         """Report the metric to the Optuna trial; return ``"STOP"`` if the pruner prunes it."""
+        if self._study is None and self._replay is not None:
+            self._setup()  # restored: rerun trials report before any new suggestion
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is None or isinstance(self._metric, (list, tuple)):
             return None
@@ -207,6 +218,8 @@ class OptunaSearch(Searcher):
     def on_trial_complete(self, trial_id, result=None, error=False):
         """Tell the study the final value (or FAIL / PRUNED)."""
         optuna = _optuna()
+        if self._study is None and self._replay is not None:
+            self._setup()
         ot_trial = self._ot_trials.pop(trial_id, None)
         self._last_step.pop(trial_id, None)
         if ot_trial is None:
@@ -238,6 +251,154 @@ class OptunaSearch(Searcher):
         self._study.add_trial(optuna.trial.create_trial(
             params={k: flat[k] for k in dists}, distributions=dists, values=values, state=state,
             intermediate_values=dict(enumerate(intermediate_values or []))))
+
+
+    # -- experiment state ------------------------------------------------------------------
+    #
+    # The controller saves the searcher in experiment_state.pkl. A live study holds its
+    # sampler's internals (NSGA-II's thread lock in Optuna 5 cannot be pickled at all) and
+    # ties the file to the Optuna version that wrote it. So the searcher saves data only:
+    # every finished Optuna trial (params, distributions as JSON, values, state,
+    # intermediate values, attributes) and the params of the trials still running, and a
+    # restored searcher replays them into a fresh study. A study in the user's own
+    # ``storage`` is already persistent: it is loaded by name instead of replayed.
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        if self._study is not None:
+            state["_replay"] = self._export()
+        state["_study"] = None
+        state["_ot_trials"] = {}
+        state["_sampler"] = _Portable.wrap(self._sampler)
+        state["_pruner"] = _Portable.wrap(self._pruner)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._sampler = _Portable.unwrap(self._sampler, "sampler")
+        self._pruner = _Portable.unwrap(self._pruner, "pruner")
+
+    def _export(self) -> dict:
+        optuna = _optuna()
+        to_json = optuna.distributions.distribution_to_json
+
+        def record(t):
+            return {"params": dict(t.params),
+                    "distributions": {k: to_json(d) for k, d in t.distributions.items()},
+                    "values": None if t.values is None else [float(v) for v in t.values],
+                    "state": t.state.name,
+                    "intermediate": {int(k): float(v)
+                                     for k, v in t.intermediate_values.items()},
+                    "user_attrs": dict(t.user_attrs), "system_attrs": dict(t.system_attrs),
+                    "number": t.number}
+
+        frozen = {t.number: t for t in self._study.get_trials(deepcopy=False)}
+        running = {tid: record(frozen[t.number]) for tid, t in self._ot_trials.items()}
+        numbers = {r["number"] for r in running.values()}
+        finished = [record(t) for t in frozen.values()
+                    if t.state.is_finished() and t.number not in numbers]
+        return {"finished": finished, "running": running,
+                "persistent": self._storage is not None}
+
+    def _replay_into_study(self, optuna):
+        replay, self._replay = self._replay, None
+        dist = optuna.distributions
+        state = optuna.trial.TrialState
+        if not replay["persistent"]:
+            # Finished trials first, in their order, so the sampler sees the same history.
+            for r in replay["finished"]:
+                self._study.add_trial(optuna.trial.create_trial(
+                    params=r["params"],
+                    distributions={k: dist.json_to_distribution(d)
+                                   for k, d in r["distributions"].items()},
+                    values=r["values"], state=state[r["state"]],
+                    intermediate_values=r["intermediate"], user_attrs=r["user_attrs"],
+                    system_attrs=r["system_attrs"]))
+        else:
+            # Trials that were running when the driver stopped are left RUNNING in the
+            # user's storage; they are asked again below, so close the stale ones.
+            stale = {r["number"] for r in replay["running"].values()}
+            for t in self._study.get_trials(deepcopy=False):
+                if t.number in stale and t.state == state.RUNNING:
+                    self._study.tell(t.number, state=state.FAIL)
+        # The controller reruns unfinished trials with their saved configs: give each one
+        # an Optuna trial with the same params, and its intermediate values so far.
+        for trial_id, r in replay["running"].items():
+            dists = {k: dist.json_to_distribution(d) for k, d in r["distributions"].items()}
+            self._study.enqueue_trial(r["params"], skip_if_exists=False)
+            ot_trial = self._study.ask(fixed_distributions=dists)
+            for step, value in sorted(r["intermediate"].items()):
+                ot_trial.report(value, step)
+            self._ot_trials[trial_id] = ot_trial
+        if self._rewards is None:
+            # points_to_evaluate not handed out yet (they are asked first, in order).
+            for point in self._points[self._n_asked:]:
+                self._study.enqueue_trial(sample.flatten(point))
+
+
+class _Portable:
+    """A user's sampler or pruner, saved by value where it pickles (locks are recreated
+    empty on load), and by class otherwise: a restore under another Optuna version that
+    cannot read the old pickle gets a fresh instance of the same class, with a warning."""
+
+    _LOCKS = (type(threading.Lock()), type(threading.RLock()))
+
+    def __init__(self, obj):
+        import io
+
+        import cloudpickle
+
+        cls = type(obj)
+        self.cls = (cls.__module__, cls.__qualname__)
+        class Pickler(cloudpickle.Pickler):
+            # Read by the C pickler when it is created, so it must be a class attribute.
+            dispatch_table = {**cloudpickle.Pickler.dispatch_table,
+                              **{t: _Portable._reduce_lock for t in _Portable._LOCKS}}
+
+        buf = io.BytesIO()
+        try:
+            Pickler(buf).dump(obj)
+            self.blob = buf.getvalue()
+        except Exception:
+            self.blob = None
+
+    @staticmethod
+    def _reduce_lock(lock):
+        return (threading.RLock if isinstance(lock, _Portable._LOCKS[1]) else threading.Lock,
+                ())
+
+    @classmethod
+    def wrap(cls, obj):
+        return None if obj is None or isinstance(obj, _Portable) else cls(obj)
+
+    @staticmethod
+    def unwrap(obj, what):
+        if not isinstance(obj, _Portable):
+            return obj
+        import pickle
+
+        if obj.blob is not None:
+            try:
+                return pickle.loads(obj.blob)
+            except Exception as exc:
+                reason = f"its saved state cannot be loaded ({type(exc).__name__}: {exc})"
+        else:
+            reason = "it could not be saved"
+        module, qualname = obj.cls
+        try:
+            target = importlib.import_module(module)
+            for part in qualname.split("."):
+                target = getattr(target, part)
+            fresh = target()
+        except Exception as exc:
+            raise ValueError(f"OptunaSearch: the {what} {qualname} cannot be restored: {reason}"
+                             f", and {qualname}() fails ({exc}). Restore the experiment with the Optuna "
+                             "version that wrote it.") \
+                from None
+        warnings.warn(f"OptunaSearch: the {what} {qualname} is restored with its default "
+                      f"arguments: {reason}. The study's trials are replayed into it.",
+                      RuntimeWarning, stacklevel=2)
+        return fresh
 
 
 class _NoRandom:
