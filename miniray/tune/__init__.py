@@ -19,6 +19,7 @@ Example::
     print(results.get_best_result().config)
 """
 
+from .callback import Callback
 from .checkpoint import Checkpoint
 from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from .errors import TuneError
@@ -33,7 +34,7 @@ from .trainable import Trainable, with_parameters, with_resources
 from .tuner import Tuner, run
 
 __all__ = [
-    "Checkpoint", "CheckpointConfig", "CLIReporter", "ExperimentAnalysis", "FailureConfig",
+    "Callback", "Checkpoint", "CheckpointConfig", "CLIReporter", "ExperimentAnalysis", "FailureConfig",
     "ProgressReporter", "Result", "ResultGrid", "RunConfig", "Stopper", "Trainable",
     "TuneConfig", "TuneError", "Tuner", "choice", "get_checkpoint", "get_context",
     "grid_search", "lograndint", "loguniform", "qlograndint", "qloguniform", "qrandint",

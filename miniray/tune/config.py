@@ -126,9 +126,8 @@ class RunConfig:
         verbose: 0 silent, 1 status table, 2 plus a line per finished trial, 3 plus a
             line per result.
         progress_reporter: a ``CLIReporter`` to customize the table.
-        callbacks: objects with optional ``on_trial_result(iteration, trials, trial,
-            result)``, ``on_trial_complete(iteration, trials, trial)`` and
-            ``on_trial_error(iteration, trials, trial)`` methods.
+        callbacks: :class:`~miniray.tune.Callback` objects (any object with some of
+            its hook methods works too), e.g. the loggers of :mod:`miniray.tune.logger`.
     """
 
     name: str | None = None

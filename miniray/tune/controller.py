@@ -213,6 +213,12 @@ class TuneController:
         self.ckpt_config = ckpt
         self.stopper = make_stopper(run_config.stop)
         self.callbacks = list(run_config.callbacks or [])
+        from .logger import CSVLoggerCallback, JsonLoggerCallback
+
+        # A logger callback the user passed writes its files; the built-in writer skips them.
+        self._write_json = not any(isinstance(c, JsonLoggerCallback) for c in self.callbacks)
+        self._write_csv = not any(isinstance(c, CSVLoggerCallback) for c in self.callbacks)
+        self._iteration = 0
         self.verbose = 1 if run_config.verbose is None else run_config.verbose
         self.reporter = reporter
         if self.reporter is not None and hasattr(self.reporter, "set_search_properties"):
@@ -279,6 +285,18 @@ class TuneController:
         with open(path + ".tmp", "wb") as f:
             cloudpickle.dump(state, f)
         os.replace(path + ".tmp", path)
+
+    def _callback(self, hook, **kwargs):
+        # Ray's hooks take keyword arguments; each callback runs on the driver, in order.
+        if not self.callbacks:
+            return
+        for cb in self.callbacks:
+            method = getattr(cb, hook, None)
+            if method is not None:
+                if hook != "on_experiment_end" and hook != "setup":
+                    kwargs.setdefault("iteration", self._iteration)
+                    kwargs.setdefault("trials", self.trials)
+                method(**kwargs)
 
     # -- helpers used by schedulers ------------------------------------------------------
 
@@ -347,8 +365,12 @@ class TuneController:
         running: dict = {}
         ended_cleanly = False
         tracked = dashboard.track(self)
+        self._callback("setup", stop=self.stopper, num_samples=self.tune_config.num_samples,
+                       total_num_samples=self._total)
         try:
             while True:
+                self._iteration += 1
+                self._callback("on_step_begin")
                 if not self._stop_all:
                     while len(running) < slots + queue_ahead:
                         trial = self._next_trial(running)
@@ -380,6 +402,7 @@ class TuneController:
                         or (self.stopper is not None and self.stopper.stop_all())):
                     self._stop_everything(running)
                 self._progress(False)
+                self._callback("on_step_end")
                 self.save_state()
             ended_cleanly = True
         finally:
@@ -395,6 +418,7 @@ class TuneController:
             self._elapsed_before += time.monotonic() - self._start
             self._start = time.monotonic()
             self.save_state(force=True)
+        self._callback("on_experiment_end", trials=self.trials)
         self._progress(True)
         if self.fail_fast == "raise":
             errors = [t for t in self.trials if t.status == "ERROR"]
@@ -435,9 +459,12 @@ class TuneController:
         return trial
 
     def _launch(self, trial):
-        self._files.put((trial.path, "mkdir", None),
-                        (os.path.join(trial.path, "params.json"), "w",
-                         json.dumps(trial.config, default=repr, indent=2)))
+        if self._write_json:
+            self._files.put((trial.path, "mkdir", None),
+                            (os.path.join(trial.path, "params.json"), "w",
+                             json.dumps(trial.config, default=repr, indent=2)))
+        else:
+            self._files.put((trial.path, "mkdir", None))
         meta = _s.read_checkpoint_meta(trial.checkpoint) if trial.checkpoint else {}
         ckpt = self.ckpt_config
         options = self._resource_options(trial.config)
@@ -461,6 +488,10 @@ class TuneController:
             raise TypeError(f"trial {trial.trial_id}: its config cannot be sent to a "
                             f"worker: {exc}") from exc
         trial.status = "RUNNING"
+        if self.callbacks:
+            _mkdir(trial.path)  # the directory exists before a callback writes in it
+            self._callback("on_trial_restore" if trial.checkpoint else "on_trial_start",
+                           trial=trial)
 
     # -- results -------------------------------------------------------------------------
 
@@ -470,24 +501,26 @@ class TuneController:
         result["date"] = time.strftime("%Y-%m-%d_%H-%M-%S")
         trial.last_result = result
         trial.results.append(result)
-        flat = sample.flatten({k: v for k, v in result.items() if k != "config"})
-        path = os.path.join(trial.path, "progress.csv")
-        new = trial._csv_fields is None
-        if new:
-            trial._csv_fields = list(flat)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, trial._csv_fields, extrasaction="ignore")
-        if new and not trial._csv_exists:
-            writer.writeheader()
-        writer.writerow(flat)
-        self._files.put((os.path.join(trial.path, "result.json"), "a",
-                         json.dumps(result, default=repr) + "\n"), (path, "a", buf.getvalue()))
+        items = []
+        if self._write_csv:
+            flat = sample.flatten({k: v for k, v in result.items() if k != "config"})
+            new = trial._csv_fields is None
+            if new:
+                trial._csv_fields = list(flat)
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, trial._csv_fields, extrasaction="ignore")
+            if new and not trial._csv_exists:
+                writer.writeheader()
+            writer.writerow(flat)
+            items.append((os.path.join(trial.path, "progress.csv"), "a", buf.getvalue()))
+        if self._write_json:
+            items.append((os.path.join(trial.path, "result.json"), "a",
+                          json.dumps(result, default=repr) + "\n"))
+        if items:
+            self._files.put(*items)
+        self._callback("on_trial_result", trial=trial, result=result)
         if checkpoint:
             self._add_checkpoint(trial, checkpoint, result)
-        for cb in self.callbacks:
-            if hasattr(cb, "on_trial_result"):
-                cb.on_trial_result(iteration=len(trial.results), trials=self.trials,
-                                   trial=trial, result=result)
         if self.verbose >= 3:
             shown = {k: v for k, v in result.items() if k not in (
                 "config", "pid", "hostname", "node_ip", "date", "timestamp", "trial_id",
@@ -498,6 +531,11 @@ class TuneController:
         trial.checkpoint = path
         trial.checkpoints = [(p, r) for p, r in trial.checkpoints if p != path]
         trial.checkpoints.append((path, result))
+        if self.callbacks:
+            from .checkpoint import Checkpoint
+
+            self._callback("on_trial_save", trial=trial)
+            self._callback("on_checkpoint", trial=trial, checkpoint=Checkpoint(path))
         ckpt = self.ckpt_config
         if ckpt and ckpt.num_to_keep and len(trial.checkpoints) > ckpt.num_to_keep:
             attr = ckpt.checkpoint_score_attribute
@@ -575,10 +613,7 @@ class TuneController:
         trial.status = "TERMINATED"
         self.searcher.on_trial_complete(trial.trial_id, trial.last_result or None)
         self.scheduler.on_trial_complete(self, trial, trial.last_result)
-        for cb in self.callbacks:
-            if hasattr(cb, "on_trial_complete"):
-                cb.on_trial_complete(iteration=len(trial.results), trials=self.trials,
-                                     trial=trial)
+        self._callback("on_trial_complete", trial=trial)
         if self.verbose >= 2:
             m = trial.last_result.get(self.metric) if self.metric and trial.last_result else None
             extra = f" with {self.metric}={m}" if m is not None else ""
@@ -604,6 +639,7 @@ class TuneController:
         if self.max_failures == -1 or trial.num_failures <= self.max_failures:
             trial.status = "PENDING"
             self._pending.append(trial)  # resumes from trial.checkpoint if it has one
+            self._callback("on_trial_recover", trial=trial)
             return
         self._fail(trial, exc)
 
@@ -614,9 +650,7 @@ class TuneController:
         self._files.put((os.path.join(trial.path, "error.txt"), "a", text))
         self.searcher.on_trial_complete(trial.trial_id, trial.last_result or None, error=True)
         self.scheduler.on_trial_error(self, trial)
-        for cb in self.callbacks:
-            if hasattr(cb, "on_trial_error"):
-                cb.on_trial_error(iteration=len(trial.results), trials=self.trials, trial=trial)
+        self._callback("on_trial_error", trial=trial)
         if self.verbose >= 1:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(f"Trial {trial.trial_id} errored: {first[:200]} (see {trial.path}/error.txt)",

@@ -11,6 +11,51 @@ from .search.searcher import _check_mode
 
 __all__ = ["Result", "ResultGrid", "ExperimentAnalysis"]
 
+# Ray Tune's result keys and file names (``ray.tune.result``), with Ray's exact values:
+# code that reads ``result[TRAINING_ITERATION]`` or a trial's ``EXPR_PROGRESS_FILE`` ports
+# unchanged.
+TRAINING_ITERATION = "training_iteration"
+TIME_THIS_ITER_S = "time_this_iter_s"
+TIMESTAMP = "timestamp"
+DONE = "done"
+SHOULD_CHECKPOINT = "should_checkpoint"
+HOSTNAME = "hostname"
+TRIAL_ID = "trial_id"
+EXPERIMENT_TAG = "experiment_tag"
+NODE_IP = "node_ip"
+PID = "pid"
+DEFAULT_METRIC = "_metric"
+EPISODE_REWARD_MEAN = "episode_reward_mean"
+MEAN_LOSS = "mean_loss"
+MEAN_ACCURACY = "mean_accuracy"
+EPISODES_THIS_ITER = "episodes_this_iter"
+EPISODES_TOTAL = "episodes_total"
+TIMESTEPS_THIS_ITER = "timesteps_this_iter"
+TIMESTEPS_TOTAL = "timesteps_total"
+TIME_TOTAL_S = "time_total_s"
+DEFAULT_EXPERIMENT_INFO_KEYS = ("trainable_name", EXPERIMENT_TAG, TRIAL_ID)
+DEFAULT_RESULT_KEYS = (TRAINING_ITERATION, TIME_TOTAL_S, MEAN_ACCURACY, MEAN_LOSS)
+DEBUG_METRICS = (TRIAL_ID, "experiment_id", "date", TIMESTAMP, PID, HOSTNAME, NODE_IP,
+                 "config")
+AUTO_RESULT_KEYS = (TRAINING_ITERATION, TIME_TOTAL_S, EPISODES_TOTAL, TIMESTEPS_TOTAL,
+                    NODE_IP, HOSTNAME, PID, TIME_TOTAL_S, TIME_THIS_ITER_S, TIMESTAMP, "date",
+                    "time_since_restore", "timesteps_since_restore",
+                    "iterations_since_restore", "config", "checkpoint_dir_name")
+RESULT_DUPLICATE = "__duplicate__"
+TRIAL_INFO = "__trial_info__"
+STDOUT_FILE = "__stdout_file__"
+STDERR_FILE = "__stderr_file__"
+DEFAULT_EXPERIMENT_NAME = "default"
+JOB_META_FILE = "job_status.json"
+EXPR_META_FILE = "trial_status.json"
+CONFIG_PREFIX = "config"
+EXPR_PARAM_FILE = "params.json"
+EXPR_PARAM_PICKLE_FILE = "params.pkl"
+EXPR_PROGRESS_FILE = "progress.csv"
+EXPR_RESULT_FILE = "result.json"
+EXPR_ERROR_PICKLE_FILE = "error.pkl"
+EXPR_ERROR_FILE = "error.txt"
+
 
 def _pandas():
     try:
