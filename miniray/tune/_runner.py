@@ -6,7 +6,7 @@ import asyncio
 import os
 
 from . import session as _s
-from .trainable import is_class_trainable
+from .trainable import _IN_TRIAL, is_class_trainable
 
 # Deserialized trainables, by run channel: a worker runs many trials of one
 # experiment, so the trainable is unpickled once per worker, not once per trial.
@@ -36,6 +36,11 @@ def run_trial(spec: dict, blob: bytes, *param_values):
     """
     trainable, hub = _load_trainable(spec["channel"], blob)
     params = dict(zip(spec.get("param_names", ()), param_values))
+    holder = getattr(trainable, "__tune_parameters__", None)
+    if holder is not None:  # with_parameters: its wrapper reads the values from here
+        _IN_TRIAL.clear()
+        _IN_TRIAL[holder.key] = params
+        params = {}
     session = _s._session = _s._Session(spec, hub)
     status, final, checkpoint = "done", None, None
     try:
@@ -60,6 +65,7 @@ def run_trial(spec: dict, blob: bytes, *param_values):
                         "metrics (or None) or call tune.report(metrics)")
     finally:
         _s._session = None
+        _IN_TRIAL.clear()
     return {"status": status, "result": final, "iteration": session.iteration,
             "checkpoint": checkpoint or session.last_checkpoint}
 

@@ -1,0 +1,99 @@
+"""``tune.with_parameters`` / ``tune.with_resources`` return what Ray returns: the trainable
+itself (function or Trainable subclass) with its attributes set, not a wrapper object."""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import numpy as np
+import pytest
+
+from miniray import tune
+
+
+def _cfg(tmp_path, name, **kw):
+    return tune.RunConfig(storage_path=str(tmp_path), name=name, verbose=0, **kw)
+
+
+def score(config, data=None):
+    return {"total": float(data.sum()) * config["k"], "pid": os.getpid()}
+
+
+class Counter(tune.Trainable):
+    def setup(self, config, offset=0, scale=1):
+        self.value = offset * scale
+
+    def step(self):
+        self.value += self.config["inc"]
+        return {"value": self.value, "done": self.iteration >= 1}
+
+
+def test_with_resources_returns_the_function_itself(ray, tmp_path):
+    def fn(config):
+        return {"cpus": float(os.environ.get("MINIRAY_TEST_UNUSED", "0")) + config["x"]}
+
+    out = tune.with_resources(fn, {"cpu": 2})
+    assert out is fn and fn._resources == {"cpu": 2}
+    assert inspect.signature(out) == inspect.signature(fn)
+    assert ray.get(ray.remote(out).remote({"x": 1})) == {"cpus": 1.0}
+    # Tune reads the attribute: two 2-CPU trials on a 2-CPU node never overlap.
+    grid = tune.Tuner(out, param_space={"x": tune.grid_search([1, 2])},
+                      run_config=_cfg(tmp_path, "res")).fit()
+    assert grid.num_errors == 0 and len(grid) == 2
+    with pytest.raises(ValueError, match="more than the node has"):
+        tune.Tuner(tune.with_resources(fn, {"cpu": 8}), param_space={"x": 1},
+                   run_config=_cfg(tmp_path, "big")).fit()
+
+    class Holder:
+        def train(self, config):
+            return {"x": config["x"]}
+
+    method = tune.with_resources(Holder().train, lambda config: {"cpu": 1})
+    assert inspect.isfunction(method) and method.__name__ == "train"
+    assert method({"x": 3}) == {"x": 3} and callable(method._resources)
+
+
+def test_with_resources_on_a_class_returns_a_subclass():
+    cls = tune.with_resources(Counter, {"cpu": 2, "gpu": 0})
+    assert issubclass(cls, Counter) and cls.__name__ == "Counter"
+    assert cls.default_resource_request({}) == {"cpu": 2, "gpu": 0}
+    dyn = tune.with_resources(Counter, lambda config: {"cpu": config["n"]})
+    assert dyn.default_resource_request({"n": 3}) == {"cpu": 3}
+    for bad in (42, dict):
+        with pytest.raises(ValueError, match="only works with function trainables"):
+            tune.with_resources(bad, {"cpu": 1})
+    with pytest.raises(ValueError, match="Invalid resource type"):
+        tune.with_resources(Counter, 3)
+    with pytest.raises(ValueError, match="non-negative"):
+        tune.with_resources(Counter, {"cpu": -1})
+
+
+def test_with_parameters_returns_a_function_ray_remote_accepts(ray, tmp_path):
+    data = np.arange(1_000_000, dtype=np.float64)  # 8 MB
+    fn = tune.with_parameters(score, data=data)
+    assert inspect.isfunction(fn) and fn.__name__ == "score"
+    assert list(inspect.signature(fn).parameters) == ["config"]
+    expected = float(data.sum())
+    assert fn({"k": 2})["total"] == 2 * expected  # callable directly
+    # miniray.remote takes it as any function; the array travels through the object store.
+    assert ray.get(ray.remote(fn).remote({"k": 3}))["total"] == 3 * expected
+    # with_resources keeps working on (and is kept by) the result.
+    both = tune.with_parameters(tune.with_resources(score, {"cpu": 1}), data=data)
+    assert both._resources == {"cpu": 1}
+    grid = tune.Tuner(both, param_space={"k": tune.grid_search([1, 2])},
+                      run_config=_cfg(tmp_path, "params")).fit()
+    assert sorted(r.metrics["total"] for r in grid) == [expected, 2 * expected]
+    with pytest.raises(ValueError, match="only works with function trainables"):
+        tune.with_parameters("score", data=data)
+
+
+def test_with_parameters_on_a_class_passes_setup_kwargs(ray, tmp_path):
+    cls = tune.with_parameters(Counter, offset=100)
+    assert issubclass(cls, Counter) and cls.__name__ == "Counter"
+    assert cls({"inc": 1}).value == 100  # usable directly, as a subclass
+    both = tune.with_resources(cls, {"cpu": 1})
+    grid = tune.Tuner(both, param_space={"inc": tune.grid_search([1, 2])},
+                      run_config=_cfg(tmp_path, "cls")).fit()
+    assert grid.num_errors == 0
+    assert sorted(r.metrics["value"] for r in grid) == [102, 104]
