@@ -382,3 +382,140 @@ def test_example_gan_digits_tiny(tmp_path):
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" in data
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width == height == 4 * 33 + 1  # 4 cells of 8x8 pixels scaled 4x, plus 1px lines
+
+
+# -- Ray 2.60's Train surface: exceptions, callbacks, Result.from_path, v2 paths ---------
+
+def test_worker_group_error_controller_error_and_user_callbacks(ray, tmp_path):
+    import pickle
+
+    from miniray.train import ControllerError, UserCallback, WorkerGroupError
+
+    class Boom(Exception):
+        pass
+
+    class Seen(UserCallback):
+        def __init__(self):
+            self.reports, self.failures = [], []
+
+        def after_report(self, run_context, metrics, checkpoint):
+            self.reports.append((run_context.get_run_config().name, metrics))
+
+        def after_exception(self, run_context, worker_exceptions):
+            self.failures.append(worker_exceptions)
+
+    def loop():
+        train.report({"step": 0, "rank": train.get_context().get_world_rank()})
+        if train.get_context().get_world_rank() == 1:
+            raise Boom("bad batch on rank 1")
+
+    seen = Seen()
+    trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=2),
+                           run_config=_run_config(tmp_path, "wg", verbose=0, callbacks=[seen]))
+    with pytest.raises(WorkerGroupError, match="worker errors:\n.*bad batch") as info:
+        trainer.fit()
+    err = info.value
+    assert isinstance(err, TrainingFailedError) and list(err.worker_failures) == [1]
+    assert isinstance(err.worker_failures[1], Boom)
+    assert seen.reports == [("wg", [{"step": 0, "rank": 0}, {"step": 0, "rank": 1}])]
+    assert len(seen.failures) == 1 and isinstance(seen.failures[0][1], Boom)
+    import cloudpickle
+
+    copy = pickle.loads(cloudpickle.dumps(err))
+    assert type(copy) is WorkerGroupError and str(copy) == str(err)
+
+    class Broken(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            raise KeyError("the callback's own bug")
+
+    def fine():
+        train.report({"step": 1})
+
+    with pytest.raises(ControllerError, match="controller error:\n.*own bug") as info:
+        TorchTrainer(fine, run_config=_run_config(tmp_path, "ctl", callbacks=[Broken()])).fit()
+    assert isinstance(info.value.controller_failure, KeyError)
+    assert isinstance(info.value, TrainingFailedError)
+    assert info.value.result.metrics == {"step": 1}
+
+
+def test_result_from_path_restores_a_run(ray, tmp_path):
+    def loop():
+        for step in range(3):
+            with tempfile.TemporaryDirectory() as d:
+                with open(os.path.join(d, "w.json"), "w") as f:
+                    json.dump({"step": step}, f)
+                train.report({"step": step, "score": [5, 9, 1][step]},
+                             checkpoint=Checkpoint.from_directory(d))
+
+    result = TorchTrainer(loop, run_config=_run_config(
+        tmp_path, "keep", checkpoint_config=CheckpointConfig(num_to_keep=2))).fit()
+    restored = train.Result.from_path(result.path)
+    assert restored.metrics == result.metrics == {"step": 2, "score": 1}
+    assert restored.checkpoint.path == result.checkpoint.path
+    assert restored.metrics_history == result.metrics_history
+    assert [(c.path, m) for c, m in restored.best_checkpoints] == \
+        [(c.path, m) for c, m in result.best_checkpoints]
+    assert len(restored.best_checkpoints) == 2 and restored.error is None
+    best = restored.get_best_checkpoint("score", "max")
+    with best.as_directory() as d, open(os.path.join(d, "w.json")) as f:
+        assert json.load(f) == {"step": 1}  # score 9; step 0 (score 5) was not kept
+    assert train.Result.from_path(tmp_path / "keep" / "").path == result.path
+    with pytest.raises(RuntimeError, match="doesn't exist"):
+        train.Result.from_path(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError, match="checkpoint_manager_snapshot.json"):
+        train.Result.from_path(tmp_path / "empty")
+    try:
+        import pyarrow.fs
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install pyarrow"):
+            restored.filesystem
+    else:
+        assert isinstance(restored.filesystem, pyarrow.fs.LocalFileSystem)
+
+
+def test_train_v2_api_paths_are_the_train_names():
+    from miniray.train.v2.api import (callback, config, context, data_parallel_trainer,
+                                      exceptions, result, train_fn_utils)
+
+    assert exceptions.WorkerGroupError is train.WorkerGroupError
+    assert exceptions.ControllerError is train.ControllerError
+    assert exceptions.TrainingFailedError is train.TrainingFailedError
+    assert issubclass(train.WorkerGroupError, train.TrainingFailedError)
+    assert config.ScalingConfig is ScalingConfig and config.RunConfig is RunConfig
+    assert result.Result is train.Result and callback.UserCallback is train.UserCallback
+    assert context.TrainContext is train.TrainContext
+    assert train_fn_utils.report is train.report
+    assert data_parallel_trainer.DataParallelTrainer is train.DataParallelTrainer
+
+
+def test_train_inside_tune_reports_through_tune_report_callback(ray, tmp_path):
+    tune = _tune_or_skip()
+    from miniray.tune.integration.ray_train import TuneReportCallback
+
+    with pytest.raises(RuntimeError, match="Tune session"):
+        TuneReportCallback()
+
+    def driver(config):
+        def loop(cfg):
+            for step in range(2):
+                with tempfile.TemporaryDirectory() as d:
+                    train.report({"loss": cfg["x"] + step},
+                                 checkpoint=Checkpoint.from_directory(d))
+
+        trial = tune.get_context().get_trial_id()
+        TorchTrainer(loop, train_loop_config=config,
+                     run_config=RunConfig(name=f"train-{trial}", storage_path=str(tmp_path),
+                                          callbacks=[TuneReportCallback()])).fit()
+
+    grid = tune.Tuner(tune.with_resources(driver, {"cpu": 0}),
+                      param_space={"x": tune.grid_search([1, 5])},
+                      tune_config=tune.TuneConfig(metric="loss", mode="min"),
+                      run_config=tune.RunConfig(name="outer", storage_path=str(tmp_path),
+                                                verbose=0)).fit()
+    assert grid.num_errors == 0
+    best = grid.get_best_result()
+    assert best.config == {"x": 1} and best.metrics["loss"] == 2
+    assert best.metrics["training_iteration"] == 2
+    assert best.metrics["checkpoint_path"].startswith(str(tmp_path / "train-"))
+    assert os.path.isdir(best.metrics["checkpoint_path"])

@@ -16,16 +16,18 @@ Importing this package does not import torch; :mod:`miniray.train.torch`
 loads it when its helpers run.
 """
 
+from ._callback import TrainRunContext, UserCallback
 from ._checkpoint import Checkpoint
 from ._config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ._data import DatasetShard
-from ._result import Result, TrainingFailedError
+from ._result import ControllerError, Result, TrainingFailedError, WorkerGroupError
 from ._session import TrainContext, get_checkpoint, get_context, get_dataset_shard, report
 from ._trainer import DataParallelTrainer
 from ._tune import as_trainable
 
 __all__ = [
-    "Checkpoint", "CheckpointConfig", "DataParallelTrainer", "DatasetShard", "FailureConfig",
-    "Result", "RunConfig", "ScalingConfig", "TrainContext", "TrainingFailedError",
+    "Checkpoint", "CheckpointConfig", "ControllerError", "DataParallelTrainer",
+    "DatasetShard", "FailureConfig", "Result", "RunConfig", "ScalingConfig", "TrainContext",
+    "TrainRunContext", "TrainingFailedError", "UserCallback", "WorkerGroupError",
     "as_trainable", "get_checkpoint", "get_context", "get_dataset_shard", "report",
 ]

@@ -1,0 +1,5 @@
+"""``ray.train.v2.api.train_fn_utils``: what a training function calls."""
+
+from ..._session import get_checkpoint, get_context, get_dataset_shard, report
+
+__all__ = ["get_checkpoint", "get_context", "get_dataset_shard", "report"]
