@@ -65,6 +65,16 @@ def _pandas():
     return pandas
 
 
+def _number(text):
+    # progress.csv holds text: give numbers back their type.
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except (TypeError, ValueError):
+            pass
+    return text
+
+
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and \
         math.isfinite(value)
@@ -159,6 +169,82 @@ class Result:
     def trial_id(self) -> str:
         """The trial's id."""
         return self._trial.trial_id
+
+    @property
+    def filesystem(self):
+        """As in Ray, a ``pyarrow.fs.LocalFileSystem`` (trials are stored locally).
+        Needs pyarrow (``ImportError`` naming it otherwise)."""
+        from ..train._result import _local_filesystem
+
+        return _local_filesystem()
+
+    def get_best_checkpoint(self, metric: str, mode: str):
+        """The kept checkpoint whose result ranks best by ``metric`` (``"max"`` or
+        ``"min"``); checkpoints without the metric are left out; ``None`` if none."""
+        _check_mode(mode)
+        scored = [(m[metric], c) for c, m in self.best_checkpoints if m.get(metric) is not None]
+        if not scored:
+            return None
+        return (max if mode == "max" else min)(scored, key=lambda item: item[0])[1]
+
+    @classmethod
+    def from_path(cls, path, storage_filesystem=None) -> "Result":
+        """The Result of one trial, read from its directory: metrics from
+        ``result.json`` (or ``progress.csv``), the config from ``params.json``, the
+        ``checkpoint_*`` folders (matched to their results by iteration), and
+        ``error.txt`` as a :class:`~miniray.tune.TuneError`.
+
+        Raises ``RuntimeError`` if the folder does not exist or holds no results.
+        """
+        import csv
+        import json
+        import os
+        import re
+
+        from .controller import Trial
+        from .errors import TuneError
+
+        path = os.path.abspath(os.fspath(path)).rstrip(os.sep)
+        if not os.path.isdir(path):
+            raise RuntimeError(f"Trial folder {path} doesn't exist!")
+        results = []
+        result_file = os.path.join(path, EXPR_RESULT_FILE)
+        progress_file = os.path.join(path, EXPR_PROGRESS_FILE)
+        if os.path.exists(result_file):
+            with open(result_file) as f:
+                results = [json.loads(line) for line in f if line.strip()]
+        elif os.path.exists(progress_file):
+            with open(progress_file, newline="") as f:
+                results = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        else:
+            raise RuntimeError(f"Failed to restore the Result object: Neither "
+                               f"{EXPR_RESULT_FILE} nor {EXPR_PROGRESS_FILE} exists in the "
+                               f"trial folder {path}")
+        config = results[-1].get("config") if results else None
+        params = os.path.join(path, EXPR_PARAM_FILE)
+        if config is None and os.path.exists(params):
+            with open(params) as f:
+                config = json.load(f)
+        last = results[-1] if results else {}
+        trial = Trial(last.get(TRIAL_ID) or os.path.basename(path), config or {}, path,
+                      os.path.basename(path).split("_")[0], 0)
+        trial.results, trial.last_result = results, dict(last)
+        by_iteration = {r.get(TRAINING_ITERATION): r for r in results}
+        by_name = {r["checkpoint_dir_name"]: r for r in results if r.get("checkpoint_dir_name")}
+        names = sorted(d for d in os.listdir(path) if d.startswith("checkpoint_")
+                       and os.path.isdir(os.path.join(path, d)))
+        for name in names:
+            digits = re.search(r"(\d+)$", name)
+            result = by_name.get(name) or (
+                by_iteration.get(int(digits.group(1))) if digits else None) or {}
+            trial.checkpoints.append((os.path.join(path, name), result))
+        trial.checkpoint = trial.checkpoints[-1][0] if trial.checkpoints else None
+        error_file = os.path.join(path, EXPR_ERROR_FILE)
+        if os.path.exists(error_file):
+            with open(error_file) as f:
+                trial.error = TuneError(f.read().strip())
+        trial.status = "ERROR" if trial.error else "TERMINATED"
+        return cls(trial)
 
     def __repr__(self):
         shown = {k: v for k, v in self.metrics.items()

@@ -86,6 +86,57 @@ class Trainable:
         """Resources one trial needs, e.g. ``{"cpu": 2}`` (None: Tune's default)."""
         return None
 
+    # Ray's driver-facing methods: drive a trainable by hand (or in an actor), outside Tune.
+    def train(self) -> dict:
+        """Run one :meth:`step` and return its result with Tune's keys added
+        (``training_iteration``, ``done``, ``time_this_iter_s``...)."""
+        import time
+
+        started = time.time()
+        metrics = self.step()
+        if not isinstance(metrics, dict):
+            raise TypeError(f"{type(self).__name__}.step() must return a dict of metrics, got "
+                            f"{type(metrics).__name__}")
+        self._iteration += 1
+        now = time.time()
+        self._time_total = getattr(self, "_time_total", 0.0) + (now - started)
+        result = dict(metrics)
+        result.setdefault("done", False)
+        result.update(training_iteration=self._iteration, time_this_iter_s=now - started,
+                      time_total_s=self._time_total, timestamp=int(now),
+                      trial_id=self.trial_id, pid=os.getpid())
+        return result
+
+    def save(self, checkpoint_dir: str | None = None):
+        """Save a checkpoint (in ``checkpoint_dir``, or a new temporary directory);
+        returns it as a :class:`~miniray.tune.Checkpoint`, with the iteration."""
+        import json
+        import tempfile
+
+        from .checkpoint import Checkpoint
+        from .session import _META
+
+        path = self._save(checkpoint_dir or tempfile.mkdtemp(prefix="checkpoint_"))
+        with open(os.path.join(path, _META), "w") as f:
+            json.dump({"training_iteration": self._iteration,
+                       "time_total_s": getattr(self, "_time_total", 0.0)}, f)
+        return Checkpoint(path)
+
+    def restore(self, checkpoint) -> None:
+        """Load a checkpoint :meth:`save` made (a Checkpoint or its path), iteration
+        count included."""
+        from .session import read_checkpoint_meta
+
+        path = os.fspath(getattr(checkpoint, "path", checkpoint))
+        self._restore(path)
+        meta = read_checkpoint_meta(path)
+        self._iteration = meta.get("training_iteration", self._iteration)
+        self._time_total = meta.get("time_total_s", getattr(self, "_time_total", 0.0))
+
+    def stop(self) -> None:
+        """Release resources (calls :meth:`cleanup`)."""
+        self.cleanup()
+
     # Used by the trial runner.
     def _save(self, checkpoint_dir: str) -> str:
         os.makedirs(checkpoint_dir, exist_ok=True)
