@@ -95,10 +95,18 @@ def _run_class(cls, spec, params, session):
                                                    f"checkpoint_{instance._iteration:06d}"))
             try:
                 session.report(metrics, checkpoint=path)
+            except _s.PauseTrial:  # resumed later from this checkpoint
+                if path is None:
+                    path = instance._save(os.path.join(
+                        spec["trial_dir"], f"checkpoint_{instance._iteration:06d}"))
+                    session.write_meta(path)
+                return "stopped", path
             except _s.StopTrial:
                 if at_end and not save:
-                    return "stopped", instance._save(os.path.join(
+                    path = instance._save(os.path.join(
                         spec["trial_dir"], f"checkpoint_{instance._iteration:06d}"))
+                    session.write_meta(path)
+                    return "stopped", path
                 return "stopped", None
             except _s.RestartTrial:
                 return "restart", None

@@ -379,6 +379,8 @@ class TuneController:
                         self._launch(trial)
                         running[trial._ref] = trial
                 if not running:
+                    if self._settle_paused():
+                        continue
                     break
                 timeout = 1.0 if self.verbose else 5.0
                 if self._deadline is not None:
@@ -426,6 +428,43 @@ class TuneController:
                 tracked.finish("ERROR")
                 raise TuneError(f"trial {errors[0].trial_id} failed") from errors[0].error
         return self.trials
+
+    # -- paused trials (synchronous HyperBand) ------------------------------------------
+
+    def resume_trial(self, trial):
+        """Start a PAUSED trial again, from its latest checkpoint (called by schedulers)."""
+        if trial.status == "PAUSED":
+            trial.status = "PENDING"
+            self._pending.append(trial)
+
+    def stop_paused_trial(self, trial):
+        """End a PAUSED trial for good, as TERMINATED (called by schedulers)."""
+        if trial.status != "PAUSED":
+            return
+        if trial.last_result:
+            trial.last_result["done"] = True
+        trial.status = "TERMINATED"
+        self.searcher.on_trial_complete(trial.trial_id, trial.last_result or None)
+        self._callback("on_trial_complete", trial=trial)
+
+    def more_trials_coming(self) -> bool:
+        """Whether the searcher may still create trials."""
+        return not self._stop_all and not self._finished_searcher and (
+            self._total < 0 or self._created < self._total)
+
+    def _settle_paused(self) -> bool:
+        # Nothing runs: let the scheduler decide about paused trials; any it leaves
+        # paused would wait forever, so they end. True if some were resumed.
+        paused = [t for t in self.trials if t.status == "PAUSED"]
+        if not paused:
+            return False
+        if not self._stop_all:
+            self.scheduler.on_no_running_trials(self)
+        if self._pending:
+            return True
+        for trial in paused:
+            self.stop_paused_trial(trial)
+        return False
 
     def _stop_everything(self, running):
         self._stop_all = self._stopped = True
@@ -571,8 +610,11 @@ class TuneController:
         if decision == _s.STOP or action == TrialScheduler.STOP:
             trial._exploit = None  # stopping wins over a PBT exploit decided for this result
             return _s.STOP
-        if action == TrialScheduler.PAUSE and trial._exploit is not None:
-            return _s.RESTART
+        if action == TrialScheduler.PAUSE:
+            if trial._exploit is not None:
+                return _s.RESTART
+            trial._pausing = True  # ends now; the scheduler resumes or stops it later
+            return _s.PAUSE
         return _s.CONTINUE
 
     def _on_done(self, trial, ref):
@@ -603,6 +645,12 @@ class TuneController:
             return self._exploit(trial)
         if trial._stop_error is not None:
             return self._fail(trial, trial._stop_error)
+        if getattr(trial, "_pausing", False):
+            trial._pausing = False
+            if not self._stop_all:
+                trial.status = "PAUSED"
+                self.scheduler.on_trial_paused(self, trial)
+                return
         if self.metric is not None and not trial.results and not trial.pruned:
             return self._fail(trial, TuneError(
                 f"Trial {trial.trial_id} finished without reporting any result, so the metric "

@@ -12,7 +12,7 @@ from .search import sample
 from .search.searcher import MetricModeMixin
 
 __all__ = ["TrialScheduler", "FIFOScheduler", "AsyncHyperBandScheduler", "ASHAScheduler",
-           "MedianStoppingRule", "PopulationBasedTraining"]
+           "HyperBandScheduler", "MedianStoppingRule", "PopulationBasedTraining"]
 
 
 class TrialScheduler(MetricModeMixin):
@@ -59,6 +59,15 @@ class TrialScheduler(MetricModeMixin):
 
     def on_trial_remove(self, controller, trial):
         """The trial was stopped."""
+
+    def on_trial_paused(self, controller, trial):
+        """The trial ended after this scheduler returned ``PAUSE``; resume it later with
+        ``controller.resume_trial(trial)`` or end it with
+        ``controller.stop_paused_trial(trial)``."""
+
+    def on_no_running_trials(self, controller):
+        """No trial runs and none waits to start while some are paused: the last chance
+        to resume them (those left paused are stopped)."""
 
 
 class FIFOScheduler(TrialScheduler):
@@ -138,6 +147,137 @@ class AsyncHyperBandScheduler(TrialScheduler):
 
 
 ASHAScheduler = AsyncHyperBandScheduler
+
+
+class _Bracket:
+    """One bracket of synchronous HyperBand: up to ``n`` trials run to the rung
+    ``milestone``; when all of them got there (or ended), the best ``ceil(n / eta)``
+    go on to ``milestone * eta`` and the others stop."""
+
+    def __init__(self, n: int, r: float, max_t: float, eta: float, s: int):
+        self.capacity = n
+        self.n = n
+        self.milestone = min(r, max_t)
+        self.max_t = max_t
+        self.eta = eta
+        self.s = s
+        self.live: dict = {}  # trial -> score at the current milestone (None: not yet)
+        self.added = 0
+
+    def full(self) -> bool:
+        return self.added >= self.capacity
+
+    def add(self, trial):
+        self.live[trial] = None
+        self.added += 1
+
+
+class HyperBandScheduler(TrialScheduler):
+    """Synchronous HyperBand (Li et al.), as Ray Tune's ``HyperBandScheduler``.
+
+    Trials are put into brackets in order of creation: bracket ``s`` (from
+    ``s_max = round(log(max_t) / log(eta))`` down to 0) takes
+    ``ceil((s_max + 1) / (s + 1) * eta**s)`` trials that first run to
+    ``max_t * eta**-s`` (in ``time_attr`` units). A trial reaching its bracket's
+    milestone is *paused* (its function is ended after that report, a class trainable
+    is checkpointed); once every trial of the bracket got there, the best
+    ``1/eta`` resume from their latest checkpoint towards ``milestone * eta`` and the
+    others stop. Every trial stops at ``max_t``.
+
+    Function trainables should report a checkpoint with each result (and resume
+    from ``tune.get_checkpoint()``), or a resumed trial starts from scratch.
+    """
+
+    def __init__(self, time_attr: str = "training_iteration", metric: str | None = None,
+                 mode: str | None = None, max_t: float = 81, reduction_factor: float = 3,
+                 stop_last_trials: bool = True):
+        super().__init__(metric, mode)
+        if max_t <= 0:
+            raise ValueError("max_t must be positive")
+        if reduction_factor <= 1:
+            raise ValueError("reduction_factor must be > 1")
+        self._time_attr = time_attr
+        self._max_t = max_t
+        self._eta = reduction_factor
+        self._stop_last = stop_last_trials
+        self._s_max_1 = int(round(math.log(max_t) / math.log(reduction_factor))) + 1
+        self._band: list = []
+        self._brackets: list = []
+        self._of: dict = {}  # trial_id -> bracket
+
+    def _new_bracket(self):
+        if len(self._band) >= self._s_max_1:
+            self._band = []
+        s = self._s_max_1 - len(self._band) - 1
+        n = int(math.ceil(self._s_max_1 / (s + 1) * self._eta ** s))
+        r = self._max_t * self._eta ** -s
+        bracket = _Bracket(n, r, self._max_t, self._eta, s)
+        self._band.append(bracket)
+        self._brackets.append(bracket)
+        return bracket
+
+    def on_trial_add(self, controller, trial):
+        self._needs_metric()
+        bracket = self._brackets[-1] if self._brackets else None
+        if bracket is None or bracket.full():
+            bracket = self._new_bracket()
+        bracket.add(trial)
+        self._of[trial.trial_id] = bracket
+
+    def on_trial_result(self, controller, trial, result):
+        """Pause the trial at its bracket's milestone; stop it at ``max_t``."""
+        bracket = self._of.get(trial.trial_id)
+        t = result.get(self._time_attr)
+        if bracket is None or t is None or trial not in bracket.live:
+            return self.CONTINUE
+        if self._stop_last and t >= self._max_t:
+            return self.STOP
+        if t < bracket.milestone:
+            return self.CONTINUE
+        bracket.live[trial] = self._score(result)
+        return self.PAUSE
+
+    def on_trial_paused(self, controller, trial):
+        self._process(controller, self._of[trial.trial_id])
+
+    def _ended(self, controller, trial):
+        bracket = self._of.get(trial.trial_id)
+        if bracket is not None and bracket.live.pop(trial, "gone") != "gone":
+            self._process(controller, bracket)
+
+    def on_trial_complete(self, controller, trial, result):
+        self._ended(controller, trial)
+
+    def on_trial_error(self, controller, trial):
+        self._ended(controller, trial)
+
+    def on_no_running_trials(self, controller):
+        for bracket in self._brackets:
+            self._process(controller, bracket, force=True)
+
+    def _process(self, controller, bracket, force=False):
+        live = bracket.live
+        if not live or any(t.status != "PAUSED" for t in live):
+            return  # some trial is still on its way to the milestone
+        if not force and not bracket.full() and controller.more_trials_coming():
+            return  # the bracket still fills up
+        bracket.n = int(math.ceil(bracket.n / self._eta))
+        ranked = sorted(live, key=lambda t: -math.inf if live[t] is None else live[t],
+                        reverse=True)
+        good, bad = ranked[:bracket.n], ranked[bracket.n:]
+        bracket.milestone = min(bracket.milestone * self._eta, self._max_t)
+        bracket.capacity = bracket.added  # halving closed it to new trials
+        for trial in bad:
+            del live[trial]
+            controller.stop_paused_trial(trial)
+        for trial in good:
+            live[trial] = None
+            controller.resume_trial(trial)
+
+    def debug_string(self) -> str:
+        """Brackets: trials live and their next milestone."""
+        return "; ".join(f"Bracket(s={b.s}, live={len(b.live)}, milestone={b.milestone})"
+                         for b in self._brackets)
 
 
 def _percentile(values, q):
