@@ -97,3 +97,46 @@ def test_with_parameters_on_a_class_passes_setup_kwargs(ray, tmp_path):
                       run_config=_cfg(tmp_path, "cls")).fit()
     assert grid.num_errors == 0
     assert sorted(r.metrics["value"] for r in grid) == [102, 104]
+
+
+def test_placement_group_factory_reserves_the_sum_of_its_bundles(ray, tmp_path):
+    pgf = tune.PlacementGroupFactory([{"CPU": 1}, {"CPU": 1}])
+    assert pgf.required_resources == {"CPU": 2} and pgf.strategy == "PACK"
+
+    def fn(config):
+        return {"x": config["x"]}
+
+    out = tune.with_resources(fn, pgf)
+    assert out is fn and fn._resources is pgf
+    grid = tune.Tuner(out, param_space={"x": tune.grid_search([1, 2])},
+                      run_config=_cfg(tmp_path, "pgf")).fit()
+    assert grid.num_errors == 0
+    with pytest.raises(ValueError, match="more than the node has"):
+        tune.Tuner(tune.with_resources(fn, tune.PlacementGroupFactory([{"CPU": 2}] * 2)),
+                   param_space={"x": 1}, run_config=_cfg(tmp_path, "big")).fit()
+    with pytest.raises(ValueError, match="non-empty list"):
+        tune.PlacementGroupFactory([])
+
+
+def test_create_scheduler_searcher_and_noop_stopper():
+    from miniray.tune.schedulers import AsyncHyperBandScheduler, HyperBandScheduler
+    from miniray.tune.search import BasicVariantGenerator
+    from miniray.tune.stopper import NoopStopper
+
+    asha = tune.create_scheduler("async_hyperband", metric="m", mode="max", max_t=5,
+                                 not_an_asha_argument=1)
+    assert isinstance(asha, AsyncHyperBandScheduler) and asha.metric == "m"
+    assert isinstance(tune.create_scheduler("HyperBand", max_t=9), HyperBandScheduler)
+    with pytest.raises(ValueError, match="HyperBandForBOHB"):
+        tune.create_scheduler("hb_bohb")
+    with pytest.raises(ValueError, match="must be one of"):
+        tune.create_scheduler("nope")
+    assert isinstance(tune.create_searcher("random", random_state=3), BasicVariantGenerator)
+    with pytest.raises(ValueError, match="use 'optuna'"):
+        tune.create_searcher("hyperopt")
+    if pytest.importorskip("optuna"):
+        from miniray.tune.search.optuna import OptunaSearch
+
+        assert isinstance(tune.create_searcher("optuna", metric="m", mode="min"), OptunaSearch)
+    stopper = NoopStopper()
+    assert stopper("t", {"training_iteration": 10**6}) is False and stopper.stop_all() is False

@@ -25,8 +25,11 @@ from ._session import TrainContext, get_checkpoint, get_context, get_dataset_sha
 from ._trainer import DataParallelTrainer
 from ._tune import as_trainable
 
+# Ray's key of the training dataset in ``datasets={...}``.
+TRAIN_DATASET_KEY = "train"
+
 __all__ = [
-    "Checkpoint", "CheckpointConfig", "ControllerError", "DataParallelTrainer",
+    "TRAIN_DATASET_KEY", "Checkpoint", "CheckpointConfig", "ControllerError", "DataParallelTrainer",
     "DatasetShard", "FailureConfig", "Result", "RunConfig", "ScalingConfig", "TrainContext",
     "TrainRunContext", "TrainingFailedError", "UserCallback", "WorkerGroupError",
     "as_trainable", "get_checkpoint", "get_context", "get_dataset_shard", "report",

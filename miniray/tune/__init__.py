@@ -28,13 +28,16 @@ from .result import ExperimentAnalysis, Result, ResultGrid
 from .search.sample import (choice, grid_search, lograndint, loguniform, qlograndint,
                             qloguniform, qrandint, qrandn, quniform, randint, randn,
                             sample_from, uniform)
-from .session import get_checkpoint, get_context, report
+from .schedulers import create_scheduler
+from .search import create_searcher
+from .session import TuneContext, get_checkpoint, get_context, report
 from .stopper import Stopper
-from .trainable import Trainable, with_parameters, with_resources
+from .trainable import PlacementGroupFactory, Trainable, with_parameters, with_resources
 from .tuner import Tuner, run
 
 __all__ = [
-    "Callback", "Checkpoint", "CheckpointConfig", "CLIReporter", "ExperimentAnalysis", "FailureConfig",
+    "Callback", "Checkpoint", "PlacementGroupFactory", "TuneContext", "create_scheduler",
+    "create_searcher", "CheckpointConfig", "CLIReporter", "ExperimentAnalysis", "FailureConfig",
     "ProgressReporter", "Result", "ResultGrid", "RunConfig", "Stopper", "Trainable",
     "TuneConfig", "TuneError", "Tuner", "choice", "get_checkpoint", "get_context",
     "grid_search", "lograndint", "loguniform", "qlograndint", "qloguniform", "qrandint",

@@ -12,7 +12,8 @@ from .search import sample
 from .search.searcher import MetricModeMixin
 
 __all__ = ["TrialScheduler", "FIFOScheduler", "AsyncHyperBandScheduler", "ASHAScheduler",
-           "HyperBandScheduler", "MedianStoppingRule", "PopulationBasedTraining"]
+           "HyperBandScheduler", "MedianStoppingRule", "PopulationBasedTraining",
+           "create_scheduler"]
 
 
 class TrialScheduler(MetricModeMixin):
@@ -451,3 +452,33 @@ class PopulationBasedTraining(TrialScheduler):
             else:
                 raise TypeError(f"hyperparam_mutations[{key!r}] must be a list, a tune "
                                 f"domain or a function, got {type(spec).__name__}")
+
+
+_SCHEDULERS = {"fifo": "FIFOScheduler", "async_hyperband": "AsyncHyperBandScheduler",
+               "asynchyperband": "AsyncHyperBandScheduler",
+               "median_stopping_rule": "MedianStoppingRule",
+               "medianstopping": "MedianStoppingRule", "hyperband": "HyperBandScheduler",
+               "pbt": "PopulationBasedTraining"}
+# Ray's other names, and why miniray has no such scheduler.
+_NOT_HERE = {"hb_bohb": "HyperBandForBOHB needs Ray's BOHB searcher (hpbandster)",
+             "pbt_replay": "PopulationBasedTrainingReplay is not implemented",
+             "pb2": "PB2 needs GPy and scikit-learn's Bayesian optimisation of PBT",
+             "resource_changing": "ResourceChangingScheduler is not implemented"}
+
+
+def create_scheduler(scheduler: str, **kwargs) -> TrialScheduler:
+    """A scheduler by name (``"fifo"``, ``"async_hyperband"``, ``"median_stopping_rule"``,
+    ``"hyperband"``, ``"pbt"``...), as ``ray.tune.create_scheduler``; keyword arguments
+    the scheduler does not take are left out, as in Ray."""
+    import inspect
+
+    name = scheduler.lower()
+    if name in _NOT_HERE:
+        raise ValueError(f"scheduler {scheduler!r} is not available in miniray: "
+                         f"{_NOT_HERE[name]}. Available: {sorted(_SCHEDULERS)}")
+    if name not in _SCHEDULERS:
+        raise ValueError(f"The `scheduler` argument must be one of {sorted(_SCHEDULERS)}. "
+                         f"Got: {scheduler}")
+    cls = globals()[_SCHEDULERS[name]]
+    accepted = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in kwargs.items() if k in accepted})

@@ -7,7 +7,45 @@ import inspect
 import os
 import pickle
 
-__all__ = ["Trainable", "with_parameters", "with_resources"]
+__all__ = ["PlacementGroupFactory", "Trainable", "with_parameters", "with_resources"]
+
+
+class PlacementGroupFactory:
+    """Resources of one trial as bundles, as Ray Tune's ``PlacementGroupFactory``:
+    ``PlacementGroupFactory([{"CPU": 1}, {"CPU": 2, "GPU": 1}])``.
+
+    On one node a trial reserves the sum of its bundles (``required_resources``);
+    ``strategy`` is kept for compatibility (every bundle is on this node anyway).
+    Pass it to ``tune.with_resources`` or return it from
+    ``Trainable.default_resource_request``.
+    """
+
+    def __init__(self, bundles: list, strategy: str = "PACK", *args, **kwargs):
+        if not bundles or not all(isinstance(b, dict) for b in bundles):
+            raise ValueError("PlacementGroupFactory needs a non-empty list of resource dicts, "
+                             f"got {bundles!r}")
+        self.bundles = [dict(b) for b in bundles]
+        self.strategy = strategy
+        self.head_bundle_is_empty = not any(self.bundles[0].values())
+
+    @property
+    def required_resources(self) -> dict:
+        """The sum of the bundles: what the trial reserves."""
+        total: dict = {}
+        for bundle in self.bundles:
+            for key, value in bundle.items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    def __eq__(self, other):
+        return isinstance(other, PlacementGroupFactory) and \
+            (self.bundles, self.strategy) == (other.bundles, other.strategy)
+
+    def __hash__(self):
+        return hash((repr(self.bundles), self.strategy))
+
+    def __repr__(self):
+        return f"PlacementGroupFactory({self.bundles!r}, strategy={self.strategy!r})"
 
 
 class Trainable:
@@ -264,7 +302,7 @@ def with_parameters(trainable, **kwargs):
 
 def with_resources(trainable, resources):
     """Set the resources each trial needs: ``{"cpu": 2, "gpu": 1}`` (custom resources by
-    name), or a function ``config -> dict``.
+    name), a :class:`PlacementGroupFactory`, or a function ``config -> dict``.
 
     As in Ray, a function trainable is returned itself, with its ``_resources``
     attribute set (a bound method is wrapped in a function first, since methods take
@@ -275,13 +313,12 @@ def with_resources(trainable, resources):
                                    and not issubclass(trainable, Trainable)):
         raise ValueError(f"tune.with_resources() only works with function trainables or "
                          f"classes that inherit from tune.Trainable; got {trainable!r}")
-    if hasattr(resources, "required_resources"):  # a PlacementGroupFactory-like object
-        resources = resources.required_resources
-    if not (isinstance(resources, dict) or callable(resources)):
+    pgf = hasattr(resources, "required_resources")  # kept as given, as Ray does
+    if not (isinstance(resources, dict) or callable(resources) or pgf):
         raise ValueError(f"Invalid resource type for with_resources(): "
-                         f"{type(resources).__name__}; use a dict like {{'cpu': 2}} or a "
-                         "function of config")
-    if isinstance(resources, dict):
+                         f"{type(resources).__name__}; use a dict like {{'cpu': 2}}, a "
+                         "PlacementGroupFactory or a function of config")
+    if isinstance(resources, dict) or pgf:
         normalize_resources(resources)  # reject bad values now
     if inspect.isclass(trainable):
         class ResourceTrainable(trainable):
