@@ -215,3 +215,30 @@ def test_reported_results_carry_the_auto_keys(ray, tmp_path):
                 tune_result.PID, tune_result.DONE):
         assert key in metrics, key
     assert metrics[tune_result.DONE] is True
+
+
+class Counting(tune.Callback):
+    def __init__(self):
+        self.results = 0
+        self.restored_from = None
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.results += 1
+
+    def get_state(self):
+        return {"results": self.results}
+
+    def set_state(self, state):
+        self.restored_from = state["results"]
+        self.results = state["results"]
+
+
+def test_callback_state_is_saved_with_the_experiment_and_restored(ray, tmp_path):
+    counting = Counting()
+    tune.Tuner(two_steps, param_space={"x": tune.grid_search([1, 2])},
+               run_config=_cfg(tmp_path, "state", callbacks=[counting])).fit()
+    assert counting.results == 4
+    tuner = tune.Tuner.restore(str(tmp_path / "state"), trainable=two_steps)
+    tuner.fit()
+    restored = tuner.run_config.callbacks[0]
+    assert restored is not counting and restored.restored_from == 4

@@ -256,6 +256,11 @@ class TuneController:
         self._created = state["created"]
         self._token = state["token"]
         self._elapsed_before = state.get("elapsed", 0.0)
+        saved = state.get("callbacks") or []
+        if len(saved) == len(self.callbacks):  # the same callbacks as when it was saved
+            for cb, cb_state in zip(self.callbacks, saved):
+                if cb_state is not None and hasattr(cb, "set_state"):
+                    cb.set_state(cb_state)
         for trial in state["trials"]:
             trial._csv_exists = True
             trial._csv_fields = None
@@ -280,7 +285,9 @@ class TuneController:
         self._last_state = now
         state = {"trials": self.trials, "searcher": self.searcher, "created": self._created,
                  "token": self._token, "elapsed": self._elapsed_before + (
-                     time.monotonic() - self._start)}
+                     time.monotonic() - self._start),
+                 "callbacks": [cb.get_state() if hasattr(cb, "get_state") else None
+                               for cb in self.callbacks]}
         path = os.path.join(self.experiment_dir, STATE_FILE)
         with open(path + ".tmp", "wb") as f:
             cloudpickle.dump(state, f)
