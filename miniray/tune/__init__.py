@@ -21,7 +21,7 @@ Example::
 
 from .callback import Callback
 from .checkpoint import Checkpoint
-from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+from .config import CheckpointConfig, FailureConfig, ResumeConfig, RunConfig, TuneConfig
 from .errors import TuneError
 from .progress import CLIReporter, ProgressReporter
 from .result import ExperimentAnalysis, Result, ResultGrid
@@ -36,7 +36,7 @@ from .trainable import PlacementGroupFactory, Trainable, with_parameters, with_r
 from .tuner import Tuner, run
 
 __all__ = [
-    "Callback", "Checkpoint", "PlacementGroupFactory", "TuneContext", "create_scheduler",
+    "Callback", "Checkpoint", "PlacementGroupFactory", "ResumeConfig", "TuneContext", "create_scheduler",
     "create_searcher", "CheckpointConfig", "CLIReporter", "ExperimentAnalysis", "FailureConfig",
     "ProgressReporter", "Result", "ResultGrid", "RunConfig", "Stopper", "Trainable",
     "TuneConfig", "TuneError", "Tuner", "choice", "get_checkpoint", "get_context",

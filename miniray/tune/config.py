@@ -6,7 +6,35 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-__all__ = ["TuneConfig", "RunConfig", "FailureConfig", "CheckpointConfig"]
+__all__ = ["TuneConfig", "RunConfig", "FailureConfig", "CheckpointConfig", "ResumeConfig"]
+
+
+@dataclasses.dataclass
+class ResumeConfig:
+    """How ``Tuner.restore(path, _resume_config=...)`` treats the trials it finds, by
+    state (Ray's experimental ``ResumeConfig``): ``ResumeType.RESUME`` (from the latest
+    checkpoint), ``RESTART`` (from scratch) or ``SKIP`` (kept as they are).
+
+    Defaults: finished trials are skipped, unfinished ones resumed, errored ones skipped.
+    """
+
+    class ResumeType:
+        RESUME = "resume"
+        RESTART = "restart"
+        SKIP = "skip"
+
+    finished: str = ResumeType.SKIP
+    unfinished: str = ResumeType.RESUME
+    errored: str = ResumeType.SKIP
+
+    def __post_init__(self):
+        for name in ("finished", "unfinished", "errored"):
+            value = getattr(self, name)
+            value = getattr(value, "value", value)  # an Enum member works too
+            if value not in ("resume", "restart", "skip"):
+                raise ValueError(f"ResumeConfig.{name} must be ResumeType.RESUME, RESTART or "
+                                 f"SKIP, got {value!r}")
+            setattr(self, name, value)
 
 
 def _check_metric_mode(metric, mode):

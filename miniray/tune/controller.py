@@ -261,19 +261,24 @@ class TuneController:
             for cb, cb_state in zip(self.callbacks, saved):
                 if cb_state is not None and hasattr(cb, "set_state"):
                     cb.set_state(cb_state)
+        resume = state.get("resume") or {"finished": "skip", "unfinished": "resume",
+                                         "errored": "skip"}
         for trial in state["trials"]:
             trial._csv_exists = True
             trial._csv_fields = None
             self.trials.append(trial)
             self._by_id[trial.trial_id] = trial
-            if trial.status in ("RUNNING", "PENDING", "PAUSED"):
-                trial.status = "PENDING"
-                self._pending.append(trial)
-            elif trial.status == "ERROR" and state.get("restart_errored"):
-                trial.status, trial.error, trial.num_failures = "PENDING", None, 0
-                if state.get("restart_errored") == "fresh":
-                    trial.checkpoint = None
-                self._pending.append(trial)
+            kind = ("unfinished" if trial.status in ("RUNNING", "PENDING", "PAUSED") else
+                    "errored" if trial.status == "ERROR" else "finished")
+            action = resume[kind]
+            if action == "skip":
+                if kind == "unfinished":
+                    trial.status = "TERMINATED"
+                continue
+            trial.status, trial.error, trial.num_failures = "PENDING", None, 0
+            if action == "restart":
+                trial.checkpoint = None
+            self._pending.append(trial)
 
     def save_state(self, force=False):
         """Write experiment_state.pkl (atomically), at most twice a second unless forced."""

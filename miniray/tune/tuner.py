@@ -6,7 +6,7 @@ import os
 import time
 
 from .. import api
-from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+from .config import CheckpointConfig, FailureConfig, ResumeConfig, RunConfig, TuneConfig
 from .controller import STATE_FILE, TUNER_FILE, TuneController
 from .progress import CLIReporter
 from .result import ExperimentAnalysis, ResultGrid
@@ -124,13 +124,16 @@ class Tuner:
     def restore(cls, path: str, trainable=None, resume_unfinished: bool = True,
                 resume_errored: bool = False, restart_errored: bool = False,
                 param_space: dict | None = None, tune_config: TuneConfig | None = None,
-                run_config: RunConfig | None = None) -> "Tuner":
+                run_config: RunConfig | None = None,
+                _resume_config: ResumeConfig | None = None) -> "Tuner":
         """Resume an interrupted experiment (e.g. its driver was killed) from ``path``.
 
         Finished trials are kept, not rerun; unfinished ones restart from their latest
         checkpoint (or from scratch); the searcher continues where it stopped.
         ``resume_errored`` retries errored trials from their checkpoint,
-        ``restart_errored`` from scratch.
+        ``restart_errored`` from scratch. ``_resume_config`` (a :class:`ResumeConfig`, as
+        in Ray) chooses resume / restart / skip for finished, unfinished and errored
+        trials, and overrides the three flags.
         """
         import cloudpickle
 
@@ -147,11 +150,16 @@ class Tuner:
                 raise ValueError("this experiment's trainable could not be saved; pass it: "
                                  "Tuner.restore(path, trainable=...)")
             trainable = cloudpickle.loads(saved["trainable"])
-        if not resume_unfinished:
-            for trial in state["trials"]:
-                if trial.status in ("RUNNING", "PENDING", "PAUSED"):
-                    trial.status = "TERMINATED"
-        state["restart_errored"] = "fresh" if restart_errored else bool(resume_errored)
+        if _resume_config is None:
+            _resume_config = ResumeConfig(
+                finished="skip", unfinished="resume" if resume_unfinished else "skip",
+                errored="restart" if restart_errored else "resume" if resume_errored
+                else "skip")
+        elif not isinstance(_resume_config, ResumeConfig):
+            raise TypeError("_resume_config must be a tune.ResumeConfig")
+        state["resume"] = {"finished": _resume_config.finished,
+                           "unfinished": _resume_config.unfinished,
+                           "errored": _resume_config.errored}
         tune_config = tune_config or saved["tune_config"] or TuneConfig()
         tune_config.search_alg = state["searcher"]
         run_config = run_config or saved["run_config"]
