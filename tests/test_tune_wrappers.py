@@ -140,3 +140,19 @@ def test_create_scheduler_searcher_and_noop_stopper():
         assert isinstance(tune.create_searcher("optuna", metric="m", mode="min"), OptunaSearch)
     stopper = NoopStopper()
     assert stopper("t", {"training_iteration": 10**6}) is False and stopper.stop_all() is False
+
+
+def test_register_trainable_lets_tuner_and_run_take_a_name(ray, tmp_path):
+    def double(config):
+        return {"y": 2 * config["x"]}
+
+    tune.register_trainable("double", double)
+    grid = tune.Tuner("double", param_space={"x": tune.grid_search([1, 2])},
+                      run_config=_cfg(tmp_path, "named")).fit()
+    assert sorted(r.metrics["y"] for r in grid) == [2, 4]
+    analysis = tune.run("double", config={"x": 5}, storage_path=str(tmp_path), verbose=0)
+    assert analysis.trials[0].last_result["y"] == 10
+    with pytest.raises(ValueError, match="register it first"):
+        tune.Tuner("never_registered")
+    with pytest.raises(TypeError, match="convertible to a Trainable"):
+        tune.register_trainable("bad", 42)

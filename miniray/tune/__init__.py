@@ -32,11 +32,12 @@ from .schedulers import create_scheduler
 from .search import create_searcher
 from .session import TuneContext, get_checkpoint, get_context, report
 from .stopper import Stopper
-from .trainable import PlacementGroupFactory, Trainable, with_parameters, with_resources
+from .trainable import (PlacementGroupFactory, Trainable, register_trainable, with_parameters,
+                        with_resources)
 from .tuner import Tuner, run
 
 __all__ = [
-    "Callback", "Checkpoint", "PlacementGroupFactory", "ResumeConfig", "TuneContext", "create_scheduler",
+    "Callback", "Checkpoint", "PlacementGroupFactory", "ResumeConfig", "register_trainable", "TuneContext", "create_scheduler",
     "create_searcher", "CheckpointConfig", "CLIReporter", "ExperimentAnalysis", "FailureConfig",
     "ProgressReporter", "Result", "ResultGrid", "RunConfig", "Stopper", "Trainable",
     "TuneConfig", "TuneError", "Tuner", "choice", "get_checkpoint", "get_context",

@@ -7,7 +7,34 @@ import inspect
 import os
 import pickle
 
-__all__ = ["PlacementGroupFactory", "Trainable", "with_parameters", "with_resources"]
+__all__ = ["PlacementGroupFactory", "Trainable", "register_trainable", "with_parameters",
+           "with_resources"]
+
+# Trainables registered by name (this process): Tuner("name") and tune.run("name").
+_REGISTRY: dict = {}
+
+
+def register_trainable(name: str, trainable, warn: bool = True) -> None:
+    """Register ``trainable`` (a function or a :class:`Trainable` subclass) under
+    ``name``, so that ``Tuner(name)`` and ``tune.run(name)`` find it, as in Ray."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_trainable() needs a non-empty name, got {name!r}")
+    if not callable(trainable) or (inspect.isclass(trainable)
+                                   and not issubclass(trainable, Trainable)):
+        raise TypeError(f"Second argument must be convertible to a Trainable: {trainable!r}")
+    _REGISTRY[name] = trainable
+
+
+def resolve_trainable(trainable):
+    """A registered trainable for a name; anything else unchanged."""
+    if isinstance(trainable, str):
+        try:
+            return _REGISTRY[trainable]
+        except KeyError:
+            raise ValueError(f"Unknown trainable {trainable!r}: register it first with "
+                             f"tune.register_trainable({trainable!r}, fn). Registered: "
+                             f"{sorted(_REGISTRY)}") from None
+    return trainable
 
 
 class PlacementGroupFactory:

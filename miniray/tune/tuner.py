@@ -10,7 +10,7 @@ from .config import CheckpointConfig, FailureConfig, ResumeConfig, RunConfig, Tu
 from .controller import STATE_FILE, TUNER_FILE, TuneController
 from .progress import CLIReporter
 from .result import ExperimentAnalysis, ResultGrid
-from .trainable import with_resources
+from .trainable import resolve_trainable, with_resources
 
 __all__ = ["Tuner", "run"]
 
@@ -51,6 +51,7 @@ class Tuner:
                  _state=None, _experiment_dir=None):
         if trainable is None:
             raise TypeError("Tuner() needs a trainable (a function or a Trainable subclass)")
+        trainable = resolve_trainable(trainable)
         if not callable(trainable):
             raise TypeError(f"trainable must be a function or a tune.Trainable subclass, got "
                             f"{type(trainable).__name__}")
@@ -188,7 +189,7 @@ def run(run_or_experiment, config: dict | None = None, *, metric: str | None = N
     """
     from .errors import TuneError
 
-    trainable = run_or_experiment
+    trainable = resolve_trainable(run_or_experiment)
     if resources_per_trial is not None:
         trainable = with_resources(trainable, resources_per_trial)
     if checkpoint_config is None:
