@@ -156,3 +156,15 @@ def test_register_trainable_lets_tuner_and_run_take_a_name(ray, tmp_path):
         tune.Tuner("never_registered")
     with pytest.raises(TypeError, match="convertible to a Trainable"):
         tune.register_trainable("bad", 42)
+
+
+def test_restoring_a_with_parameters_experiment_needs_the_trainable_again(ray, tmp_path):
+    data = np.ones(10)
+    tune.Tuner(tune.with_parameters(score, data=data), param_space={"k": 1},
+               run_config=_cfg(tmp_path, "wp")).fit()
+    with pytest.raises(ValueError, match="pass it again"):
+        tune.Tuner.restore(str(tmp_path / "wp"))
+    grid = tune.Tuner.restore(str(tmp_path / "wp"),
+                              trainable=tune.with_parameters(score, data=data),
+                              _resume_config=tune.ResumeConfig(finished="restart")).fit()
+    assert grid[0].metrics["total"] == 10.0

@@ -250,11 +250,10 @@ class _Parameters:
         from .. import api
         from .._core.refs import get_client
 
+        if self._values is None:  # an unpickled copy: its refs are all it has
+            return self.names, self._refs[1]
         client = get_client()
         if self._refs is None or self._refs[0] is not client:
-            if self._values is None:
-                raise RuntimeError("with_parameters values are not available here: "
-                                   "pass the trainable from the driver that created it")
             self._refs = (client, [api.put(self._values[n]) for n in self.names])
         return self.names, self._refs[1]
 

@@ -151,6 +151,13 @@ class Tuner:
                 raise ValueError("this experiment's trainable could not be saved; pass it: "
                                  "Tuner.restore(path, trainable=...)")
             trainable = cloudpickle.loads(saved["trainable"])
+            params = getattr(trainable, "__tune_parameters__", None)
+            if params is not None and params._values is None:
+                # Its values lived in the object store of the session that saved it.
+                raise ValueError("this experiment's trainable was wrapped with "
+                                 "tune.with_parameters, whose values are not saved with the "
+                                 "experiment: pass it again, Tuner.restore(path, "
+                                 "trainable=tune.with_parameters(fn, ...))")
         if _resume_config is None:
             _resume_config = ResumeConfig(
                 finished="skip", unfinished="resume" if resume_unfinished else "skip",
