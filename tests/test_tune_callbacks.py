@@ -159,9 +159,10 @@ def test_tbx_logger_writes_event_files_or_says_what_to_install(ray, tmp_path):
     trial_dir = next(p for p in (tmp_path / "tbx").iterdir() if p.is_dir())
     events = [p for p in os.listdir(trial_dir) if p.startswith("events.out.tfevents")]
     assert events, os.listdir(trial_dir)
-    tensorboardX = pytest.importorskip("tensorboardX")  # read the scalars back
-    from tensorboardX.event_file_writer import event_pb2  # noqa: F401 (proto is present)
+    pytest.importorskip("tensorboardX")  # read the scalars back with its protobufs
     import struct
+
+    from tensorboardX.event_file_writer import event_pb2
 
     tags = set()
     for name in events:
@@ -174,7 +175,6 @@ def test_tbx_logger_writes_event_files_or_says_what_to_install(ray, tmp_path):
             tags.update(v.tag for v in ev.summary.value)
             pos += 12 + length + 4
     assert "ray/tune/loss" in tags and "ray/tune/nested/a" in tags
-    del tensorboardX
 
 
 def test_tbx_logger_error_names_the_package(monkeypatch):
