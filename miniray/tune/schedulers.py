@@ -229,10 +229,12 @@ class HyperBandScheduler(TrialScheduler):
         """Pause the trial at its bracket's milestone; stop it at ``max_t``."""
         bracket = self._of.get(trial.trial_id)
         t = result.get(self._time_attr)
-        if bracket is None or t is None or trial not in bracket.live:
+        if t is None:
             return self.CONTINUE
         if self._stop_last and t >= self._max_t:
-            return self.STOP
+            return self.STOP  # also for trials of a restored experiment, in no bracket
+        if bracket is None or trial not in bracket.live:
+            return self.CONTINUE
         if t < bracket.milestone:
             return self.CONTINUE
         bracket.live[trial] = self._score(result)
