@@ -521,3 +521,25 @@ def test_train_inside_tune_reports_through_tune_report_callback(ray, tmp_path):
     assert best.metrics["training_iteration"] == 2
     assert best.metrics["checkpoint_path"].startswith(str(tmp_path / "train-"))
     assert os.path.isdir(best.metrics["checkpoint_path"])
+
+
+def test_torch_checkpoint_and_the_amp_helpers_ray_deprecated(tmp_path):
+    from miniray.train.torch import TorchCheckpoint, accelerate, backward, prepare_optimizer
+
+    model = torch.nn.Linear(3, 2)
+    ck = TorchCheckpoint.from_state_dict(model.state_dict())
+    fresh = torch.nn.Linear(3, 2)
+    loaded = ck.get_model(fresh)
+    assert loaded is fresh and torch.equal(fresh.weight, model.weight)
+    with pytest.raises(ValueError, match="state dict"):
+        ck.get_model()
+    whole_ck = TorchCheckpoint.from_model(model)
+    whole = whole_ck.get_model()
+    assert torch.equal(whole.bias, model.bias) and isinstance(ck, Checkpoint)
+    import shutil
+
+    shutil.rmtree(ck.path)
+    shutil.rmtree(whole_ck.path)
+    for fn, arg in ((accelerate, True), (prepare_optimizer, None), (backward, None)):
+        with pytest.raises(DeprecationWarning, match="torch.autocast"):
+            fn(arg)
