@@ -13,6 +13,7 @@ from .search.searcher import MetricModeMixin
 
 __all__ = ["TrialScheduler", "FIFOScheduler", "AsyncHyperBandScheduler", "ASHAScheduler",
            "HyperBandScheduler", "MedianStoppingRule", "PopulationBasedTraining",
+           "PopulationBasedTrainingReplay",
            "create_scheduler"]
 
 
@@ -283,6 +284,100 @@ class HyperBandScheduler(TrialScheduler):
                          for b in self._brackets)
 
 
+class PopulationBasedTrainingReplay(TrialScheduler):
+    """Replay the config schedule a PBT run found for one trial (Ray Tune's
+    ``PopulationBasedTrainingReplay``).
+
+    ``policy_file`` is a trial's ``pbt_policy_<trial_id>.txt`` in a PBT experiment's
+    directory. ``replay.config`` is the config the schedule starts from: the single
+    trial of the replay run starts with it, and at each recorded iteration it is
+    restarted from its latest checkpoint with the next config. The trainable must
+    report checkpoints (as for PBT) and resume from ``tune.get_checkpoint()``.
+    """
+
+    def __init__(self, policy_file: str):
+        import os
+
+        policy_file = os.path.expanduser(os.fspath(policy_file))
+        if not os.path.exists(policy_file):
+            raise ValueError(f"Policy file not found: {policy_file}")
+        self.policy_file = policy_file
+        super().__init__()
+        self.config, self._policy = self._load_policy(policy_file)
+        self.current_config = self.config
+        self.experiment_tag = f"replay_{os.path.basename(policy_file)}"
+        self._trial = None
+        self._next = 0
+        self._num_perturbations = 0
+
+    @staticmethod
+    def _load_policy(policy_file):
+        import json
+
+        rows = []
+        with open(policy_file) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise ValueError(f"Could not read PBT policy file: {policy_file}.") \
+                        from None
+        # Follow the lineage back from the last exploit: each row's trial must be the
+        # clone of the row after it.
+        policy, last_clone, first_config = [], None, None
+        for trial_tag, clone_tag, _, clone_step, clone_config, new_config in reversed(rows):
+            if last_clone is not None and trial_tag != last_clone:
+                break
+            last_clone = clone_tag
+            first_config = clone_config
+            policy.append((clone_step, new_config))
+        return first_config, list(reversed(policy))
+
+    def set_search_properties(self, metric, mode, **spec):
+        return True
+
+    def _needs_metric(self):
+        pass  # replaying a schedule compares nothing
+
+    def on_trial_add(self, controller, trial):
+        if self._trial is not None:
+            raise ValueError("More than one trial added to PBT replay run. This means the "
+                             "same schedule will be trained multiple times. Do you want to "
+                             "set `num_samples=1`?")
+        self._trial = trial
+        if not self._policy:
+            if not trial.config:
+                raise ValueError("No replay policy found and trial initialized without a "
+                                 "valid config: pass a param_space to tune.Tuner().")
+            self.config = trial.config
+        trial.config = copy.deepcopy(self.config)
+
+    def on_trial_result(self, controller, trial, result):
+        """At the recorded iteration, restart the trial from its checkpoint with the
+        next config."""
+        step = result.get("training_iteration")
+        if step is None or self._next >= len(self._policy):
+            return self.CONTINUE
+        change_at, new_config = self._policy[self._next]
+        if step < change_at:
+            return self.CONTINUE
+        if not trial.checkpoint:
+            raise ValueError(f"PBT replay must switch trial {trial.trial_id} to a new config "
+                             f"at iteration {step}, but the trial reported no checkpoint to "
+                             "restart from: report checkpoints in the trainable.")
+        self._next += 1
+        self._num_perturbations += 1
+        self.current_config = new_config
+        trial._exploit = (copy.deepcopy(new_config), trial.checkpoint, trial.trial_id)
+        return self.PAUSE
+
+    def debug_string(self) -> str:
+        return (f"PopulationBasedTraining replay: {self._num_perturbations} of "
+                f"{len(self._policy)} config changes applied")
+
+
 def _percentile(values, q):
     # numpy.nanpercentile's linear interpolation, without importing numpy in every worker.
     values = sorted(v for v in values if v == v)
@@ -372,6 +467,7 @@ class PopulationBasedTraining(TrialScheduler):
         self._factors = perturbation_factors
         self._explore_fn = custom_explore_fn
         self._rng = random.Random(seed)
+        self._log_config = log_config
         self._last_perturb: dict = {}
         self._last_score: dict = {}
         self.num_perturbations = 0
@@ -402,7 +498,34 @@ class PopulationBasedTraining(TrialScheduler):
         self.num_perturbations += 1
         self.exploits.append((t, trial.trial_id, donor.trial_id, new_config))
         trial._exploit = (new_config, donor.checkpoint, donor.trial_id)
+        if self._log_config:
+            self._log_policy(controller, trial, donor, result, new_config)
         return self.PAUSE
+
+    def _log_policy(self, controller, trial, donor, result, new_config):
+        # Ray's policy files (PopulationBasedTrainingReplay reads them): one JSON row
+        # [trial, cloned trial, trial's iteration, clone's iteration, clone's config,
+        # new config] per exploit, in pbt_global.txt and in the trial's own file, which
+        # starts as a copy of the cloned trial's history.
+        import json
+        import os
+        import shutil
+
+        row = json.dumps([trial.trial_id, donor.trial_id,
+                          result.get("training_iteration", 0),
+                          (donor.last_result or {}).get("training_iteration", 0),
+                          donor.config, new_config], default=repr)
+        base = controller.experiment_dir
+        with open(os.path.join(base, "pbt_global.txt"), "a") as f:
+            f.write(row + "\n")
+        mine = os.path.join(base, f"pbt_policy_{trial.trial_id}.txt")
+        theirs = os.path.join(base, f"pbt_policy_{donor.trial_id}.txt")
+        if os.path.exists(theirs):
+            shutil.copyfile(theirs, mine)
+        elif os.path.exists(mine):
+            os.remove(mine)
+        with open(mine, "a") as f:
+            f.write(row + "\n")
 
     def _quantiles(self, controller):
         live = [tid for tid in self._last_score if controller.trial(tid).status in
@@ -460,10 +583,9 @@ _SCHEDULERS = {"fifo": "FIFOScheduler", "async_hyperband": "AsyncHyperBandSchedu
                "asynchyperband": "AsyncHyperBandScheduler",
                "median_stopping_rule": "MedianStoppingRule",
                "medianstopping": "MedianStoppingRule", "hyperband": "HyperBandScheduler",
-               "pbt": "PopulationBasedTraining"}
+               "pbt": "PopulationBasedTraining", "pbt_replay": "PopulationBasedTrainingReplay"}
 # Ray's other names, and why miniray has no such scheduler.
 _NOT_HERE = {"hb_bohb": "HyperBandForBOHB needs Ray's BOHB searcher (hpbandster)",
-             "pbt_replay": "PopulationBasedTrainingReplay is not implemented",
              "pb2": "PB2 needs GPy and scikit-learn's Bayesian optimisation of PBT",
              "resource_changing": "ResourceChangingScheduler is not implemented"}
 
