@@ -543,3 +543,58 @@ def test_torch_checkpoint_and_the_amp_helpers_ray_deprecated(tmp_path):
     for fn, arg in ((accelerate, True), (prepare_optimizer, None), (backward, None)):
         with pytest.raises(DeprecationWarning, match="torch.autocast"):
             fn(arg)
+
+
+def test_report_v2_options_and_get_all_reported_checkpoints(ray, tmp_path):
+    from miniray.train import CheckpointUploadMode, ReportedCheckpointStatus
+
+    out = tmp_path / "out"
+    out.mkdir()
+    keep_here = tmp_path / "kept_in_place"
+
+    def loop():
+        rank = train.get_context().get_world_rank()
+        log = {}
+        for step, mode in enumerate(["SYNC", "ASYNC", "NO_UPLOAD"]):
+            if mode == "NO_UPLOAD":
+                src = str(keep_here) if rank == 0 else None
+                if src:
+                    os.makedirs(src, exist_ok=True)
+            else:
+                src = tempfile.mkdtemp()
+            checkpoint = None
+            if src:
+                with open(os.path.join(src, "step"), "w") as f:
+                    f.write(str(step))
+                checkpoint = Checkpoint.from_directory(src)
+            train.report({"step": step}, checkpoint=checkpoint,
+                         checkpoint_dir_name=f"epoch-{step}",
+                         checkpoint_upload_mode=CheckpointUploadMode[mode])
+            log[mode] = os.path.exists(src) if src else None
+            seen = train.get_all_reported_checkpoints(timeout_s=60)
+            log[f"after{step}"] = [(os.path.basename(c.checkpoint.path), c.metrics["step"],
+                                    c.status.value) for c in seen]
+        with open(os.path.join(str(out), f"rank{rank}.json"), "w") as f:
+            json.dump(log, f)
+
+    result = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=2),
+                          run_config=_run_config(tmp_path, "v2")).fit()
+    logs = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for log in logs:
+        # After each report, every committed checkpoint so far, in order, by its name.
+        assert log["after0"] == [["epoch-0", 0, "COMMITTED"]]
+        assert [n for n, *_ in log["after1"]] == ["epoch-0", "epoch-1"]
+        assert [n for n, *_ in log["after2"]][:2] == ["epoch-0", "epoch-1"]
+        assert log["SYNC"] is True and log["ASYNC"] is False  # ASYNC deletes the source
+    assert logs[0]["NO_UPLOAD"] is True
+    assert logs[0]["after2"][2] == ["kept_in_place", 2, "COMMITTED"]
+    assert result.checkpoint.path == str(keep_here)  # NO_UPLOAD: recorded where it is
+    assert os.path.isdir(os.path.join(result.path, "epoch-1"))
+    assert ReportedCheckpointStatus.COMMITTED.value == "COMMITTED"
+    from miniray.train import WorkerGroupError
+
+    def validating():
+        train.report({"x": 1}, validation=True)
+
+    with pytest.raises(WorkerGroupError, match="validation"):
+        TorchTrainer(validating, run_config=_run_config(tmp_path, "val", verbose=0)).fit()

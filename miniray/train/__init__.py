@@ -21,7 +21,10 @@ from ._checkpoint import Checkpoint
 from ._config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ._data import DatasetShard
 from ._result import ControllerError, Result, TrainingFailedError, WorkerGroupError
-from ._session import TrainContext, get_checkpoint, get_context, get_dataset_shard, report
+from ._report_config import (CheckpointConsistencyMode, CheckpointUploadMode,
+                             ReportedCheckpoint, ReportedCheckpointStatus)
+from ._session import (TrainContext, get_all_reported_checkpoints, get_checkpoint, get_context,
+                       get_dataset_shard, report)
 from ._trainer import DataParallelTrainer
 from ._tune import as_trainable
 
@@ -29,7 +32,8 @@ from ._tune import as_trainable
 TRAIN_DATASET_KEY = "train"
 
 __all__ = [
-    "TRAIN_DATASET_KEY", "Checkpoint", "CheckpointConfig", "ControllerError", "DataParallelTrainer",
+    "TRAIN_DATASET_KEY", "Checkpoint", "CheckpointConsistencyMode", "CheckpointUploadMode",
+    "ReportedCheckpoint", "ReportedCheckpointStatus", "get_all_reported_checkpoints", "CheckpointConfig", "ControllerError", "DataParallelTrainer",
     "DatasetShard", "FailureConfig", "Result", "RunConfig", "ScalingConfig", "TrainContext",
     "TrainRunContext", "TrainingFailedError", "UserCallback", "WorkerGroupError",
     "as_trainable", "get_checkpoint", "get_context", "get_dataset_shard", "report",

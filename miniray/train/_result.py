@@ -118,7 +118,8 @@ class Result:
             rel = os.path.relpath(c.path, self.path)
             return c.path if rel.startswith("..") else rel
 
-        data = {"metrics": self.metrics, "latest": name(self.checkpoint),
+        data = {"committed_index": getattr(self, "_committed_index", -1),
+                "metrics": self.metrics, "latest": name(self.checkpoint),
                 "history": self.metrics_history,
                 "checkpoints": [(name(c), m) for c, m in self.best_checkpoints]}
         target = os.path.join(self.path, SNAPSHOT_FILE)

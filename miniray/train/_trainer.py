@@ -184,9 +184,11 @@ class DataParallelTrainer:
         return result
 
     def _result(self, state: _RunState) -> Result:
-        return Result(metrics=state.history[-1] if state.history else None,
-                      checkpoint=state.latest, error=None, path=state.run_dir,
-                      metrics_history=state.history, best_checkpoints=list(state.checkpoints))
+        result = Result(metrics=state.history[-1] if state.history else None,
+                        checkpoint=state.latest, error=None, path=state.run_dir,
+                        metrics_history=state.history, best_checkpoints=list(state.checkpoints))
+        result._committed_index = getattr(state, "committed_index", -1)
+        return result
 
     def _callbacks(self, hook: str, *args) -> None:
         for callback in self.run_config.callbacks or ():
@@ -314,13 +316,14 @@ class DataParallelTrainer:
             for index in sorted(by_index):
                 if len(by_index[index]) < n and not all_done:
                     break
-                self._commit(state, by_index.pop(index))
+                self._commit(state, by_index.pop(index), index)
             if failure is not None:
                 raise failure
             if all_done:
                 return
 
-    def _commit(self, state: _RunState, reports: dict) -> None:
+    def _commit(self, state: _RunState, reports: dict, index: int = -1) -> None:
+        state.committed_index = index
         metrics = (reports.get(0) or next(iter(reports.values())))[0]
         path = next((p for _, p in reports.values() if p), None)
         state.history.append(metrics)
