@@ -127,3 +127,32 @@ def test_result_from_path_reads_a_trial_directory(ray, tmp_path):
     (tmp_path / "blank").mkdir()
     with pytest.raises(RuntimeError, match="result.json nor progress.csv"):
         tune.Result.from_path(tmp_path / "blank")
+
+
+def test_util_monitor_samples_cpu_and_ram_and_log_sys_usage(ray, tmp_path):
+    import time
+
+    pytest.importorskip("psutil")
+    monitor = utils.UtilMonitor(start=True, delay=0.02)
+    time.sleep(0.2)
+    perf = monitor.get_data()["perf"]
+    assert 0 <= perf["cpu_util_percent"] <= 100 and 0 < perf["ram_util_percent"] <= 100
+    monitor.stop()
+    monitor.join(timeout=5)
+    assert not monitor.is_alive() and monitor.get_data() == {}
+
+    def busy(config):
+        for _ in range(2):
+            time.sleep(0.3)  # the monitor's first sample is taken when the trial starts
+            tune.report({"k": 1})
+
+    grid = tune.Tuner(busy, param_space={"log_sys_usage": True},
+                      run_config=tune.RunConfig(storage_path=str(tmp_path), name="perf",
+                                                verbose=0)).fit()
+    import json
+
+    with open(os.path.join(grid[0].path, "result.json")) as f:
+        results = [json.loads(line) for line in f]
+    # Means of the samples since the previous result (none yet: {}, as in Ray).
+    assert all("perf" in r for r in results)
+    assert "cpu_util_percent" in results[0]["perf"]

@@ -66,6 +66,8 @@ def run_trial(spec: dict, blob: bytes, *param_values):
     finally:
         _s._session = None
         _IN_TRIAL.clear()
+        if session.monitor is not None:
+            session.monitor.stop()
     return {"status": status, "result": final, "iteration": session.iteration,
             "checkpoint": checkpoint or session.last_checkpoint}
 

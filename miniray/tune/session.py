@@ -54,6 +54,11 @@ class _Session:
         self.host = socket.gethostname()
         self.checkpoint = (Checkpoint(spec["checkpoint"]) if spec.get("checkpoint") else None)
         self.last_checkpoint = None
+        self.monitor = None
+        if (spec.get("config") or {}).get("log_sys_usage"):  # Ray's switch for UtilMonitor
+            from .utils import UtilMonitor
+
+            self.monitor = UtilMonitor(start=True)
 
     def make_result(self, metrics: dict) -> dict:
         if not isinstance(metrics, dict):
@@ -74,6 +79,8 @@ class _Session:
         result["pid"] = os.getpid()
         result["hostname"] = self.host
         result["node_ip"] = "127.0.0.1"
+        if self.monitor is not None:
+            result.update(self.monitor.get_data())
         self.last = now
         return result
 

@@ -10,10 +10,11 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
-__all__ = ["date_str", "deep_update", "diagnose_serialization", "flatten_dict",
+__all__ = ["UtilMonitor", "date_str", "deep_update", "diagnose_serialization", "flatten_dict",
            "merge_dicts", "unflattened_lookup", "validate_save_restore", "wait_for_gpu",
            "warn_if_slow"]
 
@@ -225,6 +226,86 @@ def validate_save_restore(trainable_cls, config: dict | None = None, num_gpus: i
         api.kill(first)
         api.kill(second)
     return True
+
+
+class UtilMonitor(threading.Thread):
+    """Samples system usage every ``delay`` seconds on a daemon thread, as Ray's
+    ``UtilMonitor``: CPU and RAM percent (psutil) and, where NVML (``pynvml``) can read
+    them, each GPU's load and memory use (fractions). :meth:`get_data` returns the means
+    since the last call as ``{"perf": {"cpu_util_percent": ..., "ram_util_percent": ...,
+    "gpu_util_percent0": ..., "vram_util_percent0": ...}}``.
+
+    A trial whose config has ``"log_sys_usage": True`` adds it to every result.
+    Without psutil and NVML it logs a warning and ``get_data()`` returns ``{}``.
+    """
+
+    def __init__(self, start: bool = True, delay: float = 0.7):
+        super().__init__(name="miniray-util-monitor", daemon=True)
+        self.stopped = True
+        self.delay = delay
+        self.values: dict = {}
+        self.lock = threading.Lock()
+        try:
+            import psutil
+        except ImportError:
+            psutil = None
+        self._psutil = psutil
+        self._nvml = self._nvml_handles()
+        if psutil is None and not self._nvml:
+            if start:
+                logger.warning("UtilMonitor: install psutil (and nvidia-ml-py for GPUs) to "
+                               "monitor system usage")
+            return
+        if psutil is not None:
+            psutil.cpu_percent(interval=None)  # the first call only sets the baseline
+        if start:
+            self.start()
+
+    @staticmethod
+    def _nvml_handles() -> list:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            return [(i, pynvml.nvmlDeviceGetHandleByIndex(i))
+                    for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception:  # no pynvml, no driver, no GPU
+            return []
+
+    def _read_utilization(self):
+        samples = {}
+        if self._psutil is not None:
+            samples["cpu_util_percent"] = float(self._psutil.cpu_percent(interval=None))
+            samples["ram_util_percent"] = float(self._psutil.virtual_memory().percent)
+        if self._nvml:
+            import pynvml
+
+            for index, handle in self._nvml:
+                rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
+                memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                samples[f"gpu_util_percent{index}"] = rates.gpu / 100.0
+                samples[f"vram_util_percent{index}"] = memory.used / memory.total
+        with self.lock:
+            for key, value in samples.items():
+                self.values.setdefault(key, []).append(value)
+
+    def get_data(self) -> dict:
+        """Means of the samples since the last call (``{}`` if the monitor is stopped)."""
+        if self.stopped:
+            return {}
+        with self.lock:
+            values, self.values = self.values, {}
+        return {"perf": {k: sum(v) / len(v) for k, v in values.items() if v}}
+
+    def run(self):
+        self.stopped = False
+        while not self.stopped:
+            self._read_utilization()
+            time.sleep(self.delay)
+
+    def stop(self):
+        """End the sampling thread (within ``delay`` seconds)."""
+        self.stopped = True
 
 
 def _gpu_memory_utilization(gpu_id) -> float:
