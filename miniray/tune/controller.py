@@ -532,7 +532,7 @@ class TuneController:
         bound = self._bound.get(key)
         if bound is None:
             bound = self._bound[key] = self._task.options(**options)
-        trial._stopping = False
+        trial._stopping = trial._pausing = False
         try:
             trial._ref = bound.remote(spec, self._blob_ref, *self._param_refs)
         except TypeError as exc:
