@@ -347,6 +347,14 @@ class TuneController:
                              f"({total}); lower the trial's resources")
         return int(limit), by_resources
 
+    def trial_resources(self, trial) -> dict:
+        """The task options (``num_cpus``...) a trial runs with: a scheduler's change
+        (``trial._resources_override``) or the trainable's request."""
+        override = getattr(trial, "_resources_override", None)
+        if override is not None:
+            return normalize_resources(override)
+        return self._resource_options(trial.config)
+
     def _resource_options(self, config):
         resources = self._resources
         if callable(resources):
@@ -518,7 +526,7 @@ class TuneController:
             self._files.put((trial.path, "mkdir", None))
         meta = _s.read_checkpoint_meta(trial.checkpoint) if trial.checkpoint else {}
         ckpt = self.ckpt_config
-        options = self._resource_options(trial.config)
+        options = self.trial_resources(trial)
         spec = {"channel": self._channel, "trial_id": trial.trial_id,
                 "trial_name": f"{self.trainable_name}_{trial.trial_id}",
                 "trial_dir": trial.path, "experiment_name": os.path.basename(

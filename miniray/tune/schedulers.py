@@ -13,7 +13,7 @@ from .search.searcher import MetricModeMixin
 
 __all__ = ["TrialScheduler", "FIFOScheduler", "AsyncHyperBandScheduler", "ASHAScheduler",
            "HyperBandScheduler", "MedianStoppingRule", "PopulationBasedTraining",
-           "PopulationBasedTrainingReplay",
+           "PopulationBasedTrainingReplay", "ResourceChangingScheduler", "DistributeResources",
            "create_scheduler"]
 
 
@@ -378,6 +378,112 @@ class PopulationBasedTrainingReplay(TrialScheduler):
                 f"{len(self._policy)} config changes applied")
 
 
+class DistributeResources:
+    """Ray's default allocation for :class:`ResourceChangingScheduler`: the node's CPUs
+    (and GPUs, for trials that use them), less ``reserve_resources``, split evenly among
+    the live trials, never below a trial's own request. With ``increase_by`` (e.g.
+    ``{"CPU": 2}``) a trial grows in those steps, at most ``increase_by_times`` times
+    (-1: no limit)."""
+
+    def __init__(self, add_bundles: bool = False, increase_by: dict | None = None,
+                 increase_by_times: int = -1, reserve_resources: dict | None = None):
+        self.add_bundles = add_bundles
+        self.increase_by = dict(increase_by or {})
+        self.increase_by_times = increase_by_times
+        self.reserve_resources = dict(reserve_resources or {})
+
+    def __call__(self, controller, trial, result, scheduler):
+        from .. import api
+
+        total = api.cluster_resources()
+        live = [t for t in controller.get_trials()
+                if t.status in ("RUNNING", "PENDING", "PAUSED")]
+        share = max(len(live), 1)
+        base = controller._resource_options(trial.config)
+        out = {}
+        for key, option in (("CPU", "num_cpus"), ("GPU", "num_gpus")):
+            own = base.get(option, 0) or 0
+            if key == "GPU" and not own and not self.increase_by.get("GPU"):
+                continue  # a CPU trial is not handed GPUs
+            free = total.get(key, 0) - self.reserve_resources.get(key, 0)
+            value = max(own, math.floor(free / share))
+            step = self.increase_by.get(key)
+            if step:
+                times = max(0, int((value - own) // step))
+                if self.increase_by_times >= 0:
+                    times = min(times, self.increase_by_times)
+                value = own + times * step
+            out[key] = value
+        return out
+
+
+class ResourceChangingScheduler(TrialScheduler):
+    """Change a trial's resources while the experiment runs (Ray Tune's
+    ``ResourceChangingScheduler``), on top of ``base_scheduler`` (FIFO by default).
+
+    After each result the base scheduler decides first; if the trial continues,
+    ``resources_allocation_function(controller, trial, result, scheduler)`` returns
+    its new resources (a dict like ``{"CPU": 2}``, a ``PlacementGroupFactory``, or
+    ``None`` to keep them). A change restarts the trial from its latest checkpoint
+    with the new resources (``tune.get_context().get_trial_resources()`` shows
+    them), so the trainable must report checkpoints; one without a checkpoint keeps
+    its resources.
+    """
+
+    def __init__(self, base_scheduler: TrialScheduler | None = None,
+                 resources_allocation_function=None):
+        super().__init__()
+        self._base = base_scheduler or FIFOScheduler()
+        self._allocate = (resources_allocation_function if resources_allocation_function
+                          is not None else DistributeResources())
+
+    @property
+    def metric(self):
+        return self._base.metric
+
+    @property
+    def mode(self):
+        return self._base.mode
+
+    def set_search_properties(self, metric, mode, **spec):
+        return self._base.set_search_properties(metric, mode, **spec)
+
+    def _needs_metric(self):
+        if not isinstance(self._base, FIFOScheduler):
+            self._base._needs_metric()
+
+    def on_trial_add(self, controller, trial):
+        self._base.on_trial_add(controller, trial)
+
+    def on_trial_complete(self, controller, trial, result):
+        self._base.on_trial_complete(controller, trial, result)
+
+    def on_trial_error(self, controller, trial):
+        self._base.on_trial_error(controller, trial)
+
+    def on_trial_paused(self, controller, trial):
+        self._base.on_trial_paused(controller, trial)
+
+    def on_no_running_trials(self, controller):
+        self._base.on_no_running_trials(controller)
+
+    def on_trial_result(self, controller, trial, result):
+        """The base decision; then maybe a restart with new resources."""
+        decision = self._base.on_trial_result(controller, trial, result)
+        if decision != self.CONTINUE:
+            return decision
+        new = self._allocate(controller, trial, result, self)
+        if new is None or not trial.checkpoint:
+            return decision
+        from .trainable import normalize_resources
+
+        if normalize_resources(new) == controller.trial_resources(trial):
+            return decision
+        trial._resources_override = new
+        trial._exploit = (trial.config, trial.checkpoint, trial.trial_id)  # restart in place
+        return self.PAUSE
+
+
 def _percentile(values, q):
     # numpy.nanpercentile's linear interpolation, without importing numpy in every worker.
     values = sorted(v for v in values if v == v)
@@ -583,11 +689,11 @@ _SCHEDULERS = {"fifo": "FIFOScheduler", "async_hyperband": "AsyncHyperBandSchedu
                "asynchyperband": "AsyncHyperBandScheduler",
                "median_stopping_rule": "MedianStoppingRule",
                "medianstopping": "MedianStoppingRule", "hyperband": "HyperBandScheduler",
-               "pbt": "PopulationBasedTraining", "pbt_replay": "PopulationBasedTrainingReplay"}
+               "pbt": "PopulationBasedTraining", "pbt_replay": "PopulationBasedTrainingReplay",
+               "resource_changing": "ResourceChangingScheduler"}
 # Ray's other names, and why miniray has no such scheduler.
 _NOT_HERE = {"hb_bohb": "HyperBandForBOHB needs Ray's BOHB searcher (hpbandster)",
-             "pb2": "PB2 needs GPy and scikit-learn's Bayesian optimisation of PBT",
-             "resource_changing": "ResourceChangingScheduler is not implemented"}
+             "pb2": "PB2 needs GPy and scikit-learn's Bayesian optimisation of PBT"}
 
 
 def create_scheduler(scheduler: str, **kwargs) -> TrialScheduler:
