@@ -168,3 +168,16 @@ def test_restoring_a_with_parameters_experiment_needs_the_trainable_again(ray, t
                               trainable=tune.with_parameters(score, data=data),
                               _resume_config=tune.ResumeConfig(finished="restart")).fit()
     assert grid[0].metrics["total"] == 10.0
+
+
+def test_sync_config_is_accepted_and_shared_with_train(ray, tmp_path):
+    import miniray.train as train
+
+    def fn(config):
+        return {"k": config["k"]}
+
+    assert train.SyncConfig is tune.SyncConfig
+    sync = tune.SyncConfig(sync_period=5, sync_artifacts=True)
+    grid = tune.Tuner(fn, param_space={"k": 1},
+                      run_config=_cfg(tmp_path, "sync", sync_config=sync)).fit()
+    assert grid.num_errors == 0 and grid[0].metrics["k"] == 1

@@ -32,9 +32,20 @@ from ._tune import as_trainable
 TRAIN_DATASET_KEY = "train"
 
 __all__ = [
-    "TRAIN_DATASET_KEY", "Checkpoint", "CheckpointConsistencyMode", "CheckpointUploadMode",
-    "ReportedCheckpoint", "ReportedCheckpointStatus", "get_all_reported_checkpoints", "CheckpointConfig", "ControllerError", "DataParallelTrainer",
-    "DatasetShard", "FailureConfig", "Result", "RunConfig", "ScalingConfig", "TrainContext",
-    "TrainRunContext", "TrainingFailedError", "UserCallback", "WorkerGroupError",
-    "as_trainable", "get_checkpoint", "get_context", "get_dataset_shard", "report",
+    "TRAIN_DATASET_KEY", "Checkpoint", "CheckpointConfig", "CheckpointConsistencyMode",
+    "CheckpointUploadMode", "ControllerError", "DataParallelTrainer", "DatasetShard",
+    "FailureConfig", "ReportedCheckpoint", "ReportedCheckpointStatus", "Result", "RunConfig",
+    "ScalingConfig", "SyncConfig", "TrainContext", "TrainRunContext", "TrainingFailedError",
+    "UserCallback", "WorkerGroupError", "as_trainable", "get_all_reported_checkpoints",
+    "get_checkpoint", "get_context", "get_dataset_shard", "report",
 ]
+
+
+def __getattr__(name):
+    # Ray's train.SyncConfig is Tune's class; imported on use, so that miniray.train
+    # does not import miniray.tune.
+    if name == "SyncConfig":
+        from ..tune.config import SyncConfig
+
+        return SyncConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,8 @@ Example::
 
 from .callback import Callback
 from .checkpoint import Checkpoint
-from .config import CheckpointConfig, FailureConfig, ResumeConfig, RunConfig, TuneConfig
+from .config import (CheckpointConfig, FailureConfig, ResumeConfig, RunConfig, SyncConfig,
+                     TuneConfig)
 from .errors import TuneError
 from .progress import CLIReporter, ProgressReporter
 from .result import ExperimentAnalysis, Result, ResultGrid
@@ -37,7 +38,8 @@ from .trainable import (PlacementGroupFactory, Trainable, register_trainable, wi
 from .tuner import Tuner, run
 
 __all__ = [
-    "Callback", "Checkpoint", "PlacementGroupFactory", "ResumeConfig", "register_trainable", "TuneContext", "create_scheduler",
+    "Callback", "Checkpoint", "PlacementGroupFactory", "ResumeConfig", "SyncConfig",
+    "register_trainable", "TuneContext", "create_scheduler",
     "create_searcher", "CheckpointConfig", "CLIReporter", "ExperimentAnalysis", "FailureConfig",
     "ProgressReporter", "Result", "ResultGrid", "RunConfig", "Stopper", "Trainable",
     "TuneConfig", "TuneError", "Tuner", "choice", "get_checkpoint", "get_context",

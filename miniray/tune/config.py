@@ -6,7 +6,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-__all__ = ["TuneConfig", "RunConfig", "FailureConfig", "CheckpointConfig", "ResumeConfig"]
+__all__ = ["TuneConfig", "RunConfig", "FailureConfig", "CheckpointConfig", "ResumeConfig",
+           "SyncConfig"]
+
+
+@dataclasses.dataclass
+class SyncConfig:
+    """How often experiment files are uploaded to remote storage (Ray's ``SyncConfig``,
+    deprecated there). miniray stores experiments on the local file system, where, as in
+    Ray with a local ``storage_path``, there is nothing to upload: the settings are kept
+    on ``RunConfig.sync_config`` and have no effect."""
+
+    sync_period: int = 300
+    sync_timeout: int = 1800
+    sync_artifacts: bool = False
+    sync_artifacts_on_checkpoint: bool = True
 
 
 @dataclasses.dataclass
