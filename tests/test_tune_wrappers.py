@@ -181,3 +181,21 @@ def test_sync_config_is_accepted_and_shared_with_train(ray, tmp_path):
     grid = tune.Tuner(fn, param_space={"k": 1},
                       run_config=_cfg(tmp_path, "sync", sync_config=sync)).fit()
     assert grid.num_errors == 0 and grid[0].metrics["k"] == 1
+
+
+def test_run_experiments_with_experiment_objects_and_dict_specs(ray, tmp_path):
+    def fn(config):
+        return {"y": config["x"] * 10}
+
+    trials = tune.run_experiments(
+        [tune.Experiment("a", fn, config={"x": tune.grid_search([1, 2])},
+                         storage_path=str(tmp_path)),
+         tune.Experiment.from_json("b", {"run": fn, "config": {"x": 3},
+                                         "storage_path": str(tmp_path)})], verbose=0)
+    assert sorted(t.last_result["y"] for t in trials) == [10, 20, 30]
+    assert (tmp_path / "a").is_dir() and (tmp_path / "b").is_dir()
+    trials = tune.run_experiments({"c": {"run": fn, "config": {"x": 4},
+                                         "storage_path": str(tmp_path)}}, verbose=0)
+    assert [t.last_result["y"] for t in trials] == [40]
+    with pytest.raises(ValueError, match="unknown keys"):
+        tune.Experiment.from_json("d", {"run": fn, "confg": {}})

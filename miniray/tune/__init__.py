@@ -24,6 +24,7 @@ from .checkpoint import Checkpoint
 from .config import (CheckpointConfig, FailureConfig, ResumeConfig, RunConfig, SyncConfig,
                      TuneConfig)
 from .errors import TuneError
+from .experiment import Experiment, run_experiments
 from .progress import CLIReporter, ProgressReporter
 from .result import ExperimentAnalysis, Result, ResultGrid
 from .search.sample import (choice, grid_search, lograndint, loguniform, qlograndint,
@@ -38,7 +39,7 @@ from .trainable import (PlacementGroupFactory, Trainable, register_trainable, wi
 from .tuner import Tuner, run
 
 __all__ = [
-    "Callback", "Checkpoint", "PlacementGroupFactory", "ResumeConfig", "SyncConfig",
+    "Callback", "Checkpoint", "Experiment", "run_experiments", "PlacementGroupFactory", "ResumeConfig", "SyncConfig",
     "register_trainable", "TuneContext", "create_scheduler",
     "create_searcher", "CheckpointConfig", "CLIReporter", "ExperimentAnalysis", "FailureConfig",
     "ProgressReporter", "Result", "ResultGrid", "RunConfig", "Stopper", "Trainable",
