@@ -238,7 +238,9 @@ def test_checkpoints_persist_prune_and_resume(ray, tmp_path):
         run_config=_run_config(tmp_path, "first", checkpoint_config=CheckpointConfig(
             num_to_keep=2, checkpoint_score_attribute="score"))).fit()
     # Kept: the best score (epoch 0) and the latest (epoch 3), on disk only those.
-    assert sorted(os.listdir(result.path)) == ["checkpoint_000000", "checkpoint_000003"]
+    # (checkpoint_manager_snapshot.json is there too, for Result.from_path.)
+    kept = sorted(d for d in os.listdir(result.path) if d.startswith("checkpoint_0"))
+    assert kept == ["checkpoint_000000", "checkpoint_000003"]
     assert [m["epoch"] for _, m in result.best_checkpoints] == [0, 3]
     assert result.checkpoint.path == os.path.join(result.path, "checkpoint_000003")
     with open(os.path.join(result.checkpoint.path, "state.json")) as f:
@@ -276,7 +278,7 @@ def test_worker_death_restarts_group_from_latest_checkpoint(ray, tmp_path):
     assert result.metrics["epoch"] == 3 and result.error is None
     # One checkpoint per epoch, in order. Their numbers may skip one: a checkpoint
     # only part of the group had reported when rank 1 died is dropped, number and all.
-    kept = sorted(os.listdir(result.path))
+    kept = sorted(d for d in os.listdir(result.path) if d.startswith("checkpoint_0"))
     epochs = []
     for name in kept:
         with open(os.path.join(result.path, name, "state.json")) as f:
@@ -382,3 +384,217 @@ def test_example_gan_digits_tiny(tmp_path):
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" in data
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width == height == 4 * 33 + 1  # 4 cells of 8x8 pixels scaled 4x, plus 1px lines
+
+
+# -- Ray 2.60's Train surface: exceptions, callbacks, Result.from_path, v2 paths ---------
+
+def test_worker_group_error_controller_error_and_user_callbacks(ray, tmp_path):
+    import pickle
+
+    from miniray.train import ControllerError, UserCallback, WorkerGroupError
+
+    class Boom(Exception):
+        pass
+
+    class Seen(UserCallback):
+        def __init__(self):
+            self.reports, self.failures = [], []
+
+        def after_report(self, run_context, metrics, checkpoint):
+            self.reports.append((run_context.get_run_config().name, metrics))
+
+        def after_exception(self, run_context, worker_exceptions):
+            self.failures.append(worker_exceptions)
+
+    def loop():
+        train.report({"step": 0, "rank": train.get_context().get_world_rank()})
+        if train.get_context().get_world_rank() == 1:
+            raise Boom("bad batch on rank 1")
+
+    seen = Seen()
+    trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=2),
+                           run_config=_run_config(tmp_path, "wg", verbose=0, callbacks=[seen]))
+    with pytest.raises(WorkerGroupError, match="worker errors:\n.*bad batch") as info:
+        trainer.fit()
+    err = info.value
+    assert isinstance(err, TrainingFailedError) and list(err.worker_failures) == [1]
+    assert isinstance(err.worker_failures[1], Boom)
+    assert seen.reports == [("wg", [{"step": 0, "rank": 0}, {"step": 0, "rank": 1}])]
+    assert len(seen.failures) == 1 and isinstance(seen.failures[0][1], Boom)
+    import cloudpickle
+
+    copy = pickle.loads(cloudpickle.dumps(err))
+    assert type(copy) is WorkerGroupError and str(copy) == str(err)
+
+    class Broken(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            raise KeyError("the callback's own bug")
+
+    def fine():
+        train.report({"step": 1})
+
+    with pytest.raises(ControllerError, match="controller error:\n.*own bug") as info:
+        TorchTrainer(fine, run_config=_run_config(tmp_path, "ctl", callbacks=[Broken()])).fit()
+    assert isinstance(info.value.controller_failure, KeyError)
+    assert isinstance(info.value, TrainingFailedError)
+    assert info.value.result.metrics == {"step": 1}
+
+
+def test_result_from_path_restores_a_run(ray, tmp_path):
+    def loop():
+        for step in range(3):
+            with tempfile.TemporaryDirectory() as d:
+                with open(os.path.join(d, "w.json"), "w") as f:
+                    json.dump({"step": step}, f)
+                train.report({"step": step, "score": [5, 9, 1][step]},
+                             checkpoint=Checkpoint.from_directory(d))
+
+    result = TorchTrainer(loop, run_config=_run_config(
+        tmp_path, "keep", checkpoint_config=CheckpointConfig(num_to_keep=2))).fit()
+    restored = train.Result.from_path(result.path)
+    assert restored.metrics == result.metrics == {"step": 2, "score": 1}
+    assert restored.checkpoint.path == result.checkpoint.path
+    assert restored.metrics_history == result.metrics_history
+    assert [(c.path, m) for c, m in restored.best_checkpoints] == \
+        [(c.path, m) for c, m in result.best_checkpoints]
+    assert len(restored.best_checkpoints) == 2 and restored.error is None
+    best = restored.get_best_checkpoint("score", "max")
+    with best.as_directory() as d, open(os.path.join(d, "w.json")) as f:
+        assert json.load(f) == {"step": 1}  # score 9; step 0 (score 5) was not kept
+    assert train.Result.from_path(tmp_path / "keep" / "").path == result.path
+    with pytest.raises(RuntimeError, match="doesn't exist"):
+        train.Result.from_path(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError, match="checkpoint_manager_snapshot.json"):
+        train.Result.from_path(tmp_path / "empty")
+    try:
+        import pyarrow.fs
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install pyarrow"):
+            restored.filesystem
+    else:
+        assert isinstance(restored.filesystem, pyarrow.fs.LocalFileSystem)
+
+
+def test_train_v2_api_paths_are_the_train_names():
+    from miniray.train.v2.api import (callback, config, context, data_parallel_trainer,
+                                      exceptions, result, train_fn_utils)
+
+    assert exceptions.WorkerGroupError is train.WorkerGroupError
+    assert exceptions.ControllerError is train.ControllerError
+    assert exceptions.TrainingFailedError is train.TrainingFailedError
+    assert issubclass(train.WorkerGroupError, train.TrainingFailedError)
+    assert config.ScalingConfig is ScalingConfig and config.RunConfig is RunConfig
+    assert result.Result is train.Result and callback.UserCallback is train.UserCallback
+    assert context.TrainContext is train.TrainContext
+    assert train_fn_utils.report is train.report
+    assert data_parallel_trainer.DataParallelTrainer is train.DataParallelTrainer
+
+
+def test_train_inside_tune_reports_through_tune_report_callback(ray, tmp_path):
+    tune = _tune_or_skip()
+    from miniray.tune.integration.ray_train import TuneReportCallback
+
+    with pytest.raises(RuntimeError, match="Tune session"):
+        TuneReportCallback()
+
+    def driver(config):
+        def loop(cfg):
+            for step in range(2):
+                with tempfile.TemporaryDirectory() as d:
+                    train.report({"loss": cfg["x"] + step},
+                                 checkpoint=Checkpoint.from_directory(d))
+
+        trial = tune.get_context().get_trial_id()
+        TorchTrainer(loop, train_loop_config=config,
+                     run_config=RunConfig(name=f"train-{trial}", storage_path=str(tmp_path),
+                                          callbacks=[TuneReportCallback()])).fit()
+
+    grid = tune.Tuner(tune.with_resources(driver, {"cpu": 0}),
+                      param_space={"x": tune.grid_search([1, 5])},
+                      tune_config=tune.TuneConfig(metric="loss", mode="min"),
+                      run_config=tune.RunConfig(name="outer", storage_path=str(tmp_path),
+                                                verbose=0)).fit()
+    assert grid.num_errors == 0
+    best = grid.get_best_result()
+    assert best.config == {"x": 1} and best.metrics["loss"] == 2
+    assert best.metrics["training_iteration"] == 2
+    assert best.metrics["checkpoint_path"].startswith(str(tmp_path / "train-"))
+    assert os.path.isdir(best.metrics["checkpoint_path"])
+
+
+def test_torch_checkpoint_and_the_amp_helpers_ray_deprecated(tmp_path):
+    from miniray.train.torch import TorchCheckpoint, accelerate, backward, prepare_optimizer
+
+    model = torch.nn.Linear(3, 2)
+    ck = TorchCheckpoint.from_state_dict(model.state_dict())
+    fresh = torch.nn.Linear(3, 2)
+    loaded = ck.get_model(fresh)
+    assert loaded is fresh and torch.equal(fresh.weight, model.weight)
+    with pytest.raises(ValueError, match="state dict"):
+        ck.get_model()
+    whole_ck = TorchCheckpoint.from_model(model)
+    whole = whole_ck.get_model()
+    assert torch.equal(whole.bias, model.bias) and isinstance(ck, Checkpoint)
+    import shutil
+
+    shutil.rmtree(ck.path)
+    shutil.rmtree(whole_ck.path)
+    for fn, arg in ((accelerate, True), (prepare_optimizer, None), (backward, None)):
+        with pytest.raises(DeprecationWarning, match="torch.autocast"):
+            fn(arg)
+
+
+def test_report_v2_options_and_get_all_reported_checkpoints(ray, tmp_path):
+    from miniray.train import CheckpointUploadMode, ReportedCheckpointStatus
+
+    out = tmp_path / "out"
+    out.mkdir()
+    keep_here = tmp_path / "kept_in_place"
+
+    def loop():
+        rank = train.get_context().get_world_rank()
+        log = {}
+        for step, mode in enumerate(["SYNC", "ASYNC", "NO_UPLOAD"]):
+            if mode == "NO_UPLOAD":
+                src = str(keep_here) if rank == 0 else None
+                if src:
+                    os.makedirs(src, exist_ok=True)
+            else:
+                src = tempfile.mkdtemp()
+            checkpoint = None
+            if src:
+                with open(os.path.join(src, "step"), "w") as f:
+                    f.write(str(step))
+                checkpoint = Checkpoint.from_directory(src)
+            train.report({"step": step}, checkpoint=checkpoint,
+                         checkpoint_dir_name=f"epoch-{step}",
+                         checkpoint_upload_mode=CheckpointUploadMode[mode])
+            log[mode] = os.path.exists(src) if src else None
+            seen = train.get_all_reported_checkpoints(timeout_s=60)
+            log[f"after{step}"] = [(os.path.basename(c.checkpoint.path), c.metrics["step"],
+                                    c.status.value) for c in seen]
+        with open(os.path.join(str(out), f"rank{rank}.json"), "w") as f:
+            json.dump(log, f)
+
+    result = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=2),
+                          run_config=_run_config(tmp_path, "v2")).fit()
+    logs = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for log in logs:
+        # After each report, every committed checkpoint so far, in order, by its name.
+        assert log["after0"] == [["epoch-0", 0, "COMMITTED"]]
+        assert [n for n, *_ in log["after1"]] == ["epoch-0", "epoch-1"]
+        assert [n for n, *_ in log["after2"]][:2] == ["epoch-0", "epoch-1"]
+        assert log["SYNC"] is True and log["ASYNC"] is False  # ASYNC deletes the source
+    assert logs[0]["NO_UPLOAD"] is True
+    assert logs[0]["after2"][2] == ["kept_in_place", 2, "COMMITTED"]
+    assert result.checkpoint.path == str(keep_here)  # NO_UPLOAD: recorded where it is
+    assert os.path.isdir(os.path.join(result.path, "epoch-1"))
+    assert ReportedCheckpointStatus.COMMITTED.value == "COMMITTED"
+    from miniray.train import WorkerGroupError
+
+    def validating():
+        train.report({"x": 1}, validation=True)
+
+    with pytest.raises(WorkerGroupError, match="validation"):
+        TorchTrainer(validating, run_config=_run_config(tmp_path, "val", verbose=0)).fit()

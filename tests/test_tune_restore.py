@@ -181,3 +181,37 @@ def test_an_unloadable_optuna_sampler_is_restored_fresh_with_a_warning():
     with pytest.warns(RuntimeWarning, match="NSGAIISampler is restored with its default"):
         fresh = _Portable.unwrap(saved, "sampler")
     assert isinstance(fresh, optuna.samplers.NSGAIISampler)
+
+
+def test_resume_config_chooses_per_trial_state(ray, tmp_path):
+    log = tmp_path / "starts.log"
+
+    def make(fail_on):
+        def trainable(config):
+            checkpoint = tune.get_checkpoint()
+            with open(log, "a") as f:
+                f.write(f"{config['x']} {'resume' if checkpoint else 'fresh'}\n")
+            d = tmp_path / f"ck{config['x']}"
+            d.mkdir(exist_ok=True)
+            tune.report({"x": config["x"]}, checkpoint=tune.Checkpoint.from_directory(d))
+            if config["x"] == fail_on:
+                raise ValueError("fails after its checkpoint")
+        return trainable
+
+    grid = tune.Tuner(make(fail_on=2), param_space={"x": tune.grid_search([1, 2])},
+                      run_config=tune.RunConfig(storage_path=str(tmp_path), name="rc",
+                                                verbose=0)).fit()
+    assert grid.num_errors == 1
+    log.write_text("")
+    with pytest.raises(ValueError, match="ResumeConfig.errored"):
+        tune.ResumeConfig(errored="again")
+    rc = tune.ResumeConfig(finished=tune.ResumeConfig.ResumeType.RESTART,
+                           errored=tune.ResumeConfig.ResumeType.RESUME)
+    grid = tune.Tuner.restore(str(tmp_path / "rc"), trainable=make(fail_on=None),
+                              _resume_config=rc).fit()
+    assert grid.num_errors == 0 and len(grid) == 2
+    # The finished trial ran again from scratch, the errored one from its checkpoint.
+    assert sorted(log.read_text().splitlines()) == ["1 fresh", "2 resume"]
+    log.write_text("")
+    grid = tune.Tuner.restore(str(tmp_path / "rc"), trainable=make(fail_on=None)).fit()
+    assert log.read_text() == "" and grid.num_errors == 0  # defaults: skip finished

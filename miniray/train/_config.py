@@ -132,6 +132,9 @@ class RunConfig:
         failure_config: restarts after failures.
         checkpoint_config: how many checkpoints are kept.
         verbose: ``0`` is quiet; ``1`` (default) prints restarts.
+        callbacks: :class:`~miniray.train.UserCallback` objects, called on the
+            driver after each report and after worker failures (e.g.
+            ``miniray.tune.integration.ray_train.TuneReportCallback``).
     """
 
     name: str | None = None
@@ -139,6 +142,7 @@ class RunConfig:
     failure_config: FailureConfig = field(default_factory=FailureConfig)
     checkpoint_config: CheckpointConfig = field(default_factory=CheckpointConfig)
     verbose: int = 1
+    callbacks: list | None = None
 
     def __post_init__(self):
         if self.failure_config is None:

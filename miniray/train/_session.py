@@ -144,7 +144,10 @@ def _plain(value):
     return value
 
 
-def report(metrics: dict, *, checkpoint: Checkpoint | None = None) -> None:
+def report(metrics: dict, checkpoint: Checkpoint | None = None,
+           checkpoint_dir_name: str | None = None, checkpoint_upload_mode=None,
+           delete_local_checkpoint_after_upload: bool | None = None,
+           checkpoint_upload_fn=None, validation=False) -> None:
     """Report metrics (and optionally a checkpoint) for this step of training.
 
     Every worker must call ``report`` the same number of times. The driver
@@ -154,9 +157,23 @@ def report(metrics: dict, *, checkpoint: Checkpoint | None = None) -> None:
     afterwards; it becomes the run's latest checkpoint once all workers have
     reported this step.
 
+    Ray Train v2's options: ``checkpoint_dir_name`` names the folder in the run
+    folder (the same on every rank); ``checkpoint_upload_mode`` is a
+    :class:`CheckpointUploadMode` (``ASYNC`` also deletes the source folder, unless
+    ``delete_local_checkpoint_after_upload=False``; ``NO_UPLOAD`` records the folder
+    where it is); ``checkpoint_upload_fn(checkpoint, dir_name) -> Checkpoint``
+    persists it your way. ``validation`` tasks are not supported (``ValueError``).
+
     Inside a ``miniray.tune`` trial that is not a training run, this forwards
     to the tune report function.
     """
+    from ._report_config import CheckpointUploadMode
+
+    if validation:
+        raise ValueError("report(validation=...) is not supported by miniray.train: run the "
+                         "validation in the training function and report its metrics")
+    mode = CheckpointUploadMode(getattr(checkpoint_upload_mode, "value",
+                                        checkpoint_upload_mode or "SYNC"))
     if _session is None:
         tune = _tune_session()
         if tune is not None:
@@ -171,10 +188,59 @@ def report(metrics: dict, *, checkpoint: Checkpoint | None = None) -> None:
     session.next_index += 1
     path = None
     if checkpoint is not None:
-        path = os.path.join(session.context.get_storage_path(), f"checkpoint_{index:06d}")
-        if os.path.abspath(checkpoint.path) != path:
+        name = checkpoint_dir_name or f"checkpoint_{index:06d}"
+        if os.sep in name or name in ("", ".", ".."):
+            raise ValueError(f"checkpoint_dir_name must be a folder name, got {name!r}")
+        path = os.path.join(session.context.get_storage_path(), name)
+        if checkpoint_upload_fn is not None:
+            path = checkpoint_upload_fn(checkpoint, name).path
+        elif mode == CheckpointUploadMode.NO_UPLOAD:
+            path = os.path.abspath(checkpoint.path)
+        elif os.path.abspath(checkpoint.path) != path:
             shutil.copytree(checkpoint.path, path, dirs_exist_ok=True)
+            delete = delete_local_checkpoint_after_upload
+            if delete is None:
+                delete = mode.default_delete_local_checkpoint_after_upload()
+            if delete:
+                shutil.rmtree(checkpoint.path, ignore_errors=True)
+    session.last_reported = index
     session.outbox.put((index, {str(k): _plain(v) for k, v in metrics.items()}, path))
+
+
+def get_all_reported_checkpoints(consistency_mode=None, timeout_s: float | None = None):
+    """Every checkpoint the run committed so far (kept on disk), oldest first, as
+    :class:`ReportedCheckpoint` (checkpoint, metrics); from a training function.
+
+    Waits until the driver committed this worker's latest report (every worker
+    reported that step); ``TimeoutError`` after ``timeout_s`` seconds.
+    """
+    import json
+    import time
+
+    from ._report_config import ReportedCheckpoint
+    from ._result import SNAPSHOT_FILE
+
+    session = _require_session("get_all_reported_checkpoints")
+    run_dir = session.context.get_storage_path()
+    wanted = getattr(session, "last_reported", None)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        try:
+            with open(os.path.join(run_dir, SNAPSHOT_FILE)) as f:
+                snapshot = json.load(f)
+        except (OSError, ValueError):  # not written yet, or being replaced
+            snapshot = {}
+        committed = snapshot.get("committed_index", -1)
+        if wanted is None or committed >= wanted:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"report {wanted} was not committed within {timeout_s} s "
+                               "(do all workers call report the same number of times?)")
+        time.sleep(0.02)
+    out = []
+    for name, metrics in snapshot.get("checkpoints", []):
+        out.append(ReportedCheckpoint(Checkpoint(os.path.join(run_dir, name)), metrics))
+    return out
 
 
 def get_checkpoint() -> Checkpoint | None:

@@ -10,7 +10,8 @@ import time
 
 from ._checkpoint import Checkpoint
 from ._config import RunConfig, ScalingConfig, _default_storage_path
-from ._result import Result, TrainingFailedError
+from ._callback import TrainRunContext
+from ._result import ControllerError, Result, WorkerGroupError
 
 logger = logging.getLogger("miniray.train")
 
@@ -33,10 +34,18 @@ def _worker_class():
 
 
 class _AttemptFailed(Exception):
-    def __init__(self, message: str, cause: BaseException, remote_traceback: str | None = None):
+    def __init__(self, message: str, cause: BaseException, remote_traceback: str | None = None,
+                 rank: int = 0):
         super().__init__(message)
         self.cause = cause
         self.remote_traceback = remote_traceback
+        self.rank = rank
+
+
+class _ControllerFailed(Exception):
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class _RunState:
@@ -110,8 +119,10 @@ class DataParallelTrainer:
     def fit(self) -> Result:
         """Train; returns a :class:`Result` once every worker's loop has returned.
 
-        Raises :class:`TrainingFailedError` (with ``.result``) when the
-        workers failed more often than ``FailureConfig.max_failures``. Blocks:
+        Raises :class:`WorkerGroupError` (a :class:`TrainingFailedError`, with
+        ``.result`` and ``.worker_failures``) when the workers failed more often than
+        ``FailureConfig.max_failures``, and :class:`ControllerError` when the run
+        failed on the driver (a ``RunConfig`` callback raised). Blocks:
         from asyncio code, run it in a thread (``await asyncio.to_thread(trainer.fit)``).
         """
         run_config = self.run_config
@@ -124,14 +135,26 @@ class DataParallelTrainer:
 
         dataset_refs = {k: miniray.put(v) for k, v in self.datasets.items()}
         state = _RunState(run_dir, self.resume_from_checkpoint)
+        self._run_context = TrainRunContext(
+            run_config=run_config, scaling_config=self.scaling_config,
+            train_loop_config=self.train_loop_config, run_dir=run_dir,
+            metadata=self.metadata)
         max_failures = run_config.failure_config.max_failures
         failures = 0
-        error = None
+        error = controller_error = None
         while True:
             try:
                 self._run_attempt(state, failures, name, dataset_refs)
                 break
+            except _ControllerFailed as failed:
+                controller_error = failed.cause
+                break
             except _AttemptFailed as failed:
+                try:
+                    self._callbacks("after_exception", {failed.rank: failed.cause})
+                except _ControllerFailed as cb_failed:
+                    controller_error = cb_failed.cause
+                    break
                 failures += 1
                 if 0 <= max_failures < failures:
                     error = failed
@@ -142,19 +165,40 @@ class DataParallelTrainer:
                                "unlimited" if max_failures < 0 else max_failures)
                 self._drop_partial_checkpoints(state)
         del dataset_refs
-        result = Result(
-            metrics=state.history[-1] if state.history else None,
-            checkpoint=state.latest,
-            error=None, path=run_dir, metrics_history=state.history,
-            best_checkpoints=list(state.checkpoints))
+        result = self._result(state)
+        try:
+            result._write_snapshot()  # also for a run that never reported
+        except (OSError, TypeError, ValueError) as exc:
+            controller_error = controller_error or exc
+        if controller_error is not None:
+            result.error = ControllerError(controller_error, result)
+            raise result.error from controller_error
         if error is not None:
             result.error = error.cause
             detail = f"\n\nWorker traceback:\n{error.remote_traceback}" \
                 if error.remote_traceback else ""
-            raise TrainingFailedError(
+            raise WorkerGroupError(
                 f"Training failed after {failures - 1} restart(s): {error}: "
-                f"{type(error.cause).__name__}: {error.cause}{detail}", result) from error.cause
+                f"{type(error.cause).__name__}: {error.cause}{detail}",
+                {error.rank: error.cause}, result) from error.cause
         return result
+
+    def _result(self, state: _RunState) -> Result:
+        result = Result(metrics=state.history[-1] if state.history else None,
+                        checkpoint=state.latest, error=None, path=state.run_dir,
+                        metrics_history=state.history, best_checkpoints=list(state.checkpoints))
+        result._committed_index = getattr(state, "committed_index", -1)
+        return result
+
+    def _callbacks(self, hook: str, *args) -> None:
+        for callback in self.run_config.callbacks or ():
+            method = getattr(callback, hook, None)
+            if method is None:
+                continue
+            try:
+                method(self._run_context, *args)
+            except Exception as exc:  # a driver-side failure, not a worker's
+                raise _ControllerFailed(exc) from exc
 
     def _check_resources(self) -> None:
         import miniray
@@ -204,10 +248,10 @@ class DataParallelTrainer:
                     out.append(miniray.api._get_blocking(ref))
                 except RayActorError as exc:
                     raise _AttemptFailed(f"training worker {rank} died during {method}",
-                                         exc) from exc
+                                         exc, rank=rank) from exc
                 except RayError as exc:  # e.g. the port was taken between pick and bind
                     raise _AttemptFailed(f"training worker {rank} failed in {method}",
-                                         exc) from exc
+                                         exc, rank=rank) from exc
             return out
 
         try:
@@ -256,14 +300,15 @@ class DataParallelTrainer:
                     # A death is the root cause; a peer's collective error that it
                     # caused is not worth reporting instead.
                     if failure is None or not isinstance(failure.cause, RayActorError):
-                        failure = _AttemptFailed(f"training worker {rank} died", exc)
+                        failure = _AttemptFailed(f"training worker {rank} died", exc,
+                                                 rank=rank)
                     continue
                 for index, metrics, path in reports:
                     by_index.setdefault(index, {})[rank] = (metrics, path)
                     state.next_index = max(state.next_index, index + 1)
                 if status == "failed":
                     failure = failure or _AttemptFailed(
-                        f"training worker {rank} raised", err[0], err[1])
+                        f"training worker {rank} raised", err[0], err[1], rank=rank)
                 elif status == "finished":
                     finished.add(rank)
             # Commit what every worker has reported, even on the way to a restart.
@@ -271,13 +316,14 @@ class DataParallelTrainer:
             for index in sorted(by_index):
                 if len(by_index[index]) < n and not all_done:
                     break
-                self._commit(state, by_index.pop(index))
+                self._commit(state, by_index.pop(index), index)
             if failure is not None:
                 raise failure
             if all_done:
                 return
 
-    def _commit(self, state: _RunState, reports: dict) -> None:
+    def _commit(self, state: _RunState, reports: dict, index: int = -1) -> None:
+        state.committed_index = index
         metrics = (reports.get(0) or next(iter(reports.values())))[0]
         path = next((p for _, p in reports.values() if p), None)
         state.history.append(metrics)
@@ -287,8 +333,13 @@ class DataParallelTrainer:
             state.latest = checkpoint
             state.checkpoints.append((checkpoint, metrics))
             self._prune(state)
+        try:
+            self._result(state)._write_snapshot()
+        except (OSError, TypeError, ValueError) as exc:
+            raise _ControllerFailed(exc) from exc
         if self._report_callback is not None:
             self._report_callback(metrics, checkpoint)
+        self._callbacks("after_report", [reports[r][0] for r in sorted(reports)], checkpoint)
 
     def _prune(self, state: _RunState) -> None:
         config = self.run_config.checkpoint_config

@@ -19,24 +19,32 @@ Example::
     print(results.get_best_result().config)
 """
 
+from .callback import Callback
 from .checkpoint import Checkpoint
-from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+from .config import (CheckpointConfig, FailureConfig, ResumeConfig, RunConfig, SyncConfig,
+                     TuneConfig)
 from .errors import TuneError
+from .experiment import Experiment, run_experiments
 from .progress import CLIReporter, JupyterNotebookReporter, ProgressReporter
 from .result import ExperimentAnalysis, Result, ResultGrid
 from .search.sample import (choice, grid_search, lograndint, loguniform, qlograndint,
                             qloguniform, qrandint, qrandn, quniform, randint, randn,
                             sample_from, uniform)
-from .session import get_checkpoint, get_context, report
+from .schedulers import create_scheduler
+from .search import create_searcher
+from .session import TuneContext, get_checkpoint, get_context, report
 from .stopper import Stopper
-from .trainable import Trainable, with_parameters, with_resources
+from .trainable import (PlacementGroupFactory, Trainable, register_trainable, with_parameters,
+                        with_resources)
 from .tuner import Tuner, run
 
 __all__ = [
-    "Checkpoint", "CheckpointConfig", "CLIReporter", "ExperimentAnalysis", "FailureConfig",
-    "JupyterNotebookReporter", "ProgressReporter", "Result", "ResultGrid", "RunConfig",
-    "Stopper", "Trainable", "TuneConfig", "TuneError", "Tuner", "choice", "get_checkpoint",
-    "get_context", "grid_search", "lograndint", "loguniform", "qlograndint", "qloguniform",
-    "qrandint", "qrandn", "quniform", "randint", "randn", "report", "run", "sample_from",
-    "uniform", "with_parameters", "with_resources",
+    "Callback", "Checkpoint", "Experiment", "run_experiments", "PlacementGroupFactory", "ResumeConfig", "SyncConfig",
+    "register_trainable", "TuneContext", "create_scheduler",
+    "create_searcher", "CheckpointConfig", "CLIReporter", "JupyterNotebookReporter", "ExperimentAnalysis", "FailureConfig",
+    "ProgressReporter", "Result", "ResultGrid", "RunConfig", "Stopper", "Trainable",
+    "TuneConfig", "TuneError", "Tuner", "choice", "get_checkpoint", "get_context",
+    "grid_search", "lograndint", "loguniform", "qlograndint", "qloguniform", "qrandint",
+    "qrandn", "quniform", "randint", "randn", "report", "run", "sample_from", "uniform",
+    "with_parameters", "with_resources",
 ]

@@ -6,7 +6,7 @@ import asyncio
 import os
 
 from . import session as _s
-from .trainable import is_class_trainable
+from .trainable import _IN_TRIAL, is_class_trainable
 
 # Deserialized trainables, by run channel: a worker runs many trials of one
 # experiment, so the trainable is unpickled once per worker, not once per trial.
@@ -36,6 +36,11 @@ def run_trial(spec: dict, blob: bytes, *param_values):
     """
     trainable, hub = _load_trainable(spec["channel"], blob)
     params = dict(zip(spec.get("param_names", ()), param_values))
+    holder = getattr(trainable, "__tune_parameters__", None)
+    if holder is not None:  # with_parameters: its wrapper reads the values from here
+        _IN_TRIAL.clear()
+        _IN_TRIAL[holder.key] = params
+        params = {}
     session = _s._session = _s._Session(spec, hub)
     status, final, checkpoint = "done", None, None
     try:
@@ -60,6 +65,9 @@ def run_trial(spec: dict, blob: bytes, *param_values):
                         "metrics (or None) or call tune.report(metrics)")
     finally:
         _s._session = None
+        _IN_TRIAL.clear()
+        if session.monitor is not None:
+            session.monitor.stop()
     return {"status": status, "result": final, "iteration": session.iteration,
             "checkpoint": checkpoint or session.last_checkpoint}
 
@@ -89,10 +97,18 @@ def _run_class(cls, spec, params, session):
                                                    f"checkpoint_{instance._iteration:06d}"))
             try:
                 session.report(metrics, checkpoint=path)
+            except _s.PauseTrial:  # resumed later from this checkpoint
+                if path is None:
+                    path = instance._save(os.path.join(
+                        spec["trial_dir"], f"checkpoint_{instance._iteration:06d}"))
+                    session.write_meta(path)
+                return "stopped", path
             except _s.StopTrial:
                 if at_end and not save:
-                    return "stopped", instance._save(os.path.join(
+                    path = instance._save(os.path.join(
                         spec["trial_dir"], f"checkpoint_{instance._iteration:06d}"))
+                    session.write_meta(path)
+                    return "stopped", path
                 return "stopped", None
             except _s.RestartTrial:
                 return "restart", None

@@ -6,7 +6,49 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-__all__ = ["TuneConfig", "RunConfig", "FailureConfig", "CheckpointConfig"]
+__all__ = ["TuneConfig", "RunConfig", "FailureConfig", "CheckpointConfig", "ResumeConfig",
+           "SyncConfig"]
+
+
+@dataclasses.dataclass
+class SyncConfig:
+    """How often experiment files are uploaded to remote storage (Ray's ``SyncConfig``,
+    deprecated there). miniray stores experiments on the local file system, where, as in
+    Ray with a local ``storage_path``, there is nothing to upload: the settings are kept
+    on ``RunConfig.sync_config`` and have no effect."""
+
+    sync_period: int = 300
+    sync_timeout: int = 1800
+    sync_artifacts: bool = False
+    sync_artifacts_on_checkpoint: bool = True
+
+
+@dataclasses.dataclass
+class ResumeConfig:
+    """How ``Tuner.restore(path, _resume_config=...)`` treats the trials it finds, by
+    state (Ray's experimental ``ResumeConfig``): ``ResumeType.RESUME`` (from the latest
+    checkpoint), ``RESTART`` (from scratch) or ``SKIP`` (kept as they are).
+
+    Defaults: finished trials are skipped, unfinished ones resumed, errored ones skipped.
+    """
+
+    class ResumeType:
+        RESUME = "resume"
+        RESTART = "restart"
+        SKIP = "skip"
+
+    finished: str = ResumeType.SKIP
+    unfinished: str = ResumeType.RESUME
+    errored: str = ResumeType.SKIP
+
+    def __post_init__(self):
+        for name in ("finished", "unfinished", "errored"):
+            value = getattr(self, name)
+            value = getattr(value, "value", value)  # an Enum member works too
+            if value not in ("resume", "restart", "skip"):
+                raise ValueError(f"ResumeConfig.{name} must be ResumeType.RESUME, RESTART or "
+                                 f"SKIP, got {value!r}")
+            setattr(self, name, value)
 
 
 def _check_metric_mode(metric, mode):
@@ -126,9 +168,8 @@ class RunConfig:
         verbose: 0 silent, 1 status table, 2 plus a line per finished trial, 3 plus a
             line per result.
         progress_reporter: a ``CLIReporter`` to customize the table.
-        callbacks: objects with optional ``on_trial_result(iteration, trials, trial,
-            result)``, ``on_trial_complete(iteration, trials, trial)`` and
-            ``on_trial_error(iteration, trials, trial)`` methods.
+        callbacks: :class:`~miniray.tune.Callback` objects (any object with some of
+            its hook methods works too), e.g. the loggers of :mod:`miniray.tune.logger`.
     """
 
     name: str | None = None

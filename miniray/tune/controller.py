@@ -213,6 +213,12 @@ class TuneController:
         self.ckpt_config = ckpt
         self.stopper = make_stopper(run_config.stop)
         self.callbacks = list(run_config.callbacks or [])
+        from .logger import CSVLoggerCallback, JsonLoggerCallback
+
+        # A logger callback the user passed writes its files; the built-in writer skips them.
+        self._write_json = not any(isinstance(c, JsonLoggerCallback) for c in self.callbacks)
+        self._write_csv = not any(isinstance(c, CSVLoggerCallback) for c in self.callbacks)
+        self._iteration = 0
         self.verbose = 1 if run_config.verbose is None else run_config.verbose
         self.reporter = reporter
         if self.reporter is not None and hasattr(self.reporter, "set_search_properties"):
@@ -250,19 +256,29 @@ class TuneController:
         self._created = state["created"]
         self._token = state["token"]
         self._elapsed_before = state.get("elapsed", 0.0)
+        saved = state.get("callbacks") or []
+        if len(saved) == len(self.callbacks):  # the same callbacks as when it was saved
+            for cb, cb_state in zip(self.callbacks, saved):
+                if cb_state is not None and hasattr(cb, "set_state"):
+                    cb.set_state(cb_state)
+        resume = state.get("resume") or {"finished": "skip", "unfinished": "resume",
+                                         "errored": "skip"}
         for trial in state["trials"]:
             trial._csv_exists = True
             trial._csv_fields = None
             self.trials.append(trial)
             self._by_id[trial.trial_id] = trial
-            if trial.status in ("RUNNING", "PENDING", "PAUSED"):
-                trial.status = "PENDING"
-                self._pending.append(trial)
-            elif trial.status == "ERROR" and state.get("restart_errored"):
-                trial.status, trial.error, trial.num_failures = "PENDING", None, 0
-                if state.get("restart_errored") == "fresh":
-                    trial.checkpoint = None
-                self._pending.append(trial)
+            kind = ("unfinished" if trial.status in ("RUNNING", "PENDING", "PAUSED") else
+                    "errored" if trial.status == "ERROR" else "finished")
+            action = resume[kind]
+            if action == "skip":
+                if kind == "unfinished":
+                    trial.status = "TERMINATED"
+                continue
+            trial.status, trial.error, trial.num_failures = "PENDING", None, 0
+            if action == "restart":
+                trial.checkpoint = None
+            self._pending.append(trial)
 
     def save_state(self, force=False):
         """Write experiment_state.pkl (atomically), at most twice a second unless forced."""
@@ -274,11 +290,25 @@ class TuneController:
         self._last_state = now
         state = {"trials": self.trials, "searcher": self.searcher, "created": self._created,
                  "token": self._token, "elapsed": self._elapsed_before + (
-                     time.monotonic() - self._start)}
+                     time.monotonic() - self._start),
+                 "callbacks": [cb.get_state() if hasattr(cb, "get_state") else None
+                               for cb in self.callbacks]}
         path = os.path.join(self.experiment_dir, STATE_FILE)
         with open(path + ".tmp", "wb") as f:
             cloudpickle.dump(state, f)
         os.replace(path + ".tmp", path)
+
+    def _callback(self, hook, **kwargs):
+        # Ray's hooks take keyword arguments; each callback runs on the driver, in order.
+        if not self.callbacks:
+            return
+        for cb in self.callbacks:
+            method = getattr(cb, hook, None)
+            if method is not None:
+                if hook != "on_experiment_end" and hook != "setup":
+                    kwargs.setdefault("iteration", self._iteration)
+                    kwargs.setdefault("trials", self.trials)
+                method(**kwargs)
 
     # -- helpers used by schedulers ------------------------------------------------------
 
@@ -317,6 +347,14 @@ class TuneController:
                              f"({total}); lower the trial's resources")
         return int(limit), by_resources
 
+    def trial_resources(self, trial) -> dict:
+        """The task options (``num_cpus``...) a trial runs with: a scheduler's change
+        (``trial._resources_override``) or the trainable's request."""
+        override = getattr(trial, "_resources_override", None)
+        if override is not None:
+            return normalize_resources(override)
+        return self._resource_options(trial.config)
+
     def _resource_options(self, config):
         resources = self._resources
         if callable(resources):
@@ -347,8 +385,12 @@ class TuneController:
         running: dict = {}
         ended_cleanly = False
         tracked = dashboard.track(self)
+        self._callback("setup", stop=self.stopper, num_samples=self.tune_config.num_samples,
+                       total_num_samples=self._total)
         try:
             while True:
+                self._iteration += 1
+                self._callback("on_step_begin")
                 if not self._stop_all:
                     while len(running) < slots + queue_ahead:
                         trial = self._next_trial(running)
@@ -357,6 +399,8 @@ class TuneController:
                         self._launch(trial)
                         running[trial._ref] = trial
                 if not running:
+                    if self._settle_paused():
+                        continue
                     break
                 timeout = 1.0 if self.verbose else 5.0
                 if self._deadline is not None:
@@ -380,6 +424,7 @@ class TuneController:
                         or (self.stopper is not None and self.stopper.stop_all())):
                     self._stop_everything(running)
                 self._progress(False)
+                self._callback("on_step_end")
                 self.save_state()
             ended_cleanly = True
         finally:
@@ -395,6 +440,7 @@ class TuneController:
             self._elapsed_before += time.monotonic() - self._start
             self._start = time.monotonic()
             self.save_state(force=True)
+        self._callback("on_experiment_end", trials=self.trials)
         self._progress(True)
         if self.fail_fast == "raise":
             errors = [t for t in self.trials if t.status == "ERROR"]
@@ -402,6 +448,43 @@ class TuneController:
                 tracked.finish("ERROR")
                 raise TuneError(f"trial {errors[0].trial_id} failed") from errors[0].error
         return self.trials
+
+    # -- paused trials (synchronous HyperBand) ------------------------------------------
+
+    def resume_trial(self, trial):
+        """Start a PAUSED trial again, from its latest checkpoint (called by schedulers)."""
+        if trial.status == "PAUSED":
+            trial.status = "PENDING"
+            self._pending.append(trial)
+
+    def stop_paused_trial(self, trial):
+        """End a PAUSED trial for good, as TERMINATED (called by schedulers)."""
+        if trial.status != "PAUSED":
+            return
+        if trial.last_result:
+            trial.last_result["done"] = True
+        trial.status = "TERMINATED"
+        self.searcher.on_trial_complete(trial.trial_id, trial.last_result or None)
+        self._callback("on_trial_complete", trial=trial)
+
+    def more_trials_coming(self) -> bool:
+        """Whether the searcher may still create trials."""
+        return not self._stop_all and not self._finished_searcher and (
+            self._total < 0 or self._created < self._total)
+
+    def _settle_paused(self) -> bool:
+        # Nothing runs: let the scheduler decide about paused trials; any it leaves
+        # paused would wait forever, so they end. True if some were resumed.
+        paused = [t for t in self.trials if t.status == "PAUSED"]
+        if not paused:
+            return False
+        if not self._stop_all:
+            self.scheduler.on_no_running_trials(self)
+        if self._pending:
+            return True
+        for trial in paused:
+            self.stop_paused_trial(trial)
+        return False
 
     def _stop_everything(self, running):
         self._stop_all = self._stopped = True
@@ -435,12 +518,15 @@ class TuneController:
         return trial
 
     def _launch(self, trial):
-        self._files.put((trial.path, "mkdir", None),
-                        (os.path.join(trial.path, "params.json"), "w",
-                         json.dumps(trial.config, default=repr, indent=2)))
+        if self._write_json:
+            self._files.put((trial.path, "mkdir", None),
+                            (os.path.join(trial.path, "params.json"), "w",
+                             json.dumps(trial.config, default=repr, indent=2)))
+        else:
+            self._files.put((trial.path, "mkdir", None))
         meta = _s.read_checkpoint_meta(trial.checkpoint) if trial.checkpoint else {}
         ckpt = self.ckpt_config
-        options = self._resource_options(trial.config)
+        options = self.trial_resources(trial)
         spec = {"channel": self._channel, "trial_id": trial.trial_id,
                 "trial_name": f"{self.trainable_name}_{trial.trial_id}",
                 "trial_dir": trial.path, "experiment_name": os.path.basename(
@@ -454,13 +540,17 @@ class TuneController:
         bound = self._bound.get(key)
         if bound is None:
             bound = self._bound[key] = self._task.options(**options)
-        trial._stopping = False
+        trial._stopping = trial._pausing = False
         try:
             trial._ref = bound.remote(spec, self._blob_ref, *self._param_refs)
         except TypeError as exc:
             raise TypeError(f"trial {trial.trial_id}: its config cannot be sent to a "
                             f"worker: {exc}") from exc
         trial.status = "RUNNING"
+        if self.callbacks:
+            _mkdir(trial.path)  # the directory exists before a callback writes in it
+            self._callback("on_trial_restore" if trial.checkpoint else "on_trial_start",
+                           trial=trial)
 
     # -- results -------------------------------------------------------------------------
 
@@ -470,24 +560,26 @@ class TuneController:
         result["date"] = time.strftime("%Y-%m-%d_%H-%M-%S")
         trial.last_result = result
         trial.results.append(result)
-        flat = sample.flatten({k: v for k, v in result.items() if k != "config"})
-        path = os.path.join(trial.path, "progress.csv")
-        new = trial._csv_fields is None
-        if new:
-            trial._csv_fields = list(flat)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, trial._csv_fields, extrasaction="ignore")
-        if new and not trial._csv_exists:
-            writer.writeheader()
-        writer.writerow(flat)
-        self._files.put((os.path.join(trial.path, "result.json"), "a",
-                         json.dumps(result, default=repr) + "\n"), (path, "a", buf.getvalue()))
+        items = []
+        if self._write_csv:
+            flat = sample.flatten({k: v for k, v in result.items() if k != "config"})
+            new = trial._csv_fields is None
+            if new:
+                trial._csv_fields = list(flat)
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, trial._csv_fields, extrasaction="ignore")
+            if new and not trial._csv_exists:
+                writer.writeheader()
+            writer.writerow(flat)
+            items.append((os.path.join(trial.path, "progress.csv"), "a", buf.getvalue()))
+        if self._write_json:
+            items.append((os.path.join(trial.path, "result.json"), "a",
+                          json.dumps(result, default=repr) + "\n"))
+        if items:
+            self._files.put(*items)
+        self._callback("on_trial_result", trial=trial, result=result)
         if checkpoint:
             self._add_checkpoint(trial, checkpoint, result)
-        for cb in self.callbacks:
-            if hasattr(cb, "on_trial_result"):
-                cb.on_trial_result(iteration=len(trial.results), trials=self.trials,
-                                   trial=trial, result=result)
         if self.verbose >= 3:
             shown = {k: v for k, v in result.items() if k not in (
                 "config", "pid", "hostname", "node_ip", "date", "timestamp", "trial_id",
@@ -498,6 +590,11 @@ class TuneController:
         trial.checkpoint = path
         trial.checkpoints = [(p, r) for p, r in trial.checkpoints if p != path]
         trial.checkpoints.append((path, result))
+        if self.callbacks:
+            from .checkpoint import Checkpoint
+
+            self._callback("on_trial_save", trial=trial)
+            self._callback("on_checkpoint", trial=trial, checkpoint=Checkpoint(path))
         ckpt = self.ckpt_config
         if ckpt and ckpt.num_to_keep and len(trial.checkpoints) > ckpt.num_to_keep:
             attr = ckpt.checkpoint_score_attribute
@@ -533,8 +630,11 @@ class TuneController:
         if decision == _s.STOP or action == TrialScheduler.STOP:
             trial._exploit = None  # stopping wins over a PBT exploit decided for this result
             return _s.STOP
-        if action == TrialScheduler.PAUSE and trial._exploit is not None:
-            return _s.RESTART
+        if action == TrialScheduler.PAUSE:
+            if trial._exploit is not None:
+                return _s.RESTART
+            trial._pausing = True  # ends now; the scheduler resumes or stops it later
+            return _s.PAUSE
         return _s.CONTINUE
 
     def _on_done(self, trial, ref):
@@ -565,6 +665,12 @@ class TuneController:
             return self._exploit(trial)
         if trial._stop_error is not None:
             return self._fail(trial, trial._stop_error)
+        if getattr(trial, "_pausing", False):
+            trial._pausing = False
+            if not self._stop_all:
+                trial.status = "PAUSED"
+                self.scheduler.on_trial_paused(self, trial)
+                return
         if self.metric is not None and not trial.results and not trial.pruned:
             return self._fail(trial, TuneError(
                 f"Trial {trial.trial_id} finished without reporting any result, so the metric "
@@ -575,10 +681,7 @@ class TuneController:
         trial.status = "TERMINATED"
         self.searcher.on_trial_complete(trial.trial_id, trial.last_result or None)
         self.scheduler.on_trial_complete(self, trial, trial.last_result)
-        for cb in self.callbacks:
-            if hasattr(cb, "on_trial_complete"):
-                cb.on_trial_complete(iteration=len(trial.results), trials=self.trials,
-                                     trial=trial)
+        self._callback("on_trial_complete", trial=trial)
         if self.verbose >= 2:
             m = trial.last_result.get(self.metric) if self.metric and trial.last_result else None
             extra = f" with {self.metric}={m}" if m is not None else ""
@@ -604,6 +707,7 @@ class TuneController:
         if self.max_failures == -1 or trial.num_failures <= self.max_failures:
             trial.status = "PENDING"
             self._pending.append(trial)  # resumes from trial.checkpoint if it has one
+            self._callback("on_trial_recover", trial=trial)
             return
         self._fail(trial, exc)
 
@@ -614,9 +718,7 @@ class TuneController:
         self._files.put((os.path.join(trial.path, "error.txt"), "a", text))
         self.searcher.on_trial_complete(trial.trial_id, trial.last_result or None, error=True)
         self.scheduler.on_trial_error(self, trial)
-        for cb in self.callbacks:
-            if hasattr(cb, "on_trial_error"):
-                cb.on_trial_error(iteration=len(trial.results), trials=self.trials, trial=trial)
+        self._callback("on_trial_error", trial=trial)
         if self.verbose >= 1:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(f"Trial {trial.trial_id} errored: {first[:200]} (see {trial.path}/error.txt)",

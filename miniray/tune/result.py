@@ -11,6 +11,51 @@ from .search.searcher import _check_mode
 
 __all__ = ["Result", "ResultGrid", "ExperimentAnalysis"]
 
+# Ray Tune's result keys and file names (``ray.tune.result``), with Ray's exact values:
+# code that reads ``result[TRAINING_ITERATION]`` or a trial's ``EXPR_PROGRESS_FILE`` ports
+# unchanged.
+TRAINING_ITERATION = "training_iteration"
+TIME_THIS_ITER_S = "time_this_iter_s"
+TIMESTAMP = "timestamp"
+DONE = "done"
+SHOULD_CHECKPOINT = "should_checkpoint"
+HOSTNAME = "hostname"
+TRIAL_ID = "trial_id"
+EXPERIMENT_TAG = "experiment_tag"
+NODE_IP = "node_ip"
+PID = "pid"
+DEFAULT_METRIC = "_metric"
+EPISODE_REWARD_MEAN = "episode_reward_mean"
+MEAN_LOSS = "mean_loss"
+MEAN_ACCURACY = "mean_accuracy"
+EPISODES_THIS_ITER = "episodes_this_iter"
+EPISODES_TOTAL = "episodes_total"
+TIMESTEPS_THIS_ITER = "timesteps_this_iter"
+TIMESTEPS_TOTAL = "timesteps_total"
+TIME_TOTAL_S = "time_total_s"
+DEFAULT_EXPERIMENT_INFO_KEYS = ("trainable_name", EXPERIMENT_TAG, TRIAL_ID)
+DEFAULT_RESULT_KEYS = (TRAINING_ITERATION, TIME_TOTAL_S, MEAN_ACCURACY, MEAN_LOSS)
+DEBUG_METRICS = (TRIAL_ID, "experiment_id", "date", TIMESTAMP, PID, HOSTNAME, NODE_IP,
+                 "config")
+AUTO_RESULT_KEYS = (TRAINING_ITERATION, TIME_TOTAL_S, EPISODES_TOTAL, TIMESTEPS_TOTAL,
+                    NODE_IP, HOSTNAME, PID, TIME_TOTAL_S, TIME_THIS_ITER_S, TIMESTAMP, "date",
+                    "time_since_restore", "timesteps_since_restore",
+                    "iterations_since_restore", "config", "checkpoint_dir_name")
+RESULT_DUPLICATE = "__duplicate__"
+TRIAL_INFO = "__trial_info__"
+STDOUT_FILE = "__stdout_file__"
+STDERR_FILE = "__stderr_file__"
+DEFAULT_EXPERIMENT_NAME = "default"
+JOB_META_FILE = "job_status.json"
+EXPR_META_FILE = "trial_status.json"
+CONFIG_PREFIX = "config"
+EXPR_PARAM_FILE = "params.json"
+EXPR_PARAM_PICKLE_FILE = "params.pkl"
+EXPR_PROGRESS_FILE = "progress.csv"
+EXPR_RESULT_FILE = "result.json"
+EXPR_ERROR_PICKLE_FILE = "error.pkl"
+EXPR_ERROR_FILE = "error.txt"
+
 
 def _pandas():
     try:
@@ -18,6 +63,16 @@ def _pandas():
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("DataFrames need pandas: pip install pandas") from exc
     return pandas
+
+
+def _number(text):
+    # progress.csv holds text: give numbers back their type.
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except (TypeError, ValueError):
+            pass
+    return text
 
 
 def _finite(value) -> bool:
@@ -114,6 +169,82 @@ class Result:
     def trial_id(self) -> str:
         """The trial's id."""
         return self._trial.trial_id
+
+    @property
+    def filesystem(self):
+        """As in Ray, a ``pyarrow.fs.LocalFileSystem`` (trials are stored locally).
+        Needs pyarrow (``ImportError`` naming it otherwise)."""
+        from ..train._result import _local_filesystem
+
+        return _local_filesystem()
+
+    def get_best_checkpoint(self, metric: str, mode: str):
+        """The kept checkpoint whose result ranks best by ``metric`` (``"max"`` or
+        ``"min"``); checkpoints without the metric are left out; ``None`` if none."""
+        _check_mode(mode)
+        scored = [(m[metric], c) for c, m in self.best_checkpoints if m.get(metric) is not None]
+        if not scored:
+            return None
+        return (max if mode == "max" else min)(scored, key=lambda item: item[0])[1]
+
+    @classmethod
+    def from_path(cls, path, storage_filesystem=None) -> "Result":
+        """The Result of one trial, read from its directory: metrics from
+        ``result.json`` (or ``progress.csv``), the config from ``params.json``, the
+        ``checkpoint_*`` folders (matched to their results by iteration), and
+        ``error.txt`` as a :class:`~miniray.tune.TuneError`.
+
+        Raises ``RuntimeError`` if the folder does not exist or holds no results.
+        """
+        import csv
+        import json
+        import os
+        import re
+
+        from .controller import Trial
+        from .errors import TuneError
+
+        path = os.path.abspath(os.fspath(path)).rstrip(os.sep)
+        if not os.path.isdir(path):
+            raise RuntimeError(f"Trial folder {path} doesn't exist!")
+        results = []
+        result_file = os.path.join(path, EXPR_RESULT_FILE)
+        progress_file = os.path.join(path, EXPR_PROGRESS_FILE)
+        if os.path.exists(result_file):
+            with open(result_file) as f:
+                results = [json.loads(line) for line in f if line.strip()]
+        elif os.path.exists(progress_file):
+            with open(progress_file, newline="") as f:
+                results = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        else:
+            raise RuntimeError(f"Failed to restore the Result object: Neither "
+                               f"{EXPR_RESULT_FILE} nor {EXPR_PROGRESS_FILE} exists in the "
+                               f"trial folder {path}")
+        config = results[-1].get("config") if results else None
+        params = os.path.join(path, EXPR_PARAM_FILE)
+        if config is None and os.path.exists(params):
+            with open(params) as f:
+                config = json.load(f)
+        last = results[-1] if results else {}
+        trial = Trial(last.get(TRIAL_ID) or os.path.basename(path), config or {}, path,
+                      os.path.basename(path).split("_")[0], 0)
+        trial.results, trial.last_result = results, dict(last)
+        by_iteration = {r.get(TRAINING_ITERATION): r for r in results}
+        by_name = {r["checkpoint_dir_name"]: r for r in results if r.get("checkpoint_dir_name")}
+        names = sorted(d for d in os.listdir(path) if d.startswith("checkpoint_")
+                       and os.path.isdir(os.path.join(path, d)))
+        for name in names:
+            digits = re.search(r"(\d+)$", name)
+            result = by_name.get(name) or (
+                by_iteration.get(int(digits.group(1))) if digits else None) or {}
+            trial.checkpoints.append((os.path.join(path, name), result))
+        trial.checkpoint = trial.checkpoints[-1][0] if trial.checkpoints else None
+        error_file = os.path.join(path, EXPR_ERROR_FILE)
+        if os.path.exists(error_file):
+            with open(error_file) as f:
+                trial.error = TuneError(f.read().strip())
+        trial.status = "ERROR" if trial.error else "TERMINATED"
+        return cls(trial)
 
     def __repr__(self):
         shown = {k: v for k, v in self.metrics.items()

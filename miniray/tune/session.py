@@ -19,7 +19,7 @@ from .checkpoint import Checkpoint
 
 __all__ = ["report", "get_checkpoint", "get_context", "TuneContext"]
 
-CONTINUE, STOP, RESTART = "CONTINUE", "STOP", "RESTART"
+CONTINUE, STOP, RESTART, PAUSE = "CONTINUE", "STOP", "RESTART", "PAUSE"
 _META = ".tune_metadata.json"
 
 _session = None
@@ -30,6 +30,11 @@ class StopTrial(BaseException):
 
     A BaseException, so a trainable's ``except Exception`` does not swallow it.
     """
+
+
+class PauseTrial(StopTrial):
+    """Raised inside ``report`` when a scheduler pauses the trial (synchronous HyperBand):
+    it ends like a stop, and resumes later from its latest checkpoint."""
 
 
 class RestartTrial(BaseException):
@@ -49,6 +54,11 @@ class _Session:
         self.host = socket.gethostname()
         self.checkpoint = (Checkpoint(spec["checkpoint"]) if spec.get("checkpoint") else None)
         self.last_checkpoint = None
+        self.monitor = None
+        if (spec.get("config") or {}).get("log_sys_usage"):  # Ray's switch for UtilMonitor
+            from .utils import UtilMonitor
+
+            self.monitor = UtilMonitor(start=True)
 
     def make_result(self, metrics: dict) -> dict:
         if not isinstance(metrics, dict):
@@ -69,6 +79,8 @@ class _Session:
         result["pid"] = os.getpid()
         result["hostname"] = self.host
         result["node_ip"] = "127.0.0.1"
+        if self.monitor is not None:
+            result.update(self.monitor.get_data())
         self.last = now
         return result
 
@@ -83,11 +95,17 @@ class _Session:
         target = os.path.join(self.spec["trial_dir"], f"checkpoint_{self.iteration:06d}")
         if os.path.abspath(checkpoint.path) != os.path.abspath(target):
             shutil.copytree(checkpoint.path, target, dirs_exist_ok=True)
-        with open(os.path.join(target, _META), "w") as f:
-            json.dump({"training_iteration": self.iteration,
-                       "time_total_s": result["time_total_s"]}, f)
+        self.write_meta(target, result["time_total_s"])
         self.last_checkpoint = target
         return target
+
+    def write_meta(self, path, time_total_s=None):
+        """Record the iteration (and time) a checkpoint was taken at: a trial restored
+        from it counts on from there."""
+        if time_total_s is None:
+            time_total_s = self.time_offset + (time.time() - self.start)
+        with open(os.path.join(path, _META), "w") as f:
+            json.dump({"training_iteration": self.iteration, "time_total_s": time_total_s}, f)
 
     def report(self, metrics, checkpoint=None):
         from .. import api
@@ -98,6 +116,8 @@ class _Session:
                                                             self.trial_id, result, path))
         if decision == STOP:
             raise StopTrial()
+        if decision == PAUSE:
+            raise PauseTrial()
         if decision == RESTART:
             raise RestartTrial()
 

@@ -6,7 +6,7 @@ import collections
 import statistics
 import time
 
-__all__ = ["Stopper", "MaximumIterationStopper", "TrialPlateauStopper", "TimeoutStopper",
+__all__ = ["Stopper", "NoopStopper", "MaximumIterationStopper", "TrialPlateauStopper", "TimeoutStopper",
            "FunctionStopper", "CombinedStopper", "ExperimentPlateauStopper"]
 
 
@@ -19,6 +19,16 @@ class Stopper:
 
     def stop_all(self) -> bool:
         """True to stop every trial."""
+        return False
+
+
+class NoopStopper(Stopper):
+    """Never stops anything (Ray's placeholder stopper)."""
+
+    def __call__(self, trial_id, result):
+        return False
+
+    def stop_all(self):
         return False
 
 

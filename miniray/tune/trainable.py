@@ -7,7 +7,72 @@ import inspect
 import os
 import pickle
 
-__all__ = ["Trainable", "with_parameters", "with_resources"]
+__all__ = ["PlacementGroupFactory", "Trainable", "register_trainable", "with_parameters",
+           "with_resources"]
+
+# Trainables registered by name (this process): Tuner("name") and tune.run("name").
+_REGISTRY: dict = {}
+
+
+def register_trainable(name: str, trainable, warn: bool = True) -> None:
+    """Register ``trainable`` (a function or a :class:`Trainable` subclass) under
+    ``name``, so that ``Tuner(name)`` and ``tune.run(name)`` find it, as in Ray."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_trainable() needs a non-empty name, got {name!r}")
+    if not callable(trainable) or (inspect.isclass(trainable)
+                                   and not issubclass(trainable, Trainable)):
+        raise TypeError(f"Second argument must be convertible to a Trainable: {trainable!r}")
+    _REGISTRY[name] = trainable
+
+
+def resolve_trainable(trainable):
+    """A registered trainable for a name; anything else unchanged."""
+    if isinstance(trainable, str):
+        try:
+            return _REGISTRY[trainable]
+        except KeyError:
+            raise ValueError(f"Unknown trainable {trainable!r}: register it first with "
+                             f"tune.register_trainable({trainable!r}, fn). Registered: "
+                             f"{sorted(_REGISTRY)}") from None
+    return trainable
+
+
+class PlacementGroupFactory:
+    """Resources of one trial as bundles, as Ray Tune's ``PlacementGroupFactory``:
+    ``PlacementGroupFactory([{"CPU": 1}, {"CPU": 2, "GPU": 1}])``.
+
+    On one node a trial reserves the sum of its bundles (``required_resources``);
+    ``strategy`` is kept for compatibility (every bundle is on this node anyway).
+    Pass it to ``tune.with_resources`` or return it from
+    ``Trainable.default_resource_request``.
+    """
+
+    def __init__(self, bundles: list, strategy: str = "PACK", *args, **kwargs):
+        if not bundles or not all(isinstance(b, dict) for b in bundles):
+            raise ValueError("PlacementGroupFactory needs a non-empty list of resource dicts, "
+                             f"got {bundles!r}")
+        self.bundles = [dict(b) for b in bundles]
+        self.strategy = strategy
+        self.head_bundle_is_empty = not any(self.bundles[0].values())
+
+    @property
+    def required_resources(self) -> dict:
+        """The sum of the bundles: what the trial reserves."""
+        total: dict = {}
+        for bundle in self.bundles:
+            for key, value in bundle.items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    def __eq__(self, other):
+        return isinstance(other, PlacementGroupFactory) and \
+            (self.bundles, self.strategy) == (other.bundles, other.strategy)
+
+    def __hash__(self):
+        return hash((repr(self.bundles), self.strategy))
+
+    def __repr__(self):
+        return f"PlacementGroupFactory({self.bundles!r}, strategy={self.strategy!r})"
 
 
 class Trainable:
@@ -86,6 +151,57 @@ class Trainable:
         """Resources one trial needs, e.g. ``{"cpu": 2}`` (None: Tune's default)."""
         return None
 
+    # Ray's driver-facing methods: drive a trainable by hand (or in an actor), outside Tune.
+    def train(self) -> dict:
+        """Run one :meth:`step` and return its result with Tune's keys added
+        (``training_iteration``, ``done``, ``time_this_iter_s``...)."""
+        import time
+
+        started = time.time()
+        metrics = self.step()
+        if not isinstance(metrics, dict):
+            raise TypeError(f"{type(self).__name__}.step() must return a dict of metrics, got "
+                            f"{type(metrics).__name__}")
+        self._iteration += 1
+        now = time.time()
+        self._time_total = getattr(self, "_time_total", 0.0) + (now - started)
+        result = dict(metrics)
+        result.setdefault("done", False)
+        result.update(training_iteration=self._iteration, time_this_iter_s=now - started,
+                      time_total_s=self._time_total, timestamp=int(now),
+                      trial_id=self.trial_id, pid=os.getpid())
+        return result
+
+    def save(self, checkpoint_dir: str | None = None):
+        """Save a checkpoint (in ``checkpoint_dir``, or a new temporary directory);
+        returns it as a :class:`~miniray.tune.Checkpoint`, with the iteration."""
+        import json
+        import tempfile
+
+        from .checkpoint import Checkpoint
+        from .session import _META
+
+        path = self._save(checkpoint_dir or tempfile.mkdtemp(prefix="checkpoint_"))
+        with open(os.path.join(path, _META), "w") as f:
+            json.dump({"training_iteration": self._iteration,
+                       "time_total_s": getattr(self, "_time_total", 0.0)}, f)
+        return Checkpoint(path)
+
+    def restore(self, checkpoint) -> None:
+        """Load a checkpoint :meth:`save` made (a Checkpoint or its path), iteration
+        count included."""
+        from .session import read_checkpoint_meta
+
+        path = os.fspath(getattr(checkpoint, "path", checkpoint))
+        self._restore(path)
+        meta = read_checkpoint_meta(path)
+        self._iteration = meta.get("training_iteration", self._iteration)
+        self._time_total = meta.get("time_total_s", getattr(self, "_time_total", 0.0))
+
+    def stop(self) -> None:
+        """Release resources (calls :meth:`cleanup`)."""
+        self.cleanup()
+
     # Used by the trial runner.
     def _save(self, checkpoint_dir: str) -> str:
         os.makedirs(checkpoint_dir, exist_ok=True)
@@ -112,68 +228,147 @@ def is_class_trainable(trainable) -> bool:
     return inspect.isclass(trainable) and issubclass(trainable, Trainable)
 
 
-class _Wrapped:
-    """A trainable with extra attributes (parameters or resources), still callable."""
+class _Parameters:
+    """The values given to ``with_parameters``, kept on the trainable it returns.
 
-    def __init__(self, trainable, parameters=None, resources=None):
-        inner = trainable
-        if isinstance(trainable, _Wrapped):
-            parameters = {**trainable._parameters, **(parameters or {})}
-            resources = resources if resources is not None else trainable._resources
-            inner = trainable._trainable
-        self._trainable = inner
-        self._parameters = dict(parameters or {})
-        self._resources = resources
-        self._refs = None  # (client, names, refs): put once per node
-        self.__name__ = getattr(inner, "__name__", type(inner).__name__)
-        self.__doc__ = getattr(inner, "__doc__", None)
+    Tune puts them in the object store once per session and passes the refs to each
+    trial task, so each worker reads them from shared memory; the trial runner sets
+    them in :data:`_IN_TRIAL` (by ``key``) before calling the trainable. Pickled
+    (e.g. with the trainable, or by ``miniray.remote``), only the refs travel.
+    """
 
-    def __call__(self, config, **kwargs):
-        # Calling it directly (outside Tune) works like the wrapped function.
-        return self._trainable(config, **{**self._parameters, **kwargs})
+    def __init__(self, values: dict):
+        import uuid
 
-    def _parameter_refs(self):
-        """Put the parameters in the object store once; return ``(names, refs)``."""
+        self.key = uuid.uuid4().hex
+        self.names = list(values)
+        self._values = dict(values)
+        self._refs = None  # (client, refs): put once per session
+
+    def names_and_refs(self):
+        """Put the values in the object store once per session; return ``(names, refs)``."""
         from .. import api
         from .._core.refs import get_client
 
+        if self._values is None:  # an unpickled copy: its refs are all it has
+            return self.names, self._refs[1]
         client = get_client()
         if self._refs is None or self._refs[0] is not client:
-            names = list(self._parameters)
-            refs = [api.put(self._parameters[n]) for n in names]
-            self._refs = (client, names, refs)
-        return self._refs[1], self._refs[2]
+            self._refs = (client, [api.put(self._values[n]) for n in self.names])
+        return self.names, self._refs[1]
+
+    def get(self) -> dict:
+        """The values: in a trial from the runner, on the driver from memory, elsewhere
+        from the object store."""
+        found = _IN_TRIAL.get(self.key)
+        if found is not None:
+            return found
+        if self._values is not None:
+            return self._values
+        from .. import api
+
+        return dict(zip(self.names, api.get(self._refs[1])))
 
     def __getstate__(self):
-        # The parameter values travel through the object store, never in the pickle.
-        return {"_trainable": self._trainable, "_parameters": {k: None for k in self._parameters},
-                "_resources": self._resources, "_refs": None, "__name__": self.__name__,
-                "__doc__": self.__doc__}
+        from .._core.refs import get_client
+
+        try:
+            live = get_client() is not None
+        except Exception:
+            live = False
+        if not live:  # no session: the values themselves travel
+            return {"key": self.key, "names": self.names, "_values": self._values,
+                    "_refs": None}
+        names, refs = self.names_and_refs()
+        return {"key": self.key, "names": names, "_values": None, "_refs": (None, refs)}
+
+
+# Parameter values of the trial running in this process, by _Parameters.key.
+_IN_TRIAL: dict = {}
 
 
 def with_parameters(trainable, **kwargs):
     """Pass large objects (data sets, models) to every trial through the object store.
 
-    The values are stored once when the experiment starts and each trial reads
-    them from shared memory, instead of pickling them into every trial:
-    ``fn(config, **kwargs)`` for functions, ``setup(config, **kwargs)`` for
-    class trainables.
+    As in Ray, this returns a trainable of the same kind: for a function, a new
+    function ``fn(config)`` (named like ``trainable``) that calls
+    ``trainable(config, **kwargs)``; for a :class:`Trainable` subclass, a subclass
+    whose ``setup(config)`` calls ``setup(config, **kwargs)``. The values are stored
+    once when the experiment starts and each trial reads them from shared memory,
+    instead of pickling them into every trial. A ``with_resources`` request on
+    ``trainable`` is kept.
     """
-    if not callable(trainable):
-        raise TypeError(f"with_parameters() needs a trainable, got {type(trainable).__name__}")
-    return _Wrapped(trainable, parameters=kwargs)
+    if not callable(trainable) or (inspect.isclass(trainable)
+                                   and not issubclass(trainable, Trainable)):
+        raise ValueError(f"tune.with_parameters() only works with function trainables or "
+                         f"classes that inherit from tune.Trainable; got {trainable!r}")
+    params = _Parameters(kwargs)
+    name = getattr(trainable, "__name__", "tune_with_parameters")
+    if inspect.isclass(trainable):
+        class _Inner(trainable):
+            def setup(self, config, **more):
+                super().setup(config, **params.get(), **more)
+
+        _Inner.__name__ = _Inner.__qualname__ = name
+        _Inner.__module__ = trainable.__module__
+        _Inner.__doc__ = trainable.__doc__
+        wrapped = _Inner
+    else:
+        def inner(config):
+            return trainable(config, **params.get())
+
+        inner.__name__ = inner.__qualname__ = name
+        inner.__doc__ = getattr(trainable, "__doc__", None)
+        if hasattr(trainable, "_resources"):
+            inner._resources = trainable._resources
+        wrapped = inner
+    wrapped.__tune_parameters__ = params
+    return wrapped
 
 
 def with_resources(trainable, resources):
     """Set the resources each trial needs: ``{"cpu": 2, "gpu": 1}`` (custom resources by
-    name), or a function ``config -> dict``."""
-    if not callable(trainable):
-        raise TypeError(f"with_resources() needs a trainable, got {type(trainable).__name__}")
-    if not (isinstance(resources, dict) or callable(resources)):
-        raise TypeError("with_resources() needs a dict like {'cpu': 2} or a function of config")
-    if isinstance(resources, dict):
+    name), a :class:`PlacementGroupFactory`, or a function ``config -> dict``.
+
+    As in Ray, a function trainable is returned itself, with its ``_resources``
+    attribute set (a bound method is wrapped in a function first, since methods take
+    no attributes); a :class:`Trainable` subclass gets a subclass (same name) whose
+    ``default_resource_request`` returns ``resources``.
+    """
+    if not callable(trainable) or (inspect.isclass(trainable)
+                                   and not issubclass(trainable, Trainable)):
+        raise ValueError(f"tune.with_resources() only works with function trainables or "
+                         f"classes that inherit from tune.Trainable; got {trainable!r}")
+    pgf = hasattr(resources, "required_resources")  # kept as given, as Ray does
+    if not (isinstance(resources, dict) or callable(resources) or pgf):
+        raise ValueError(f"Invalid resource type for with_resources(): "
+                         f"{type(resources).__name__}; use a dict like {{'cpu': 2}}, a "
+                         "PlacementGroupFactory or a function of config")
+    if isinstance(resources, dict) or pgf:
         normalize_resources(resources)  # reject bad values now
-    return _Wrapped(trainable, resources=resources)
+    if inspect.isclass(trainable):
+        class ResourceTrainable(trainable):
+            @classmethod
+            def default_resource_request(cls, config):
+                return resources(config) if callable(resources) else resources
+
+        ResourceTrainable.__name__ = trainable.__name__
+        ResourceTrainable.__qualname__ = trainable.__qualname__
+        ResourceTrainable.__module__ = trainable.__module__
+        return ResourceTrainable
+    if inspect.ismethod(trainable):
+        method = trainable
+
+        def trainable(config):
+            return method(config)
+
+        trainable.__name__ = trainable.__qualname__ = method.__name__
+    try:
+        trainable._resources = resources
+    except AttributeError as exc:
+        raise RuntimeError("Could not use tune.with_resources() on this trainable (it takes "
+                           "no attributes); wrap it in a regular function first.") from exc
+    return trainable
 
 
 def normalize_resources(resources) -> dict:
@@ -206,8 +401,8 @@ def normalize_resources(resources) -> dict:
 
 
 def unwrap(trainable):
-    """``(inner trainable, parameter names, parameter refs, resources)``."""
-    if isinstance(trainable, _Wrapped):
-        names, refs = trainable._parameter_refs()
-        return trainable._trainable, names, refs, trainable._resources
-    return trainable, [], [], None
+    """``(trainable, parameter names, parameter refs, resources)`` for the controller."""
+    params = getattr(trainable, "__tune_parameters__", None)
+    names, refs = params.names_and_refs() if params is not None else ([], [])
+    resources = None if inspect.isclass(trainable) else getattr(trainable, "_resources", None)
+    return trainable, names, refs, resources

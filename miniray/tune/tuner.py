@@ -6,11 +6,11 @@ import os
 import time
 
 from .. import api
-from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+from .config import CheckpointConfig, FailureConfig, ResumeConfig, RunConfig, TuneConfig
 from .controller import STATE_FILE, TUNER_FILE, TuneController
 from .progress import default_reporter
 from .result import ExperimentAnalysis, ResultGrid
-from .trainable import with_resources
+from .trainable import resolve_trainable, with_resources
 
 __all__ = ["Tuner", "run"]
 
@@ -51,6 +51,7 @@ class Tuner:
                  _state=None, _experiment_dir=None):
         if trainable is None:
             raise TypeError("Tuner() needs a trainable (a function or a Trainable subclass)")
+        trainable = resolve_trainable(trainable)
         if not callable(trainable):
             raise TypeError(f"trainable must be a function or a tune.Trainable subclass, got "
                             f"{type(trainable).__name__}")
@@ -124,13 +125,16 @@ class Tuner:
     def restore(cls, path: str, trainable=None, resume_unfinished: bool = True,
                 resume_errored: bool = False, restart_errored: bool = False,
                 param_space: dict | None = None, tune_config: TuneConfig | None = None,
-                run_config: RunConfig | None = None) -> "Tuner":
+                run_config: RunConfig | None = None,
+                _resume_config: ResumeConfig | None = None) -> "Tuner":
         """Resume an interrupted experiment (e.g. its driver was killed) from ``path``.
 
         Finished trials are kept, not rerun; unfinished ones restart from their latest
         checkpoint (or from scratch); the searcher continues where it stopped.
         ``resume_errored`` retries errored trials from their checkpoint,
-        ``restart_errored`` from scratch.
+        ``restart_errored`` from scratch. ``_resume_config`` (a :class:`ResumeConfig`, as
+        in Ray) chooses resume / restart / skip for finished, unfinished and errored
+        trials, and overrides the three flags.
         """
         import cloudpickle
 
@@ -147,11 +151,23 @@ class Tuner:
                 raise ValueError("this experiment's trainable could not be saved; pass it: "
                                  "Tuner.restore(path, trainable=...)")
             trainable = cloudpickle.loads(saved["trainable"])
-        if not resume_unfinished:
-            for trial in state["trials"]:
-                if trial.status in ("RUNNING", "PENDING", "PAUSED"):
-                    trial.status = "TERMINATED"
-        state["restart_errored"] = "fresh" if restart_errored else bool(resume_errored)
+            params = getattr(trainable, "__tune_parameters__", None)
+            if params is not None and params._values is None:
+                # Its values lived in the object store of the session that saved it.
+                raise ValueError("this experiment's trainable was wrapped with "
+                                 "tune.with_parameters, whose values are not saved with the "
+                                 "experiment: pass it again, Tuner.restore(path, "
+                                 "trainable=tune.with_parameters(fn, ...))")
+        if _resume_config is None:
+            _resume_config = ResumeConfig(
+                finished="skip", unfinished="resume" if resume_unfinished else "skip",
+                errored="restart" if restart_errored else "resume" if resume_errored
+                else "skip")
+        elif not isinstance(_resume_config, ResumeConfig):
+            raise TypeError("_resume_config must be a tune.ResumeConfig")
+        state["resume"] = {"finished": _resume_config.finished,
+                           "unfinished": _resume_config.unfinished,
+                           "errored": _resume_config.errored}
         tune_config = tune_config or saved["tune_config"] or TuneConfig()
         tune_config.search_alg = state["searcher"]
         run_config = run_config or saved["run_config"]
@@ -180,7 +196,7 @@ def run(run_or_experiment, config: dict | None = None, *, metric: str | None = N
     """
     from .errors import TuneError
 
-    trainable = run_or_experiment
+    trainable = resolve_trainable(run_or_experiment)
     if resources_per_trial is not None:
         trainable = with_resources(trainable, resources_per_trial)
     if checkpoint_config is None:

@@ -12,8 +12,80 @@ from dataclasses import dataclass
 from .._config import RunConfig, ScalingConfig
 from .._trainer import DataParallelTrainer
 
-__all__ = ["TorchTrainer", "TorchConfig", "prepare_model", "prepare_data_loader",
-           "get_device", "get_devices", "enable_reproducibility"]
+from .._checkpoint import Checkpoint
+
+__all__ = ["TorchTrainer", "TorchConfig", "TorchCheckpoint", "prepare_model",
+           "prepare_data_loader", "get_device", "get_devices", "enable_reproducibility",
+           "accelerate", "prepare_optimizer", "backward"]
+
+_AMP_GONE = ("accelerate, backward and prepare_optimizer were deprecated by Ray Train and "
+             "raise in Ray 2.60, as here: use PyTorch's mixed precision directly "
+             "(torch.autocast and torch.amp.GradScaler in the training function), or a "
+             "library such as Lightning or HuggingFace Accelerate.")
+
+
+def accelerate(amp: bool = False) -> None:
+    """Deprecated in Ray Train: raises ``DeprecationWarning`` (as Ray 2.60 does)."""
+    raise DeprecationWarning(_AMP_GONE)
+
+
+def prepare_optimizer(optimizer):
+    """Deprecated in Ray Train: raises ``DeprecationWarning`` (as Ray 2.60 does)."""
+    raise DeprecationWarning(_AMP_GONE)
+
+
+def backward(tensor) -> None:
+    """Deprecated in Ray Train: raises ``DeprecationWarning`` (as Ray 2.60 does)."""
+    raise DeprecationWarning(_AMP_GONE)
+
+
+class TorchCheckpoint(Checkpoint):
+    """A checkpoint holding a PyTorch model (Ray's ``TorchCheckpoint``): its
+    ``state_dict`` (``from_state_dict``) or the whole module (``from_model``) in
+    ``model.pt``; :meth:`get_model` loads it back."""
+
+    MODEL_FILENAME = "model.pt"
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict, *, preprocessor=None) -> "TorchCheckpoint":
+        """A checkpoint (in a new temporary directory) of ``state_dict``."""
+        import tempfile
+
+        import torch
+
+        path = tempfile.mkdtemp(prefix="checkpoint_")
+        torch.save({k: v.cpu() if hasattr(v, "cpu") else v for k, v in state_dict.items()},
+                   os.path.join(path, cls.MODEL_FILENAME))
+        return cls(path)
+
+    @classmethod
+    def from_model(cls, model, *, preprocessor=None) -> "TorchCheckpoint":
+        """A checkpoint (in a new temporary directory) of the whole module (pickled)."""
+        import tempfile
+
+        import torch
+
+        path = tempfile.mkdtemp(prefix="checkpoint_")
+        torch.save(getattr(model, "module", model), os.path.join(path, cls.MODEL_FILENAME))
+        return cls(path)
+
+    def get_model(self, model=None):
+        """The saved module; for a saved state dict, ``model`` (a module of the same
+        shape) is required and gets the weights loaded."""
+        import torch
+
+        saved = torch.load(os.path.join(self.path, self.MODEL_FILENAME), map_location="cpu",
+                           weights_only=False)
+        if isinstance(saved, torch.nn.Module):
+            if model is not None:
+                model.load_state_dict(saved.state_dict())
+                return model
+            return saved
+        if model is None:
+            raise ValueError("this TorchCheckpoint holds a state dict: pass the module to load "
+                             "it into, get_model(model)")
+        model.load_state_dict(saved)
+        return model
 
 
 @dataclass

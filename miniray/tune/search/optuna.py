@@ -119,6 +119,7 @@ class OptunaSearch(Searcher):
         self._pruned: set = set()
         self._n_asked = 0
         self._replay = None  # what a restored searcher replays into its fresh study
+        self._records: dict = {}  # trial number -> saved record, for finished trials
 
     @property
     def study(self):
@@ -269,11 +270,13 @@ class OptunaSearch(Searcher):
             state["_replay"] = self._export()
         state["_study"] = None
         state["_ot_trials"] = {}
+        state["_records"] = {}
         state["_sampler"] = _Portable.wrap(self._sampler)
         state["_pruner"] = _Portable.wrap(self._pruner)
         return state
 
     def __setstate__(self, state):
+        state.setdefault("_records", {})
         self.__dict__.update(state)
         self._sampler = _Portable.unwrap(self._sampler, "sampler")
         self._pruner = _Portable.unwrap(self._pruner, "pruner")
@@ -295,8 +298,17 @@ class OptunaSearch(Searcher):
         frozen = {t.number: t for t in self._study.get_trials(deepcopy=False)}
         running = {tid: record(frozen[t.number]) for tid, t in self._ot_trials.items()}
         numbers = {r["number"] for r in running.values()}
-        finished = [record(t) for t in frozen.values()
-                    if t.state.is_finished() and t.number not in numbers]
+        # A finished Optuna trial never changes: its record is built once, not at every
+        # save (twice a second), which kept 1,000-trial studies at ~0.2 s per save.
+        cache = self._records
+        finished = []
+        for number, t in frozen.items():
+            if number in numbers or not t.state.is_finished():
+                continue
+            rec = cache.get(number)
+            if rec is None:
+                rec = cache[number] = record(t)
+            finished.append(rec)
         return {"finished": finished, "running": running,
                 "persistent": self._storage is not None}
 
