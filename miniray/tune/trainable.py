@@ -267,7 +267,7 @@ class _Parameters:
             return self._values
         from .. import api
 
-        return dict(zip(self.names, api.get(self._refs[1])))
+        return dict(zip(self.names, api._get_blocking(self._refs[1])))
 
     def __getstate__(self):
         from .._core.refs import get_client

@@ -210,16 +210,16 @@ def validate_save_restore(trainable_cls, config: dict | None = None, num_gpus: i
     second = remote_cls.remote(config=config or {})
     try:
         for _ in range(3):
-            result = api.get(first.train.remote())
+            result = api._get_blocking(first.train.remote())
         assert result.get("training_iteration") == 3, \
             "validate_save_restore needs train() to count training_iteration"
-        checkpoint = api.get(first.save.remote())
-        api.get(second.restore.remote(checkpoint))
-        result = api.get(second.train.remote())
+        checkpoint = api._get_blocking(first.save.remote())
+        api._get_blocking(second.restore.remote(checkpoint))
+        result = api._get_blocking(second.train.remote())
         assert result["training_iteration"] == 4, \
             f"the restored trainable continued at iteration {result['training_iteration']}, " \
             "not 4: restore() did not bring back the saved state"
-        result = api.get(second.train.remote())
+        result = api._get_blocking(second.train.remote())
         assert result["training_iteration"] == 5
         shutil.rmtree(checkpoint.path, ignore_errors=True)
     finally:
