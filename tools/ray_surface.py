@@ -73,7 +73,6 @@ CATEGORIES = {
     "client": "Ray Client (ray://) internals; miniray reaches Ray clusters through Ray",
     "cross-language": "Java/C++ workers",
     "not-yet": "would make sense on one machine; not built yet",
-    "pending-i20-tune": "implemented on branch i20-tune (prune at merge)",
 }
 
 
