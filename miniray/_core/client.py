@@ -16,12 +16,21 @@ from . import protocol
 from .refs import IdGenerator, ObjectRef
 import pickle
 
-from .serialization import INLINE_THRESHOLD, PICKLE5, PLAIN_TYPES, deserialize_inline, serialize
+from .serialization import (
+    INLINE_THRESHOLD,
+    PICKLE5,
+    PLAIN_TYPES,
+    deserialize_inline,
+    deserialize_view,
+    serialize,
+)
+from .spilling import read_spilled
 
 # Value states as they travel in ``get`` replies: [state, data].
 VALUE_INLINE = 0
 VALUE_SHM = 1
 VALUE_ERROR = 2
+VALUE_SPILLED = 3  # data: the path of the object's spill file
 
 
 class ClientBase:
@@ -116,6 +125,8 @@ class ClientBase:
             return deserialize_inline(data)
         if state == VALUE_SHM:
             return self.store.read(data, on_release)
+        if state == VALUE_SPILLED:
+            return deserialize_view(memoryview(read_spilled(data)))
         error = deserialize_inline(data)
         if isinstance(error, RayTaskError):
             error = error.as_instanceof_cause()
