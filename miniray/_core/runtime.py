@@ -1282,6 +1282,9 @@ class NodeRuntime:
         parsed = shm.parse_name(name)
         owner = self.workers_by_pid.get(parsed[1]) if parsed else None
         if owner is not None and not owner.dead:
+            # Its pages go back now, not when the owner next reads its socket
+            # (a worker in a long task would keep them past the budget).
+            shm.release_in(name, location[1], location[2])
             self._send(owner, [P.FREE, [location]])
             return
         # Owner is gone: the segment is adopted; unlink it when its last object goes.
@@ -2333,6 +2336,8 @@ class NodeRuntime:
             "objects": len(self.objects),
             "store_used": self.store_used,
             "capacity": self.capacity,
+            "spilled_bytes": self.spill.bytes,
+            "spilled_objects": len(self.spill.files),
             "tasks_pending": len(self.tasks),
             "workers": len(self.workers),
             "actors": sum(1 for a in self.actors.values() if a.state != "DEAD"),
