@@ -250,6 +250,14 @@ def test_spill_directory_is_configurable_and_cleaned_up(ray_factory, tmp_path):
     assert files, "objects should have spilled into the configured directory"
     stats = runtime.rpc_stats(None)
     assert stats["spilled_bytes"] >= 8 * MiB
+    from miniray._core import introspect
+    from miniray.dashboard import prometheus
+
+    store = introspect.summary(runtime)["object_store"]
+    assert store["spilled_bytes"] == stats["spilled_bytes"]
+    assert store["spill_dir"].startswith(str(spill_root))
+    text = prometheus.node_metrics(runtime).text()
+    assert f"miniray_object_store_spilled_bytes {stats['spilled_bytes']}" in text
     assert [int(ray.get(r)[5]) for r in refs] == [0, 1, 2, 3]
     miniray.shutdown()
     assert list(spill_root.iterdir()) == []

@@ -148,6 +148,7 @@ class LocalStore:
             # A del just reached the node: its slot is warm now, take it.
             with self._lock:
                 arena.allocator.free(offset)
+                shm.release(arena.mapping, offset, _page_end(offset + size) - offset)
             arena, offset, warm = self._allocate(size)
         end = _page_end(offset + size)
         if not warm:
