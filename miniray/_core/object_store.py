@@ -76,6 +76,7 @@ class LocalStore:
         self._arenas: dict[str, _Arena] = {}
         self._dedicated: dict[str, int] = {}  # name -> size, segments we own whole
         self._read_maps: dict[str, mmap.mmap] = {}  # arenas mapped whole, kept
+        self._populated: dict = {}  # (arena, offset) -> size read-populated here
         self._lock = threading.Lock()
         self.closed = False
         # Freed ranges whose pages are kept for a while: a put right after a
@@ -292,7 +293,12 @@ class LocalStore:
                 mapping = self._read_maps.get(name)
                 if mapping is None:
                     mapping = self._map_arena(name)
-                if size >= POPULATE_READ_MIN:
+                if size >= POPULATE_READ_MIN and self._populated.get((name, offset)) != size:
+                    # Once per location: populating pages already mapped still
+                    # walks them (~1 ms per 100 MiB), more than a whole get.
+                    if len(self._populated) > 4096:
+                        self._populated.clear()
+                    self._populated[(name, offset)] = size
                     start = offset - offset % MIN_BLOCK
                     shm.populate_read(mapping, start, offset + size - start)
                 import numpy

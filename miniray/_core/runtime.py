@@ -1295,11 +1295,12 @@ class NodeRuntime:
         live = sum(1 for e in list(self.objects.values())
                    if e.state == VALUE_SHM and e.data[0] == name)
         live += sum(1 for e in list(self._pinned_garbage.values()) if e.data[0] == name)
+        # Its pages go back now: readers elsewhere may keep the arena mapped
+        # (warm mappings) after it is unlinked, which would keep them alive.
+        shm.release_in(name, location[1], location[2])
         if live == 0:
             shm.unlink(name)
             self.store.forget_segment(name)
-        else:  # its pages go back now, not when the arena empties
-            shm.release_in(name, location[1], location[2])
 
     def unpin_threadsafe(self, object_id: bytes) -> None:
         self.post_lazy(self._unpin, object_id)
