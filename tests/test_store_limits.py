@@ -193,6 +193,10 @@ def test_spilled_reads_race_restores_without_errors(ray_factory):
     try:
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline and not errors:
+            # Objects put and dropped: each spills others, then leaves room in
+            # which the dispatches below restore spilled objects.
+            scratch = [ray.put(np.zeros(items, dtype=np.int64)) for _ in range(8)]
+            del scratch
             assert ray.get([first.remote(r) for r in refs]) == list(range(len(refs)))
     finally:
         stop.set()

@@ -21,10 +21,9 @@ from .serialization import (
     PICKLE5,
     PLAIN_TYPES,
     deserialize_inline,
-    deserialize_view,
     serialize,
 )
-from .spilling import read_spilled
+from .object_store import read_file
 
 # Value states as they travel in ``get`` replies: [state, data].
 VALUE_INLINE = 0
@@ -126,7 +125,7 @@ class ClientBase:
         if state == VALUE_SHM:
             return self.store.read(data, on_release)
         if state == VALUE_SPILLED:
-            return deserialize_view(memoryview(read_spilled(data)))
+            return read_file(data)
         error = deserialize_inline(data)
         if isinstance(error, RayTaskError):
             error = error.as_instanceof_cause()

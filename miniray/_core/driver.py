@@ -10,8 +10,8 @@ from ..exceptions import GetTimeoutError, ObjectLostError
 from .client import VALUE_INLINE, VALUE_SHM, ClientBase
 from .refs import ObjectRef
 from .runtime import DRIVER, PENDING, VALUE_SPILLED, ObjectEntry, VALUE_ERROR
-from .serialization import deserialize_inline, deserialize_view
-from .spilling import read_spilled
+from .serialization import deserialize_inline
+from .object_store import read_file
 
 
 class DriverClient(ClientBase):
@@ -159,7 +159,7 @@ class DriverClient(ClientBase):
         if state == VALUE_SPILLED:
             # The file stays until the object is deleted, and our ref keeps
             # it from that: no lock needed while reading it.
-            return deserialize_view(memoryview(read_spilled(data)))
+            return read_file(data)
         return self.decode_value(object_id, VALUE_ERROR, data)
 
     def _add_waiter(self, pending, wake, count) -> int:

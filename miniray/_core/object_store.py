@@ -356,8 +356,12 @@ class LocalStore:
             del anchor
 
     def write_raw(self, data) -> list:
-        """Store bytes already in the shared-memory layout (restoring a spill)."""
+        """Store bytes already in the shared-memory layout."""
         return self.write(_RawLayout(data))
+
+    def write_from_file(self, path: str, size: int) -> list:
+        """Restore a spill file: read straight into the new slot (one copy)."""
+        return self.write(_FileLayout(path, size))
 
     def forget_segment(self, name: str) -> None:
         with self._lock:
@@ -399,6 +403,51 @@ class LocalStore:
                 except BufferError:
                     pass
             self._read_maps.clear()
+
+
+def read_file(path: str):
+    """Deserialize a spill file as zero-copy views of a read-only mapping of it.
+
+    The page cache serves it: a second read costs no disk access. The file
+    may be unlinked while mapped (its object deleted) without harm.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ObjectLostError(
+            reason=f"its spill file {path} could not be read ({exc.strerror or exc})"
+        ) from None
+    try:
+        size = os.fstat(fd).st_size
+        region = shm.MappedRegion(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+    except (OSError, ValueError) as exc:
+        raise ObjectLostError(reason=f"its spill file {path} could not be mapped ({exc})") \
+            from None
+    finally:
+        os.close(fd)
+    if size >= POPULATE_READ_MIN:
+        shm.populate_read(region, 0, size)
+    return deserialize_view(memoryview(region))
+
+
+class _FileLayout:
+    """Quacks like SerializedValue for ``LocalStore.write``: a spill file."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path: str, size: int):
+        self.path = path
+        self.size = size
+
+    def shm_size(self) -> int:
+        return self.size
+
+    def write_into(self, view) -> int:
+        with open(self.path, "rb", buffering=0) as f:
+            n = f.readinto(view[:self.size])
+        if n != self.size:
+            raise OSError(f"spill file {self.path} is short: {n} of {self.size} bytes")
+        return n
 
 
 class _RawLayout:

@@ -35,7 +35,6 @@ import time
 
 from ..exceptions import (
     ActorDiedError,
-    ObjectLostError,
     ObjectStoreFullError,
     RayTaskError,
     TaskCancelledError,
@@ -50,7 +49,7 @@ from .client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM, VALUE_SPILLED
 from . import events as _events
 from .object_store import WARM_KEEP_S, LocalStore, _fmt
 from .serialization import deserialize_inline, serialize
-from .spilling import SpillFiles, read_spilled
+from .spilling import SpillFiles
 
 PENDING = -1
 # Known-short tasks queue on a busy worker (hiding the node round trip) while the
@@ -1344,12 +1343,18 @@ class NodeRuntime:
     def _restore(self, object_id: bytes, entry: ObjectEntry) -> None:
         """Bring a spilled object back into shared memory when the budget
         allows; otherwise it stays spilled and readers read its file."""
-        path = entry.data
+        # Restored objects are pinned while tasks run on them; a quarter of
+        # the store stays free of them so new objects still fit.
+        size = entry.size + self.capacity // 4
+        if self._over_budget(size) > 0 and (not self.store.trim()
+                                             or self._over_budget(size) > 0):
+            # No room without spilling something else: readers map the file
+            # (the page cache serves it) rather than the store thrashing.
+            self.counters["restores_deferred"] += 1
+            return
         try:
-            data = read_spilled(path)
-            self._make_room(len(data))
-            location = self.store.write_raw(data)
-        except (ObjectStoreFullError, ObjectLostError, OSError):
+            location = self.store.write_from_file(entry.data, entry.size)
+        except (ObjectStoreFullError, OSError):
             self.counters["restores_deferred"] += 1
             return
         with self._state_lock:

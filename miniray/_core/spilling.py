@@ -128,14 +128,3 @@ class SpillFiles:
         self.files.clear()
         self.bytes = 0
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def read_spilled(path: str) -> bytes:
-    """The bytes of a spilled object, or ObjectLostError naming the file."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise ObjectLostError(
-            reason=f"its spill file {path} could not be read ({exc.strerror or exc})"
-        ) from None
