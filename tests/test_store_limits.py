@@ -90,6 +90,8 @@ SCENARIO = textwrap.dedent("""
     stop[0] = True
     ray.shutdown()
     left = [n for n in os.listdir("/dev/shm") if n != "other_tenant"]
+    if store_dir != "/dev/shm":  # file-backed: our node's files there are gone too
+        left += [n for n in os.listdir(store_dir) if n.startswith(f"miniray_{os.getpid()}_")]
     print(json.dumps({
         "capacity": capacity, "n": n, "tasks_ok": tasks_ok, "reads_ok": reads_ok,
         "puts_ok": puts_ok, "peak": peak[0], "after": after, "left": left,
