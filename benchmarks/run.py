@@ -156,11 +156,11 @@ def child_main(args) -> int:
             emit(event="fatal", error=_err(e), trace=traceback.format_exc())
             return 1
         wall0 = time.time()
-        markers = W.session_markers(system, api)
+        markers = [W.session_markers(system, api)]
 
         def pids():
             return [[p.pid, p.start] for p in
-                    node_processes(os.getpid(), markers, since=wall0 - 60)]
+                    node_processes(os.getpid(), markers[0], since=wall0 - 60)]
 
         emit(event="pids", pids=pids(), versions=W.describe_versions(system, api))
         ctx = W.Ctx(system=system, quick=args.quick, api=None if system == "futures" else api,
@@ -169,11 +169,23 @@ def child_main(args) -> int:
         for n in names:
             wl = W.REGISTRY[n]
             emit(event="start", workload=n)
+            restarted = bool(wl.init_kwargs) and system != "futures"
             try:
+                if restarted:
+                    W.shutdown_system(system, api, executor)
+                    W.init_system(system, api, **wl.init_kwargs)
+                    markers[0] = W.session_markers(system, api)
+                    emit(event="pids", pids=pids())
+                    ctx._remote = None  # remote functions of the new session
                 res = run_workload(wl, ctx)
             except Exception as e:  # SystemExit/KeyboardInterrupt end the child
                 res = {"error": _err(e), "trace": traceback.format_exc()}
             gc.collect()
+            if restarted:  # back to the settings every other workload runs with
+                W.shutdown_system(system, api, executor)
+                W.init_system(system, api)
+                markers[0] = W.session_markers(system, api)
+                ctx._remote = None
             emit(event="result", workload=n, result=res)
             emit(event="pids", pids=pids())
         return 0

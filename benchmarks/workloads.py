@@ -128,6 +128,9 @@ class Workload:
     warmup: Optional[int] = None  # override ctx.warmup
     reps: Optional[int] = None    # override ctx.reps
     quick_reps: Optional[int] = None
+    # init() arguments this workload needs (a small store, say): the child
+    # restarts the system with them for it, then with the defaults again.
+    init_kwargs: Optional[dict] = None
 
     def futures(self, fn: Callable) -> Callable:
         """Decorator: attach the ProcessPoolExecutor implementation."""
@@ -148,7 +151,8 @@ def workload(name: str, unit: str, *, higher_is_better: bool,
              target: Optional[Target] = None, description: str = "",
              group: str = "core", kind: str = "main",
              systems=RAY_API_SYSTEMS, warmup: Optional[int] = None,
-             reps: Optional[int] = None, quick_reps: Optional[int] = None):
+             reps: Optional[int] = None, quick_reps: Optional[int] = None,
+             init_kwargs: Optional[dict] = None):
     """Register a workload; the decorated function becomes the Ray-API
     implementation for every system in ``systems``. Returns the
     :class:`Workload` (use ``@<name>.futures`` to add a futures version)."""
@@ -158,7 +162,7 @@ def workload(name: str, unit: str, *, higher_is_better: bool,
             raise ValueError(f"duplicate workload {name!r}")
         wl = Workload(name, unit, higher_is_better, target,
                       description or (fn.__doc__ or "").strip(), group, kind,
-                      {s: fn for s in systems}, warmup, reps, quick_reps)
+                      {s: fn for s in systems}, warmup, reps, quick_reps, init_kwargs)
         REGISTRY[name] = wl
         return wl
 
@@ -207,6 +211,10 @@ def make_remote(api) -> SimpleNamespace:
         return int(arr[0])
 
     @api.remote
+    def total(arr):
+        return int(arr.sum())  # reads every byte
+
+    @api.remote
     def arg_is_zero_copy(arr):
         # defined inline: must not reference this module (shipped by value)
         addr = arr.ctypes.data
@@ -240,7 +248,7 @@ def make_remote(api) -> SimpleNamespace:
         async def m(self):
             return 1
 
-    return SimpleNamespace(noop=noop, inc=inc, first=first,
+    return SimpleNamespace(noop=noop, inc=inc, first=first, total=total,
                            arg_is_zero_copy=arg_is_zero_copy, sleep_pid=sleep_pid,
                            Actor=Actor, AsyncActor=AsyncActor)
 
@@ -447,6 +455,38 @@ def _large_arg_tasks_futures(ctx: Ctx):
         assert [f.result() for f in futs] == [0] * 4
 
     return lambda: (rate(op, 4, ctx.min_time), {"zero_copy": False})
+
+
+@workload("big_arg_sum", "tasks/s", higher_is_better=True, target=Ratio(1.5),
+          description="f.remote(ref_to_100MiB_array) returning arr.sum() (every byte read), "
+                      "batches of 4")
+def big_arg_sum(ctx: Ctx):
+    get, total = ctx.api.get, ctx.remote.total
+    ref = ctx.api.put(_large_array())
+
+    def op():
+        assert get([total.remote(ref) for _ in range(4)]) == [0] * 4
+
+    return lambda: rate(op, 4, ctx.min_time)
+
+
+PRESSURE_STORE = 512 * 1024 * 1024
+
+
+@workload("big_arg_sum_pressure", "tasks/s", higher_is_better=True, target=Ratio(1.5),
+          description="arr.sum() tasks over ten 100 MiB arrays, 2x a 512 MiB store: "
+                      "objects spill and are restored as tasks take them",
+          init_kwargs={"object_store_memory": PRESSURE_STORE}, reps=3, quick_reps=2)
+def big_arg_sum_pressure(ctx: Ctx):
+    get, total = ctx.api.get, ctx.remote.total
+    arr = _large_array()
+    refs = [ctx.api.put(arr) for _ in range(2 * PRESSURE_STORE // LARGE_BYTES)]
+    del arr
+
+    def op():
+        assert get([total.remote(r) for r in refs]) == [0] * len(refs)
+
+    return lambda: rate(op, len(refs), ctx.min_time)
 
 
 @workload("chain_200", "chains/s", higher_is_better=True, target=Ratio(10),
@@ -678,14 +718,14 @@ def import_system(system: str):
     raise ValueError(system)
 
 
-def init_system(system: str, api):
+def init_system(system: str, api, **extra):
     """Start the runtime; returns the executor for "futures", else None."""
     if system == "ray":
-        api.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        api.init(num_cpus=2, include_dashboard=False, log_to_driver=False, **extra)
     elif system == "miniray":
         # The same settings as Ray's line above (bench_dashboard.py measures the
         # dashboard's cost on its own).
-        api.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        api.init(num_cpus=2, include_dashboard=False, log_to_driver=False, **extra)
     elif system == "futures":
         return api.ProcessPoolExecutor(2)
     return None

@@ -43,18 +43,6 @@ def _detect_gpus() -> int:
         return 0
 
 
-def _default_store_memory() -> int:
-    from ._core.shm import physical_memory
-
-    store = int(physical_memory() * 0.3)
-    try:
-        st = os.statvfs("/dev/shm")
-        store = min(store, int(st.f_bavail * st.f_frsize * 0.8))
-    except OSError:  # pragma: no cover
-        pass
-    return max(store, 64 << 20)
-
-
 class RayContext(dict):
     """What ``init()`` returns: a dict with the node's address info.
 
@@ -95,6 +83,7 @@ def init(
     runtime_env: dict | None = None,
     backend: str | None = None,
     clusters=None,
+    object_spilling_directory: str | None = None,
     _arena_size: int | None = None,
     **kwargs,
 ) -> RayContext:
@@ -117,8 +106,16 @@ def init(
         num_gpus: GPUs (default: detected from ``CUDA_VISIBLE_DEVICES`` or
             ``/dev/nvidia*``).
         resources: custom resources, e.g. ``{"accelerator": 2}``.
-        object_store_memory: bytes of shared memory objects may use before
-            they spill to disk (default 30% of RAM, at most 80% of /dev/shm).
+        object_store_memory: bytes of shared memory the node's processes may
+            hold together before objects spill to disk (default 30% of RAM, at
+            most 80% of what /dev/shm can hold; when /dev/shm holds under
+            1 GiB, as in containers, the store is backed by files in the temp
+            dir instead, with a warning).
+        object_spilling_directory: where spilled objects go (default: the
+            session's temp dir). Also accepted as
+            ``_system_config={"object_spilling_directory": ...}`` or Ray's
+            ``_system_config={"object_spilling_config": json.dumps({"type":
+            "filesystem", "params": {"directory_path": ...}})}``.
         namespace: default namespace for named actors.
         ignore_reinit_error: return quietly if already initialized.
         include_dashboard: serve the dashboard (``None``: when aiohttp is
@@ -175,22 +172,28 @@ def init(
         if not isinstance(num_cpus, (int, float)) or num_cpus < 0:
             raise ValueError(f"num_cpus must be a non-negative number, got {num_cpus!r}")
         num_gpus = _detect_gpus() if num_gpus is None else num_gpus
-        if object_store_memory is None:
-            object_store_memory = _default_store_memory()
-        if object_store_memory < (1 << 20):
+        if object_store_memory is not None and object_store_memory < (1 << 20):
             raise ValueError(f"object_store_memory must be at least 1 MiB, "
                              f"got {object_store_memory}")
+        from ._core import spilling, store_config
         from ._core.driver import DriverClient
         from ._core.runtime import NodeRuntime
 
+        system_config = kwargs.get("_system_config") or {}
+        if not isinstance(system_config, dict):
+            raise TypeError(f"_system_config must be a dict, got {type(system_config).__name__}")
+        spill_parent = spilling.spill_directory_from(system_config, object_spilling_directory)
+        object_store_memory, store_dir = store_config.choose(
+            object_store_memory, kwargs.get("_plasma_directory"))
+
         _namespace = namespace or "default"
         started = time.perf_counter()
-        system_config = kwargs.get("_system_config") or {}
         if kwargs.get("_memory") is not None:
             resources = {**(resources or {}), "memory": kwargs["_memory"]}
         runtime = NodeRuntime(num_cpus, num_gpus, resources, object_store_memory, _namespace,
                               arena_size=_arena_size,
-                              event_caps=system_config.get("event_caps"))
+                              event_caps=system_config.get("event_caps"),
+                              spill_parent=spill_parent, store_dir=store_dir)
         runtime.log_to_driver = bool(log_to_driver)
         runtime.runtime_env_vars = env_vars
         runtime.setup_hook = setup_hook

@@ -213,7 +213,8 @@ def cmd_status(args) -> int:
     print(f"Actors       {a['alive']} alive ({a['total']} created)")
     o = info["object_store"]
     print(f"Object store {o['objects']} objects, {_fmt_bytes(o['used_bytes'])} / "
-          f"{_fmt_bytes(o['capacity_bytes'])}, {o['spilled_total']} spilled")
+          f"{_fmt_bytes(o['capacity_bytes'])}, {o['spilled_total']} spilled "
+          f"({_fmt_bytes(o.get('spilled_bytes', 0))} on disk now)")
     head = session.read_head() if args.address == "auto" else None
     if head and head.get("dashboard_url"):
         print(f"Dashboard    {head['dashboard_url']}")

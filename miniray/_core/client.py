@@ -16,12 +16,20 @@ from . import protocol
 from .refs import IdGenerator, ObjectRef
 import pickle
 
-from .serialization import INLINE_THRESHOLD, PICKLE5, PLAIN_TYPES, deserialize_inline, serialize
+from .serialization import (
+    INLINE_THRESHOLD,
+    PICKLE5,
+    PLAIN_TYPES,
+    deserialize_inline,
+    serialize,
+)
+from .object_store import read_file
 
 # Value states as they travel in ``get`` replies: [state, data].
 VALUE_INLINE = 0
 VALUE_SHM = 1
 VALUE_ERROR = 2
+VALUE_SPILLED = 3  # data: the path of the object's spill file
 
 
 class ClientBase:
@@ -116,6 +124,8 @@ class ClientBase:
             return deserialize_inline(data)
         if state == VALUE_SHM:
             return self.store.read(data, on_release)
+        if state == VALUE_SPILLED:
+            return read_file(data)
         raise rebuild_error(data)
 
 

@@ -10,7 +10,8 @@ from ..exceptions import GetTimeoutError, ObjectLostError
 from .client import VALUE_INLINE, VALUE_SHM, ClientBase
 from .refs import ObjectRef
 from .runtime import DRIVER, PENDING, VALUE_SPILLED, ObjectEntry, VALUE_ERROR
-from .serialization import deserialize_inline, deserialize_view
+from .serialization import deserialize_inline
+from .object_store import read_file
 
 
 class DriverClient(ClientBase):
@@ -59,8 +60,8 @@ class DriverClient(ClientBase):
             entry.size = location[2]
             self.objects[object_id] = entry
             runtime._add_used(entry.size)
-            if runtime.store_used > runtime.capacity:
-                runtime.post(_spill_over, runtime)
+            if runtime._over_budget(0) > 0:
+                runtime.post(runtime._spill_over)
         return ObjectRef(object_id, _counted=True)
 
     def _write(self, serialized) -> list:
@@ -156,8 +157,9 @@ class DriverClient(ClientBase):
                 runtime.unpin_threadsafe(object_id)
                 raise
         if state == VALUE_SPILLED:
-            with open(data, "rb") as f:
-                return deserialize_view(memoryview(f.read()))
+            # The file stays until the object is deleted, and our ref keeps
+            # it from that: no lock needed while reading it.
+            return read_file(data)
         return self.decode_value(object_id, VALUE_ERROR, data)
 
     def _add_waiter(self, pending, wake, count) -> int:
@@ -435,11 +437,6 @@ class _LoopWaker:
 
 def _keep(refs) -> None:
     del refs
-
-
-def _spill_over(runtime) -> None:
-    if runtime.store_used > runtime.capacity:
-        runtime._spill(runtime.store_used - runtime.capacity)
 
 
 def _split(refs, ready_ids):

@@ -64,7 +64,8 @@ def main(argv=None) -> int:
         print(f"A miniray head is already running (pid {existing['pid']}); stop it with "
               "`miniray stop` first.", file=sys.stderr)
         return 1
-    from ..api import _default_store_memory, _detect_gpus
+    from ..api import _detect_gpus
+    from . import store_config
     from .loop import new_event_loop
     from .runtime import NodeRuntime
 
@@ -72,8 +73,9 @@ def main(argv=None) -> int:
     asyncio.set_event_loop(loop)
     num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
     num_gpus = args.num_gpus if args.num_gpus is not None else _detect_gpus()
+    capacity, store_dir = store_config.choose(args.object_store_memory or None)
     runtime = NodeRuntime(num_cpus, num_gpus, parse_resources(args.resources),
-                          args.object_store_memory or _default_store_memory(), "default")
+                          capacity, "default", store_dir=store_dir)
     runtime.log_to_driver = False  # no terminal: worker output goes to the log files
     runtime.start(loop)
     token = secrets.token_urlsafe(32)

@@ -18,6 +18,10 @@ from .worker import WorkerClient
 
 class RemoteDriverClient(WorkerClient):
     def __init__(self, sock, info: dict, address: str):
+        if info.get("store_dir"):  # segments go where the head's node keeps them
+            from . import shm
+
+            shm.set_dir(info["store_dir"])
         super().__init__(sock, info["node_pid"], info["capacity"], info["arena_size"], 0)
         self.address = address
         self.info = info

@@ -45,15 +45,15 @@ from ..exceptions import (
 from . import hooks as _hooks
 from . import protocol as P
 from . import shm
-from .client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM
+from .client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM, VALUE_SPILLED
 # The module, not its names: compiled, events cimports Task from this module,
 # so whichever of the two loads first sees the other half-initialized.
 from . import events as _events
-from .object_store import LocalStore, _fmt
+from .object_store import WARM_KEEP_S, LocalStore, _fmt
 from .serialization import deserialize_inline, serialize
+from .spilling import SpillFiles
 
 PENDING = -1
-VALUE_SPILLED = 3
 # Known-short tasks queue on a busy worker (hiding the node round trip) while the
 # estimated work queued there stays under the budget: noop-sized tasks get a
 # deep pipeline, millisecond ones a shallow one, so a queue never holds back
@@ -120,6 +120,7 @@ class Task:
 
 class WorkerHandle:
     is_driver = False
+    reserved = 0  # bytes of the store budget taken for objects being written
 
     def __init__(self, worker_id: int, proc, sock):
         self.worker_id = worker_id
@@ -208,7 +209,8 @@ class ActorState:
 
 class NodeRuntime:
     def __init__(self, num_cpus, num_gpus, resources, object_store_memory, namespace,
-                 arena_size=None, spill_dir=None, event_caps=None):
+                 arena_size=None, spill_dir=None, event_caps=None, spill_parent=None,
+                 store_dir=None):
         self.node_pid = os.getpid()
         self.namespace = namespace
         self.total = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
@@ -224,9 +226,15 @@ class NodeRuntime:
         self.available = dict(self.total)
         self.free_gpu_ids = list(range(int(num_gpus)))
         self.capacity = int(object_store_memory)
+        shm.set_dir(store_dir or os.environ.get(shm.STORE_DIR_ENV) or "/dev/shm")
+        self.store_dir = shm.SHM_DIR
+        # The driver keeps up to a quarter of the store of freed pages warm for
+        # the next put (they count in the budget and are given back first).
         self.store = LocalStore(self.node_pid, self.capacity,
-                                arena_size or min(self.capacity, 512 * 1024 * 1024))
+                                arena_size or min(self.capacity, 512 * 1024 * 1024),
+                                warm_limit=min(self.capacity // 4, 512 * 1024 * 1024))
         self.spill_dir = spill_dir or tempfile.mkdtemp(prefix=f"miniray_spill_{self.node_pid}_")
+        self.spill = SpillFiles(self.node_pid, spill_parent, self.spill_dir)
         self.objects: dict[bytes, ObjectEntry] = {}
         self.functions: dict[bytes, bytes] = {}
         self.tasks: dict[bytes, Task] = {}
@@ -295,9 +303,10 @@ class NodeRuntime:
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        shm.sweep_dead()
+        shm.sweep_dead({"/dev/shm", self.store_dir})
         self._start_watchdog()
         env = dict(os.environ)
+        env[shm.STORE_DIR_ENV] = self.store_dir
         # Workers import miniray from wherever the driver did.
         pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
@@ -337,6 +346,7 @@ class NodeRuntime:
             self.loop = loop
             self._user_loop_thread = threading.get_ident()
             self._on_started()
+        self.store.on_full = self._on_store_full
 
     def _on_started(self) -> None:
         self.loop.call_later(0.05, self._tick)
@@ -349,7 +359,8 @@ class NodeRuntime:
 
     def _start_watchdog(self) -> None:
         self.watchdog = subprocess.Popen(
-            [sys.executable, "-m", "miniray._core.watchdog", str(self.node_pid), self.spill_dir],
+            [sys.executable, "-m", "miniray._core.watchdog", str(self.node_pid), self.spill_dir,
+             self.store_dir, self.spill.dir if self.spill.owned else ""],
             stdin=subprocess.PIPE, start_new_session=True,
             env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(
                 os.path.abspath(__file__)))) + os.pathsep + os.environ.get("PYTHONPATH", "")},
@@ -380,6 +391,7 @@ class NodeRuntime:
         shm.sweep_node(self.node_pid)
         import shutil
 
+        self.spill.cleanup()
         shutil.rmtree(self.spill_dir, ignore_errors=True)
         if self.watchdog is not None:
             try:
@@ -545,6 +557,8 @@ class NodeRuntime:
             self._drain_ops()
         if not self._closing:
             self._reap_surplus_workers()
+            if self.store.warm_bytes:  # freed pages not reused soon go back to the OS
+                self.store.trim(WARM_KEEP_S)
             self.loop.call_later(0.05, self._tick)
 
     def _reap_surplus_workers(self) -> None:
@@ -782,6 +796,7 @@ class NodeRuntime:
             self._note_startup_death(worker, reason)
         # Its objects survive it: _free_storage unlinks its segments once they empty.
         self._release_pins(worker)
+        self._drop_reservation(worker)
         self._release_lease(worker)
         if worker.blocked:
             worker.blocked = 0
@@ -937,6 +952,7 @@ class NodeRuntime:
         return {
             "node_pid": self.node_pid, "capacity": self.capacity,
             "arena_size": self.arena_size, "namespace": self.namespace,
+            "store_dir": self.store_dir,
             "total": self.total, "session_dir": self.spill_dir,
             "dashboard_url": getattr(self.dashboard, "url", None),
         }
@@ -951,6 +967,7 @@ class NodeRuntime:
         if self._closing:
             return
         self._release_pins(conn)
+        self._drop_reservation(conn)
         # Its refs go, so its non-detached actors and unreachable objects go too.
         self._release_held(conn)
         self._schedule()
@@ -1279,7 +1296,7 @@ class NodeRuntime:
         object_id = arg[1]
         entry: ObjectEntry = self.objects[object_id]
         if entry.state == VALUE_SPILLED:
-            self._restore(object_id, entry)
+            self._restore(object_id, entry)  # else the task reads the spill file
         if entry.state == VALUE_SHM:
             entry.pins += 1
             pinned.append(object_id)
@@ -1287,6 +1304,8 @@ class NodeRuntime:
 
     # -- object table --------------------------------------------------------------
     def _set_value(self, object_id: bytes, state, data, contained=None, size=0) -> None:
+        if state == VALUE_SHM:
+            self._settle_reservation(data)
         entry: ObjectEntry = self.objects.get(object_id)
         if entry is None:
             # Nobody holds a ref any more: drop the value at once.
@@ -1311,8 +1330,8 @@ class NodeRuntime:
             entry.waiters = None
         for waiter in waiters:
             waiter(object_id, entry)
-        if state == VALUE_SHM and self.store_used > self.capacity:
-            self._spill(self.store_used - self.capacity)
+        if state == VALUE_SHM and self._over_budget(0) > 0:
+            self._spill_over()
 
     def _add_used(self, delta) -> None:
         with self._used_lock:  # the driver's put adds from its own thread
@@ -1351,11 +1370,8 @@ class NodeRuntime:
                 self._pinned_garbage[object_id] = entry
             else:
                 self._free_entry_storage(entry)
-        elif entry.state == VALUE_SPILLED:
-            try:
-                os.unlink(entry.data)
-            except OSError:
-                pass
+        if self.spill.files and object_id in self.spill.files:
+            self.spill.remove(object_id)
         self._release_contained(entry.contained)
         entry.contained = None
 
@@ -1377,6 +1393,9 @@ class NodeRuntime:
         parsed = shm.parse_name(name)
         owner = self.workers_by_pid.get(parsed[1]) if parsed else None
         if owner is not None and not owner.dead:
+            # Its pages go back now, not when the owner next reads its socket
+            # (a worker in a long task would keep them past the budget).
+            shm.release_in(name, location[1], location[2])
             self._send(owner, [P.FREE, [location]])
             return
         # Owner is gone: the segment is adopted; unlink it when its last object goes.
@@ -1387,6 +1406,9 @@ class NodeRuntime:
         live = sum(1 for e in list(self.objects.values())
                    if e.state == VALUE_SHM and e.data[0] == name)
         live += sum(1 for e in list(self._pinned_garbage.values()) if e.data[0] == name)
+        # Its pages go back now: readers elsewhere may keep the arena mapped
+        # (warm mappings) after it is unlinked, which would keep them alive.
+        shm.release_in(name, location[1], location[2])
         if live == 0:
             shm.unlink(name)
             self.store.forget_segment(name)
@@ -1401,26 +1423,24 @@ class NodeRuntime:
         entry.pins -= n
         self._maybe_free_unpinned(object_id, entry)
 
-    # -- spilling ----------------------------------------------------------------------
+    # -- spilling and the node-wide budget ---------------------------------------------
+    # ``store_used`` counts the bytes of every process's live objects, plus what
+    # workers reserved for objects they are writing; the driver's warm freed
+    # pages count too. Together they stay within ``capacity``.
     def _spill(self, need: int) -> int:
         freed = 0
+        spill = self.spill
         for object_id, entry in list(self.objects.items()):
             if freed >= need:
                 break
             if entry.state != VALUE_SHM or entry.pins > 0:
                 continue
-            path = os.path.join(self.spill_dir, object_id.hex())
-            region, view = self.store.map(entry.data)
-            try:
-                with open(path, "wb") as f:
-                    f.write(view)
-            finally:
-                view.release()
-                region.close()
+            path = spill.write(self.store, object_id, entry.data)
+            if path is None:
+                break  # the disk is full too
             location = entry.data
             with self._state_lock:
-                if entry.pins > 0:  # a reader got in first
-                    os.unlink(path)
+                if entry.pins > 0:  # a reader got in first; the file serves next time
                     continue
                 entry.state = VALUE_SPILLED
                 entry.data = path
@@ -1428,23 +1448,74 @@ class NodeRuntime:
             self._add_used(-entry.size)
             freed += entry.size
             self.counters["objects_spilled"] += 1
+            self.counters["bytes_spilled"] += entry.size
             self.events.object_event(object_id, "SPILLED", entry.size)
         return freed
 
     def _restore(self, object_id: bytes, entry: ObjectEntry) -> None:
-        with open(entry.data, "rb") as f:
-            data = f.read()
-        if self.store_used + len(data) > self.capacity:
-            self._spill(self.store_used + len(data) - self.capacity)
-        location = self.store.write_raw(data)
-        path = entry.data
+        """Bring a spilled object back into shared memory when the budget
+        allows; otherwise it stays spilled and readers read its file."""
+        # Restored objects are pinned while tasks run on them; a quarter of
+        # the store stays free of them so new objects still fit.
+        size = entry.size + self.capacity // 4
+        if self._over_budget(size) > 0 and (not self.store.trim()
+                                             or self._over_budget(size) > 0):
+            # No room without spilling something else: readers map the file
+            # (the page cache serves it) rather than the store thrashing.
+            self.counters["restores_deferred"] += 1
+            return
+        try:
+            location = self.store.write_from_file(entry.data, entry.size)
+        except (ObjectStoreFullError, OSError):
+            self.counters["restores_deferred"] += 1
+            return
         with self._state_lock:
             entry.state = VALUE_SHM
             entry.data = location
-        os.unlink(path)
+        # The file stays until the object is deleted: a reader may hold its path.
         self._add_used(entry.size)
         self.counters["objects_restored"] += 1
         self.events.object_event(object_id, "RESTORED", entry.size)
+
+    def _spill_over(self) -> None:
+        """Back within budget after an object arrived past it (best effort)."""
+        if self.store.trim() and self._over_budget(0) <= 0:
+            return
+        self._spill(self._over_budget(0))
+        self.store.trim()
+
+    def _over_budget(self, size: int) -> int:
+        return self.store_used + self.store.warm_bytes + size - self.capacity
+
+    def _make_room(self, size: int) -> int:
+        """Free budget for ``size`` more bytes (warm pages, then spilling);
+        raises ObjectStoreFullError when pinned objects leave no room."""
+        over = self._over_budget(size)
+        if over <= 0:
+            return 0
+        freed = self.store.trim()
+        if self._over_budget(size) > 0:
+            freed += self._spill(self._over_budget(size))
+            self.store.trim()  # what spilling freed in our own arenas stays warm
+        if self._over_budget(size) > 0:
+            self._raise_full(size, freed)
+        return freed
+
+    def _raise_full(self, size: int, freed: int) -> None:
+        pinned = sum(e.size for e in list(self.objects.values())
+                     if e.state == VALUE_SHM and e.pins)
+        pinned += sum(e.size for e in list(self._pinned_garbage.values()))
+        raise ObjectStoreFullError(
+            f"The object store is full: {_fmt(self.store_used)} of {_fmt(self.capacity)} "
+            f"in use, {_fmt(pinned)} of it pinned by live views or running tasks, and "
+            f"{_fmt(size)} more was asked for (spilling freed {_fmt(freed)}; "
+            f"{_fmt(self.spill.bytes)} is spilled to {self.spill.dir}). Drop references "
+            "to objects you no longer need, or raise miniray.init(object_store_memory=...).")
+
+    def _on_loop(self, fn, *args):
+        if threading.get_ident() == self._loop_thread_id():
+            return fn(*args)
+        return self.call_threadsafe_wait(fn, *args)
 
     def make_room_threadsafe(self, size: int) -> None:
         """Called by the driver before writing a large object."""
@@ -1452,21 +1523,50 @@ class NodeRuntime:
             raise ObjectStoreFullError(
                 f"An object of {_fmt(size)} does not fit in the object store of "
                 f"{_fmt(self.capacity)}; raise miniray.init(object_store_memory=...).")
-        if self.store_used + size <= self.capacity:
+        if self._over_budget(size) <= 0:
             return
-        freed = self.call_threadsafe_wait(self._spill, self.store_used + size - self.capacity) \
-            if threading.get_ident() != self._loop_thread_id() else \
-            self._spill(self.store_used + size - self.capacity)
-        # Freed objects still viewed by a reader hold their bytes too.
-        pinned = sum(e.size for e in list(self.objects.values())
-                     if e.state == VALUE_SHM and e.pins)
-        pinned += sum(e.size for e in list(self._pinned_garbage.values()))
-        if self.store_used + size > self.capacity and pinned + size > self.capacity:
-            raise ObjectStoreFullError(
-                f"The object store is full: {_fmt(self.store_used)} of {_fmt(self.capacity)} "
-                f"in use, {_fmt(pinned)} of it pinned by live views, and {_fmt(size)} more was "
-                f"asked for (spilling freed {_fmt(freed)}). Drop references to objects you no "
-                "longer need, or raise miniray.init(object_store_memory=...).")
+        self._on_loop(self._make_room, size)
+
+    def _on_store_full(self, size: int) -> bool:
+        """The filesystem under the store refused pages (other processes use it
+        too): spill regardless of the budget; True if anything was freed."""
+        if self._closing:
+            return False
+        return self._on_loop(self._spill, size) > 0
+
+    def rpc_reserve(self, caller, size: int, force: bool = False, no_wait: bool = False):
+        """A worker is about to write ``size`` bytes: take them from the budget
+        (spilling if needed). ``force``: its filesystem is full, spill anyway.
+        ``no_wait``: sent without waiting for a reply (an async actor's loop),
+        so it cannot fail. A negative size returns an unused reservation."""
+        if force:
+            return self._spill(size) > 0
+        if size > 0:
+            try:
+                self._make_room(size)
+            except ObjectStoreFullError:
+                if not no_wait:
+                    raise
+        caller.reserved += size
+        self._add_used(size)
+        return True
+
+    def _settle_reservation(self, location) -> None:
+        """A worker's object arrived: its reservation becomes the object's bytes."""
+        parsed = shm.parse_name(location[0])
+        if parsed is None or parsed[1] == self.node_pid:
+            return
+        owner = self.workers_by_pid.get(parsed[1])
+        if owner is None or owner.reserved <= 0:
+            return
+        size = min(location[2], owner.reserved)
+        owner.reserved -= size
+        self._add_used(-size)  # added back as the object's own bytes
+
+    def _drop_reservation(self, holder) -> None:
+        if holder.reserved:
+            self._add_used(-holder.reserved)
+            holder.reserved = 0
 
     # -- rpc methods (driver ops and worker requests/notifications) ----------------
     def rpc_register_function(self, caller, fn_id: bytes, blob: bytes) -> None:
@@ -1760,7 +1860,7 @@ class NodeRuntime:
             if entry.state == PENDING:
                 missing.append(entry)
         if not missing:
-            return self._reply_values(object_ids, entries)
+            return self._reply_values(caller, object_ids, entries)
         future = self.loop.create_future()
         remaining = [len(missing)]
         if caller is not DRIVER:
@@ -1769,7 +1869,7 @@ class NodeRuntime:
         def on_ready(object_id, entry):
             remaining[0] -= 1
             if remaining[0] == 0 and not future.done():
-                future.set_result(self._reply_values(object_ids, entries))
+                future.set_result(self._reply_values(caller, object_ids, entries))
 
         for entry in missing:
             entry.waiters.append(on_ready)
@@ -1779,11 +1879,16 @@ class NodeRuntime:
             future.add_done_callback(lambda f: self._unblock(caller))
         return future
 
-    def _reply_values(self, object_ids, entries):
+    def _reply_values(self, caller, object_ids, entries):
         out = []
         for object_id, entry in zip(object_ids, entries):
             if entry.state == VALUE_SPILLED:
-                self._restore(object_id, entry)
+                self._restore(object_id, entry)  # else the caller reads the file
+            if entry.state == VALUE_SHM and caller is not DRIVER:
+                # Pinned before the reply leaves: between the reply and the
+                # reader's mapping, the object must not be spilled or freed.
+                entry.pins += 1
+                caller.pins[object_id] += 1
             out.append([entry.state, entry.data])
         return out
 
@@ -2378,6 +2483,8 @@ class NodeRuntime:
             "objects": len(self.objects),
             "store_used": self.store_used,
             "capacity": self.capacity,
+            "spilled_bytes": self.spill.bytes,
+            "spilled_objects": len(self.spill.files),
             "tasks_pending": len(self.tasks),
             "workers": len(self.workers),
             "actors": sum(1 for a in self.actors.values() if a.state != "DEAD"),

@@ -1,10 +1,15 @@
 """POSIX shared-memory segments for the object store.
 
-We use the primitives under ``multiprocessing.shared_memory`` (``shm_open`` /
-``shm_unlink`` from ``_posixshmem``) rather than the ``SharedMemory`` class:
-before Python 3.13 that class registers every *attached* segment with
-multiprocessing's resource tracker, which then unlinks segments owned by
-other processes when a reader exits and starts an extra tracker process.
+Segments are files in ``/dev/shm`` (what ``shm_open`` does on Linux), or in a
+private directory under the temp dir when ``/dev/shm`` is too small for a
+useful store (see ``store_config``). We open them directly rather than with
+``multiprocessing.shared_memory.SharedMemory``: before Python 3.13 that class
+registers every *attached* segment with multiprocessing's resource tracker,
+which then unlinks segments owned by other processes when a reader exits.
+
+A segment is sparse: a range's pages are reserved (``posix_fallocate``) before
+it is written, so a full filesystem is an error to handle, never SIGBUS, and
+freed ranges are punched out (``MADV_REMOVE``) so their pages go back at once.
 Ownership is ours to manage: every segment name encodes the node and the
 owning process, so a crashed node's segments can be found and reclaimed.
 
@@ -13,14 +18,10 @@ Names: ``miniray_<nodepid>_<ownerpid>_<kind><counter>_<random>``.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import secrets
-
-try:  # Linux/macOS; the object store needs POSIX shared memory.
-    import _posixshmem
-except ImportError:  # pragma: no cover - Windows
-    _posixshmem = None
 
 PREFIX = "miniray_"
 
@@ -31,7 +32,9 @@ def physical_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):  # pragma: no cover
         return 8 << 30
-SHM_DIR = "/dev/shm"
+# Where this process's segments live. Workers inherit the node's choice.
+SHM_DIR = os.environ.get("MINIRAY_STORE_DIR") or "/dev/shm"
+STORE_DIR_ENV = "MINIRAY_STORE_DIR"
 PAGE = mmap.PAGESIZE
 
 _counter = 0
@@ -66,9 +69,30 @@ class MappedRegion(mmap.mmap):
     the object store pins an object while any view of its mapping is alive."""
 
 
+def set_dir(path: str) -> None:
+    """Keep this process's segments in ``path`` (``/dev/shm``, or a private
+    directory of files when ``/dev/shm`` is too small: see ``store_config``)."""
+    global SHM_DIR
+    SHM_DIR = path
+
+
+def _path(name: str) -> str:
+    return os.path.join(SHM_DIR, name)
+
+
+# Opening ``/dev/shm/<name>`` is what shm_open does on Linux; plain opens work
+# the same for a directory of files, so one code path serves both backings.
+_O_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
 def create(name: str, size: int) -> int:
-    """Create a segment of ``size`` bytes and return its file descriptor."""
-    fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+    """Create a segment of ``size`` bytes and return its file descriptor.
+
+    The segment is sparse: its pages are reserved range by range with
+    :func:`reserve` before they are written (a write into an unreserved page
+    of a full tmpfs would kill the process with SIGBUS).
+    """
+    fd = os.open(_path(name), os.O_CREAT | os.O_EXCL | os.O_RDWR | _O_FLAGS, 0o600)
     try:
         os.ftruncate(fd, size)
     except BaseException:
@@ -79,19 +103,78 @@ def create(name: str, size: int) -> int:
 
 
 def open_readonly(name: str) -> int:
-    return _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
+    return os.open(_path(name), os.O_RDONLY | _O_FLAGS)
 
 
 def open_readwrite(name: str) -> int:
-    return _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+    return os.open(_path(name), os.O_RDWR | _O_FLAGS)
 
 
 def unlink(name: str) -> bool:
     try:
-        _posixshmem.shm_unlink("/" + name)
+        os.unlink(_path(name))
         return True
     except FileNotFoundError:
         return False
+
+
+class NoSpace(OSError):
+    """The backing filesystem could not reserve the pages of a range."""
+
+
+def reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate the backing pages of a range before anything writes to it.
+
+    Raises :class:`NoSpace` when the filesystem is full: the caller spills and
+    retries, or reports ``ObjectStoreFullError``, instead of taking SIGBUS.
+    """
+    if length <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EFBIG):
+            raise NoSpace(exc.errno, os.strerror(exc.errno)) from None
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # pragma: no cover - odd fs
+            return
+        raise
+
+
+_MADV_REMOVE = getattr(mmap, "MADV_REMOVE", 9)
+
+
+def release(mapping: mmap.mmap, offset: int, length: int) -> None:
+    """Give the pages of a freed range back to the OS (a hole punched in the
+    segment): tmpfs keeps a freed object's pages otherwise, for as long as the
+    segment lives. ``mapping`` is a writable shared mapping of the segment."""
+    start = offset - offset % PAGE
+    end = offset + length
+    end += -end % PAGE
+    if end <= start:
+        return
+    try:
+        mapping.madvise(_MADV_REMOVE, start, end - start)
+    except (OSError, ValueError):  # pragma: no cover - fs without hole punching
+        pass
+
+
+def release_in(name: str, offset: int, length: int) -> None:
+    """:func:`release` for a segment this process has no writable mapping of
+    (an arena adopted from a dead worker)."""
+    try:
+        fd = open_readwrite(name)
+    except OSError:
+        return
+    try:
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        region = mmap.mmap(fd, offset + length - start, mmap.MAP_SHARED,
+                           mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
+    except (OSError, ValueError):  # pragma: no cover
+        return
+    finally:
+        os.close(fd)
+    with region:
+        release(region, offset - start, length)
 
 
 def map_region(fd: int, offset: int, size: int, writable: bool) -> tuple[MappedRegion, int]:
@@ -104,8 +187,10 @@ def map_region(fd: int, offset: int, size: int, writable: bool) -> tuple[MappedR
     return region, skew
 
 
-_MADV_POPULATE_WRITE = 23  # Linux 5.14+; not in the mmap module yet
+_MADV_POPULATE_READ = 22  # Linux 5.14+; not in the mmap module yet
+_MADV_POPULATE_WRITE = 23
 _can_populate = hasattr(mmap.mmap, "madvise") and os.uname().sysname == "Linux"
+_can_populate_read = _can_populate
 
 
 def populate(mapping: mmap.mmap, start: int, length: int) -> None:
@@ -124,6 +209,18 @@ def populate(mapping: mmap.mmap, start: int, length: int) -> None:
         _can_populate = False
 
 
+def populate_read(mapping: mmap.mmap, start: int, length: int) -> None:
+    """Map ``length`` bytes of a read-only mapping in one call (page-aligned
+    ``start``): a reader of 100 MiB otherwise takes thousands of faults."""
+    global _can_populate_read
+    if not _can_populate_read or length <= 0:
+        return
+    try:
+        mapping.madvise(_MADV_POPULATE_READ, start, length)
+    except OSError:
+        _can_populate_read = False
+
+
 def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -136,9 +233,9 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def list_segments(node_pid: int | None = None) -> list[str]:
+def list_segments(node_pid: int | None = None, directory: str | None = None) -> list[str]:
     try:
-        names = os.listdir(SHM_DIR)
+        names = os.listdir(directory or SHM_DIR)
     except OSError:  # pragma: no cover - no /dev/shm (macOS)
         return []
     out = []
@@ -151,16 +248,26 @@ def list_segments(node_pid: int | None = None) -> list[str]:
     return out
 
 
-def sweep_node(node_pid: int) -> int:
+def _unlink_in(directory: str, name: str) -> bool:
+    try:
+        os.unlink(os.path.join(directory, name))
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def sweep_node(node_pid: int, directory: str | None = None) -> int:
     """Unlink every segment of one node; returns how many were removed."""
-    return sum(unlink(n) for n in list_segments(node_pid))
+    directory = directory or SHM_DIR
+    return sum(_unlink_in(directory, n) for n in list_segments(node_pid, directory))
 
 
-def sweep_dead() -> int:
+def sweep_dead(directories=None) -> int:
     """Unlink segments whose node process is gone (a crashed driver)."""
     removed = 0
-    for n in list_segments():
-        node_pid, _owner = parse_name(n)
-        if not pid_alive(node_pid):
-            removed += unlink(n)
+    for directory in directories or (SHM_DIR,):
+        for n in list_segments(None, directory):
+            node_pid, _owner = parse_name(n)
+            if not pid_alive(node_pid):
+                removed += _unlink_in(directory, n)
     return removed

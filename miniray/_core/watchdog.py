@@ -3,7 +3,8 @@
 Started by the node with a pipe on stdin. The node writes the pid of every
 worker it spawns; when the pipe closes (the driver exited, cleanly or killed
 with SIGKILL), the watchdog kills the workers that are still miniray workers
-and unlinks every ``/dev/shm`` segment of the node. It imports almost nothing
+and unlinks every segment of the node (in ``/dev/shm`` or the store's file
+directory) and its spill directories. It imports almost nothing
 so it starts fast and stays small.
 """
 
@@ -32,6 +33,8 @@ def main() -> None:
             pass
     node_pid = int(sys.argv[1])
     spill_dir = sys.argv[2] if len(sys.argv) > 2 else ""
+    store_dir = sys.argv[3] if len(sys.argv) > 3 else ""
+    extra_spill_dir = sys.argv[4] if len(sys.argv) > 4 else ""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pids: set[int] = set()
     for line in sys.stdin:
@@ -48,11 +51,12 @@ def main() -> None:
                 pass
     from miniray._core import shm
 
-    shm.sweep_node(node_pid)
-    if spill_dir and os.path.isdir(spill_dir):
-        import shutil
+    shm.sweep_node(node_pid, store_dir or None)
+    import shutil
 
-        shutil.rmtree(spill_dir, ignore_errors=True)
+    for directory in (spill_dir, extra_spill_dir):
+        if directory and os.path.isdir(directory):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

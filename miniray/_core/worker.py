@@ -80,6 +80,8 @@ class WorkerClient(ClientBase):
         self.node_pid = node_pid
         self.worker_id = worker_id
         self.store = LocalStore(node_pid, capacity, arena_size)
+        self.store.reserve = self._reserve
+        self.store.on_full = self._on_store_full
         self.unpacker = P.new_unpacker()
         # One receive buffer for the worker's life: recv(1 MiB) allocated (by
         # mmap), shrank (mremap) and freed (munmap, a TLB flush) a fresh buffer
@@ -300,6 +302,26 @@ class WorkerClient(ClientBase):
             self.notify("put", object_id, location, contained)
         return ObjectRef(object_id, _counted=True)
 
+    def _reserve(self, size: int) -> None:
+        """Take ``size`` bytes of the node's store budget before writing them
+        (the node spills to make room, or raises ObjectStoreFullError)."""
+        if self.concurrent and threading.get_ident() == self.loop_thread_id:
+            # An async actor's loop must not block: account without waiting.
+            self.notify("reserve", size, False, True)
+            return
+        if size < 0:
+            self.notify("reserve", size)
+            return
+        self.request("reserve", size)
+
+    def _on_store_full(self, size: int) -> bool:
+        if self.concurrent and threading.get_ident() == self.loop_thread_id:
+            return False
+        try:
+            return bool(self.request("reserve", size, True))
+        except Exception:
+            return False
+
     def register_function(self, fn_id: bytes, blob_getter) -> None:
         if fn_id not in self._registered_functions:
             self.notify("register_function", fn_id, blob_getter())
@@ -322,10 +344,13 @@ class WorkerClient(ClientBase):
     def decode_replies(self, object_ids, values):
         out = []
         for object_id, (state, data) in zip(object_ids, values):
-            if state == VALUE_SHM:
-                self.notify("pin", object_id)
-                out.append(self.decode_value(object_id, state, data,
-                                             _Unpin(self, object_id)))
+            if state == VALUE_SHM:  # the node pinned it for us with the reply
+                try:
+                    value = self.decode_value(object_id, state, data, _Unpin(self, object_id))
+                except BaseException:
+                    self.notify("unpin", object_id)
+                    raise
+                out.append(value)
             else:
                 out.append(self.decode_value(object_id, state, data))
         return out

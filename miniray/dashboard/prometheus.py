@@ -120,6 +120,8 @@ def node_metrics(runtime, stream=None) -> Exposition:
             store["used_bytes"])
     out.add("miniray_object_store_capacity_bytes", "gauge", "Shared-memory capacity in bytes",
             store["capacity_bytes"])
+    out.add("miniray_object_store_spilled_bytes", "gauge",
+            "Bytes of objects in spill files on disk", store.get("spilled_bytes", 0))
     for resource, total in info["resources_total"].items():
         out.add("miniray_resource_capacity", "gauge", "Schedulable resources of the node", total,
                 {"resource": resource})
