@@ -10,11 +10,14 @@ the miniray runtime.
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import socket
 import sys
 import sysconfig
 import threading
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
@@ -218,6 +221,82 @@ class Driver:
         self._in_pool(rid, lambda: self._jobs().stop_job(job_id))
 
 
+def _endpoint(address: str) -> tuple[str, int]:
+    """The (host, port) Ray listens on for ``address`` (GCS or Ray Client)."""
+    if address.startswith("ray://"):
+        address = address[len("ray://"):]
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _refused(endpoint, attempts: int = 3, pause: float = 0.1) -> str | None:
+    """A reason if every attempt to connect to ``endpoint`` is refused, else None.
+
+    Refused (nothing listens on the port) is the only answer taken as proof
+    that the cluster's head is gone: a connect that succeeds or merely times
+    out (a slow or hung cluster, a lossy network) is left to the health probes.
+    """
+    reason = None
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(pause)
+        try:
+            socket.create_connection(endpoint, timeout=2.0).close()
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                return None
+            reason = os.strerror(exc.errno)
+    return reason
+
+
+def watch_head(endpoint, on_lost, interval: float = 1.0) -> threading.Thread:
+    """Call ``on_lost(reason)`` as soon as the cluster's head process is gone.
+
+    Ray's own driver keeps retrying a dead GCS for a minute; this holds an idle
+    TCP connection to the head's port instead. The kernel closes it the
+    moment the process dies (SIGKILL included), and a reconnect that is
+    refused confirms it: the loss is seen in milliseconds, not after several
+    health probes time out. A merely slow or stopped head keeps the
+    connection open, so it is never declared dead here.
+    """
+
+    def run():
+        while True:
+            try:
+                conn = socket.create_connection(endpoint, timeout=5.0)
+            except OSError:
+                conn = None
+            if conn is None:
+                reason = _refused(endpoint)
+                if reason is not None:
+                    on_lost(f"the head of the cluster at {endpoint[0]}:{endpoint[1]} is gone "
+                            f"({reason}): its Ray processes died")
+                    return
+                time.sleep(interval)
+                continue
+            try:
+                conn.setblocking(False)
+                while True:
+                    # Readable means closed (or stray bytes, which we drop):
+                    # we never send, so a live server has nothing to say.
+                    ready, _, _ = select.select([conn], [], [], interval)
+                    if ready:
+                        try:
+                            if not conn.recv(4096):
+                                break
+                        except BlockingIOError:
+                            continue
+                        except OSError:
+                            break
+            finally:
+                conn.close()
+
+    thread = threading.Thread(target=run, name="miniray-head-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> None:
     fd = int(sys.argv[1])
     sock = socket.socket(fileno=fd)
@@ -245,6 +324,16 @@ def main() -> None:
         finally:
             os._exit(1)
     sock.sendall(_wire.pack(("hello", info)))
+    try:
+        def report(reason):
+            try:
+                driver.send(("lost", reason))
+            except OSError:  # the control plane is gone already
+                pass
+
+        watch_head(_endpoint(spec["address"]), report)
+    except (ValueError, OSError):  # an address we cannot watch: the probes still cover it
+        pass
     try:
         driver.serve()
     finally:

@@ -169,6 +169,14 @@ class RayClusterBackend:
             message = await _wire.read_message(reader)
             if message is None:
                 break
+            if message[0] == "lost":
+                # The driver saw its cluster's head die: fail over now rather
+                # than after Ray's own reconnect attempts or the health probes.
+                if self._writer is writer:
+                    self.disconnect(message[1])
+                    if self.on_lost is not None:
+                        self.on_lost(self, message[1])
+                return
             future = self._pending.pop(message[1], None)
             if future is None or future.done():
                 continue
