@@ -74,6 +74,7 @@ class ControlPlane:
         self.monitor = None
         self.closed = False
         self._actors: dict = {}  # key -> _RemoteActor, control loop only
+        self._local_actors: list = []  # weak refs to handles of actors placed on "local"
         self._actor_tasks: set = set()
 
     def spawn(self, coro) -> None:
@@ -208,21 +209,62 @@ class ControlPlane:
         name = actor_class.__name__
         request = placement_request("actor", name, options, 0)
         self._check_eligible(request)
-        member = self.call(self._place_actor(request))
-        clean = {k: v for k, v in options.items() if k not in _PLACEMENT_ONLY}
+        handle = RoutedActorHandle(self, None, uuid.uuid4().hex, name)
+        member = self.call(self._place_actor(request, handle, actor_class, args, kwargs,
+                                             options))
         if member.backend.kind == "local":
             bypass.on = True
             try:
-                return actor_class._remote(args, kwargs, clean)
+                local = actor_class._remote(args, kwargs, self._clean(options))
             finally:
                 bypass.on = False
-        handle = RoutedActorHandle(self, member.name, uuid.uuid4().hex, name)
-        self.loop.call_soon_threadsafe(self._start_actor, handle, actor_class, args, kwargs,
-                                       clean)
+            self.loop.call_soon_threadsafe(self._count_local_actor, local)
+            return local
         return handle
 
-    async def _place_actor(self, request):
+    @staticmethod
+    def _clean(options) -> dict:
+        return {k: v for k, v in options.items() if k not in _PLACEMENT_ONLY}
+
+    def _count_local_actor(self, handle) -> None:
+        import weakref
+
+        try:
+            self._local_actors.append(weakref.ref(handle))
+        except TypeError:  # no weak refs: counted for good
+            self._local_actors.append(lambda: True)
+        self.registry.get("local").local_actors -= 1  # placed; now counted by its handle
+
+    def actors_on(self, member) -> int:
+        """Actors placed on ``member`` that may still be alive: they hold no
+        CPU in Ray once running, so placement must count them itself."""
+        if member.backend.kind == "local":
+            self._local_actors = [ref for ref in self._local_actors if ref() is not None]
+            return len(self._local_actors) + member.local_actors
+        generation = member.backend.generation
+        return sum(1 for state in self._actors.values()
+                   if state.member is member and state.error is None and not state.killed
+                   and state.generation in (None, generation))
+
+    async def _place_actor(self, request, handle, actor_class, args, kwargs, options):
+        member = await self._choose_actor_member(request)
+        # Counted at once (on the loop) so that actors created one after the
+        # other see each other and spread.
+        if member.backend.kind == "local":
+            member.local_actors += 1
+        else:
+            handle._cluster = member.name
+            self._actors[handle._key] = _RemoteActor(self, member, handle, actor_class, args,
+                                                     kwargs, self._clean(options))
+        return member
+
+    def _count_actors(self) -> None:
+        for member in self.registry:
+            member.actors = self.actors_on(member)
+
+    async def _choose_actor_member(self, request):
         while True:
+            self._count_actors()
             member = self.dispatcher.choose(request)
             if member is None:  # actors hold resources, not in-flight slots
                 members = [m for m in self.registry if m.accepting]
@@ -234,17 +276,13 @@ class ControlPlane:
                 return member
             await asyncio.sleep(0.05)
 
-    def _start_actor(self, handle, actor_class, args, kwargs, options) -> None:
-        member = self.registry.get(handle._cluster)
-        state = _RemoteActor(self, member, handle, actor_class, args, kwargs, options)
-        self._actors[handle._key] = state
-
     # -- admin ---------------------------------------------------------------------
     def status(self) -> dict:
         """A JSON-ready snapshot of every member, the queue and the counters."""
         return self.call(self._status())
 
     async def _status(self) -> dict:
+        self._count_actors()
         return {
             "clusters": [m.snapshot() for m in self.registry],
             "queue": {"waiting": len(self.queue), "maxsize": self.queue.maxsize,
@@ -290,6 +328,7 @@ class _RemoteActor:
         self.handle = handle
         self.calls: asyncio.Queue = asyncio.Queue()
         self.error: BaseException | None = None
+        self.killed = False
         self.generation = None
         self.calls.put_nowait(("create", actor_class, args, kwargs, options))
         plane.spawn(self._run())
@@ -383,7 +422,10 @@ class RoutedActorHandle:
         return None if num_returns == 0 else refs
 
     def _enqueue(self, entry) -> None:
-        self._plane._actors[self._key].calls.put_nowait(entry)
+        state = self._plane._actors[self._key]
+        if entry[0] == "kill":
+            state.killed = True  # no longer counted for placement, even before it is sent
+        state.calls.put_nowait(entry)
 
     def _kill(self, no_restart: bool = True) -> None:
         self._plane.loop.call_soon_threadsafe(self._enqueue, ("kill", no_restart))

@@ -38,6 +38,8 @@ class Member:
         self.admin_state = ACTIVE
         self.inflight = 0
         self.actor_calls_inflight = 0
+        self.actors = 0  # actors placed here and not known dead (set by the control plane)
+        self.local_actors = 0  # local actors being created (control plane bookkeeping)
         self.counters = {"dispatched": 0, "succeeded": 0, "app_errors": 0,
                          "cluster_failures": 0, "retried_elsewhere": 0}
 
@@ -86,7 +88,7 @@ class Member:
             "prefer": self.config.prefer, "weight": self.config.weight,
             "state": self.admin_state, "breaker": self.breaker.snapshot(),
             "inflight": self.inflight, "capacity": self.capacity,
-            "actor_calls_inflight": self.actor_calls_inflight,
+            "actor_calls_inflight": self.actor_calls_inflight, "actors": self.actors,
             "health": {"alive": health.alive, "total": health.total,
                        "available": health.available, "nodes": health.nodes,
                        "latency_s": health.latency_s, "checked_at": health.checked_at,

@@ -170,6 +170,27 @@ def test_actors_stay_on_their_cluster(node, ray_clusters):
         miniray.get(local.add.remote(1), timeout=30)
 
 
+def test_unpinned_actors_spread_over_clusters(node, ray_clusters):
+    """Running actors hold no CPU in Ray, so the polled resources do not show
+    them: placement counts the actors each cluster holds against its capacity."""
+    connect(ray_clusters, include_local=False)
+    actors = [Counter.remote(i) for i in range(6)]
+    placed = [a.cluster for a in actors]
+    assert sorted(set(placed)) == ["arm", "x86"], placed
+    assert placed.count("arm") == 3, placed
+    arches = miniray.get([a.arch.remote() for a in actors], timeout=120)
+    assert arches == [{"x86": "x86_64", "arm": "arm64"}[c] for c in placed]
+    assert {c["name"]: c["actors"] for c in mc.status()["clusters"]} == {"x86": 3, "arm": 3}
+    for actor in actors[:3]:
+        miniray.kill(actor)
+    # Killed actors no longer count: the next ones go where there is room.
+    more = [Counter.remote(0) for _ in range(3)]
+    counts = {c["name"]: c["actors"] for c in mc.status()["clusters"]}
+    assert counts == {"x86": 3, "arm": 3}, (counts, placed, [a.cluster for a in more])
+    for actor in actors[3:] + more:
+        miniray.kill(actor)
+
+
 def test_backpressure_queue_waits_or_raises(node, ray_clusters):
     settings = Settings(**{**vars(FAST), "queue_size": 3, "block_when_full": False})
     mc.connect([ray_clusters["arm"].config(max_inflight=1)], settings=settings,
