@@ -297,6 +297,45 @@ def watch_head(endpoint, on_lost, interval: float = 1.0) -> threading.Thread:
     return thread
 
 
+class AuthenticationFailed(Exception):
+    """The cluster rejected this driver's token."""
+
+
+def check_token(address: str, timeout: float = 10.0) -> None:
+    """Raise :class:`AuthenticationFailed` at once if the GCS at ``address``
+    rejects the token this process would send.
+
+    ``ray.init`` retries an unauthenticated GCS for ~20 s and then reports a
+    bare connection failure; one cheap RPC with Ray's own token metadata tells
+    the two apart in milliseconds. Any other outcome (unreachable, an older
+    GCS) is left to ``ray.init``.
+    """
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:  # pragma: no cover - part of ray
+        return
+    try:
+        from ray._private.authentication.grpc_authentication_client_interceptor import \
+            _get_authentication_metadata_tuple
+
+        metadata = _get_authentication_metadata_tuple()
+    except Exception:  # a Ray without token authentication
+        metadata = ()
+    with grpc.insecure_channel(address) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout,
+                              metadata=metadata)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                which = "its token was rejected" if metadata else "it requires a token"
+                raise AuthenticationFailed(
+                    f"authentication failed: the Ray cluster at {address} refused this "
+                    f"driver ({which}: {exc.details()}); give the cluster's token as "
+                    "auth_token or auth_token_path in its ClusterConfig") from None
+
+
 def main() -> None:
     fd = int(sys.argv[1])
     sock = socket.socket(fileno=fd)
@@ -313,12 +352,14 @@ def main() -> None:
                 # Ray maps 127.0.0.1 to the machine's routable address; a driver
                 # for a loopback-only cluster must stay on loopback to find its raylet.
                 kwargs["_node_ip_address"] = "127.0.0.1"
+            check_token(address)
         ray.init(**kwargs)
         info = {"ray_version": ray.__version__, "python": sys.version.split()[0],
                 "pid": os.getpid()}
         driver = Driver(sock, spec)
     except BaseException as exc:
-        message = f"{type(exc).__name__}: {exc}"
+        message = str(exc) if isinstance(exc, AuthenticationFailed) else \
+            f"{type(exc).__name__}: {exc}"
         try:
             sock.sendall(_wire.pack(("hello_failed", message)))
         finally:
