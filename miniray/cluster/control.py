@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 import warnings
 
@@ -126,6 +127,7 @@ class ControlPlane:
                 h = member.health
                 h.alive, h.total, h.available = True, result["total"], result["available"]
                 h.nodes, h.latency_s, h.checks = result["nodes"], result["latency_s"], 1
+                h.checked_at = h.ok_at = time.time()
         if failed:
             if self.strict or len(failed) == len(members):
                 raise ClusterUnavailableError(

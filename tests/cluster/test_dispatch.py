@@ -342,6 +342,51 @@ async def test_admin_api_and_metrics(node, ray_clusters, aiohttp_client=None):
     assert not [r for r in routes.routes() if r.path.startswith("/api/clusters")]
 
 
+def test_a_down_cluster_shows_no_current_nodes_or_cpus(node, ray_clusters):
+    """While a cluster does not answer, status, the CLI and /metrics must not
+    present its last poll's nodes and CPUs as current."""
+    import signal
+
+    from miniray.cluster import admin, cli
+
+    arm = ray_clusters["arm"]
+    connect(ray_clusters, include_local=False)
+
+    def arm_status():
+        return {c["name"]: c for c in mc.status()["clusters"]}["arm"]
+
+    def arm_metrics():
+        return {name: value for name, _, _, labels, value in admin.metrics()
+                if labels.get("cluster") == "arm"}
+
+    assert arm_status()["health"]["stale"] is False
+    assert arm_metrics()["miniray_cluster_nodes"] == 1
+    arm.signal(signal.SIGSTOP)  # hung: probes time out, the breaker opens
+    try:
+        deadline = time.monotonic() + 60
+        while arm_status()["health"]["alive"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        health = arm_status()["health"]
+        assert not health["alive"] and health["stale"], health
+        assert health["nodes"] is None and health["total"] == {} and health["available"] == {}
+        assert health["last_known"]["nodes"] == 1 and health["last_known"]["total"]["CPU"] == 1
+        assert health["last_known"]["at"] <= health["checked_at"]
+        samples = arm_metrics()
+        assert samples["miniray_cluster_up"] == 0
+        assert "miniray_cluster_nodes" not in samples
+        assert "miniray_cluster_cpus_total" not in samples
+        row = [line for line in cli.format_status(mc.status()).splitlines()
+               if line.startswith("arm ")][0]
+        assert " no " in row and "1/1" not in row and "0/1" not in row, row
+    finally:
+        arm.signal(signal.SIGCONT)
+    deadline = time.monotonic() + 60
+    while not arm_status()["health"]["alive"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert arm_status()["health"]["stale"] is False
+    assert arm_metrics()["miniray_cluster_cpus_total"] == 1
+
+
 def test_cli_against_a_live_admin_api(node, ray_clusters, capsys):
     from aiohttp import web
 
