@@ -442,7 +442,16 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """Return a handle to the named actor; ``ValueError`` if there is none."""
     if not isinstance(name, str) or not name:
         raise ValueError("get_actor() needs the actor's name as a non-empty string")
-    actor_id, meta = _client().generic("get_actor", name, namespace)
+    try:
+        actor_id, meta = _client().generic("get_actor", name, namespace)
+    except ValueError:
+        from ._core import hooks
+
+        find = getattr(hooks.router, "get_actor", None)
+        routed = find(name, namespace) if find is not None else None
+        if routed is None:  # not on a Ray cluster miniray.cluster reaches either
+            raise
+        return routed
     return ActorHandle(actor_id, meta[0], meta[1])
 
 

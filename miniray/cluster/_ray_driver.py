@@ -159,6 +159,15 @@ class Driver:
         self.actors[key] = cls.options(**self._options(options)).remote(*args, **kwargs)
         self.reply_ok(rid, None)
 
+    def on_actor_get(self, rid, key, name, namespace) -> None:
+        def attach():
+            handle = self.ray.get_actor(name, namespace=namespace)
+            self.actors[key] = handle
+            descriptor = getattr(handle, "_ray_actor_creation_function_descriptor", None)
+            return getattr(descriptor, "class_name", None) or name
+
+        self._in_pool(rid, attach)
+
     def on_actor_call(self, rid, key, method, payload, num_returns) -> None:
         handle = self.actors.get(key)
         if handle is None:

@@ -278,6 +278,34 @@ class ControlPlane:
                 return member
             await asyncio.sleep(0.05)
 
+    def get_actor(self, name: str, namespace: str | None = None):
+        """A handle to the actor named ``name`` on one of the Ray clusters
+        (created by this program or any other driver of that cluster), or
+        None."""
+        return self.call(self._get_actor(name, namespace))
+
+    async def _get_actor(self, name, namespace):
+        for state in self._actors.values():
+            options = state.options
+            if options.get("name") == name and options.get("namespace") == namespace \
+                    and state.error is None and not state.killed:
+                return state.handle
+        for member in self.registry:
+            backend = member.backend
+            if backend.kind == "local" or not member.accepting or not backend.connected:
+                continue
+            key = uuid.uuid4().hex
+            try:
+                class_name = await backend.attach_actor(key, name, namespace)
+            except Exception:  # not there, or the cluster does not answer: try the next
+                continue
+            handle = RoutedActorHandle(self, member.name, key, class_name)
+            state = _RemoteActor(self, member, handle, None, (), {}, {}, attached=True)
+            state.generation = backend.generation
+            self._actors[key] = state
+            return handle
+        return None
+
     # -- admin ---------------------------------------------------------------------
     def status(self) -> dict:
         """A JSON-ready snapshot of every member, the queue and the counters."""
@@ -324,15 +352,18 @@ def _queue_summary(items) -> dict:
 class _RemoteActor:
     """An actor on a Ray cluster: calls are sent in submission order."""
 
-    def __init__(self, plane, member, handle, actor_class, args, kwargs, options):
+    def __init__(self, plane, member, handle, actor_class, args, kwargs, options,
+                 attached: bool = False):
         self.plane = plane
         self.member = member
         self.handle = handle
+        self.options = options
         self.calls: asyncio.Queue = asyncio.Queue()
         self.error: BaseException | None = None
         self.killed = False
         self.generation = None
-        self.calls.put_nowait(("create", actor_class, args, kwargs, options))
+        if not attached:  # attached: an existing actor found by name
+            self.calls.put_nowait(("create", actor_class, args, kwargs, options))
         plane.spawn(self._run())
 
     async def _run(self) -> None:
@@ -458,6 +489,10 @@ class Router:
 
     def __init__(self, plane: ControlPlane):
         self.plane = plane
+
+    def get_actor(self, name: str, namespace: str | None = None):
+        """A handle to the named actor on a Ray cluster, or None."""
+        return self.plane.get_actor(name, namespace)
 
     def submit_task(self, function, args, kwargs, options):
         if getattr(bypass, "on", False):

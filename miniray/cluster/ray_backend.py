@@ -272,6 +272,11 @@ class RayClusterBackend:
         self._ship(fn_id, blob_getter)
         return await self._request("actor_new", key, fn_id, payload, options)
 
+    async def attach_actor(self, key, name: str, namespace: str | None) -> str:
+        """Find the named actor on the cluster and hold it under ``key``;
+        returns its class name (fails if there is no such actor)."""
+        return await self._request("actor_get", key, name, namespace)
+
     def call_actor(self, key, method: str, payload: bytes, num_returns: int) -> asyncio.Future:
         return self._request("actor_call", key, method, payload, num_returns)
 

@@ -191,6 +191,39 @@ def test_unpinned_actors_spread_over_clusters(node, ray_clusters):
         miniray.kill(actor)
 
 
+@miniray.remote
+def make_detached(name, namespace):
+    """Creates a named, detached actor with Ray's own API, from inside a task
+    that runs on the cluster (as another Ray program would)."""
+    import ray
+
+    class Box:
+        def value(self):
+            return "boxed"
+
+    ray.remote(Box).options(name=name, namespace=namespace, lifetime="detached",
+                            num_cpus=0).remote()
+    return name
+
+
+def test_get_actor_finds_named_actors_on_ray(node, ray_clusters):
+    connect(ray_clusters, include_local=False)
+    counter = Counter.options(name="the-counter", tags=["arm64"]).remote(5)
+    found = miniray.get_actor("the-counter")
+    assert found.cluster == "arm"
+    assert miniray.get(found.add.remote(1), timeout=60) == 6
+    assert miniray.get(counter.add.remote(1), timeout=60) == 7   # the same actor
+    # One this program did not create: found through the cluster's own registry.
+    assert miniray.get(make_detached.options(cluster="x86").remote("box", "i23"),
+                       timeout=60) == "box"
+    box = miniray.get_actor("box", namespace="i23")
+    assert box.cluster == "x86"
+    assert miniray.get(box.value.remote(), timeout=60) == "boxed"
+    miniray.kill(box)
+    with pytest.raises(ValueError):
+        miniray.get_actor("nobody-has-this-name")
+
+
 def test_backpressure_queue_waits_or_raises(node, ray_clusters):
     settings = Settings(**{**vars(FAST), "queue_size": 3, "block_when_full": False})
     mc.connect([ray_clusters["arm"].config(max_inflight=1)], settings=settings,
