@@ -8,6 +8,7 @@ import os
 import threading
 import time
 
+from ._core import hooks as _hooks
 from ._core import refs as _refs
 from ._core.actor import ActorClass, ActorHandle, exit_actor, method
 from ._core.client import describe_timeout
@@ -277,6 +278,9 @@ def _connect_head(address, token, namespace, **node_options) -> RayContext:
 
 
 def _auto_init() -> None:
+    if _in_ray_worker():
+        raise RuntimeError("miniray would start a node inside a Ray worker: this call is "
+                           "not supported in a task that runs on a Ray cluster")
     with _lock:
         if _runtime is None:
             init()
@@ -354,6 +358,8 @@ def put(value, *, _owner=None) -> ObjectRef:
     Large numpy arrays and bytes are stored once in shared memory and read
     back zero-copy (read-only) by ``get`` in any process.
     """
+    if _hooks.ray_worker is not None:
+        return _hooks.ray_worker.put(value)
     return _client().put(value)
 
 
@@ -380,6 +386,8 @@ def get(object_refs, *, timeout: float | None = None):
     block their loop. Raises the task's exception (a ``RayTaskError`` that is
     also an instance of the original type), or ``GetTimeoutError``.
     """
+    if _hooks.ray_worker is not None:
+        return _hooks.ray_worker.get(object_refs, timeout=timeout)
     refs, single = _check_refs(object_refs, "get()")
     describe_timeout(timeout)
     client = _client()
@@ -396,6 +404,8 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     Returns ``(ready, not_ready)``, both in the order of ``object_refs``.
     In a thread with a running asyncio loop, returns an awaitable.
     """
+    if _hooks.ray_worker is not None:
+        return _hooks.ray_worker.wait(object_refs, num_returns, timeout, fetch_local)
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expects a list of ObjectRefs, got a single ObjectRef; "
                         "wrap it in a list.")
@@ -430,6 +440,8 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill an actor's process at once. With ``no_restart=False`` it may restart."""
+    if _hooks.ray_worker is not None:
+        return _hooks.ray_worker.kill(actor, no_restart)
     if not isinstance(actor, ActorHandle):
         kill_routed = getattr(actor, "_kill", None)
         if kill_routed is not None and type(actor).__name__ == "RoutedActorHandle":
@@ -442,6 +454,8 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """Return a handle to the named actor; ``ValueError`` if there is none."""
     if not isinstance(name, str) or not name:
         raise ValueError("get_actor() needs the actor's name as a non-empty string")
+    if _hooks.ray_worker is not None:
+        return _hooks.ray_worker.get_actor(name, namespace)
     try:
         actor_id, meta = _client().generic("get_actor", name, namespace)
     except ValueError:
@@ -538,3 +552,18 @@ def timeline(filename: str | None = None) -> list | None:
 def _node_stats() -> dict:
     """Internal counters of the node (for tests and the dashboard)."""
     return _client().generic("stats")
+
+
+def _in_ray_worker() -> bool:
+    """True (after routing miniray's API to Ray) in a process Ray started to
+    run a task or actor: miniray must not start a node of its own there."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return False
+    from .cluster import _in_ray
+
+    return _in_ray.maybe_install()
+
+
+_in_ray_worker()  # imported inside a Ray worker: route to that cluster from the start
