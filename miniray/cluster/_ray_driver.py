@@ -104,6 +104,10 @@ class Driver:
         cloudpickle.register_pickle_by_value(module)
         self.by_value.add(module_name)
 
+    def _args(self, payload):
+        args_blob, nested_values = _wire.unpack(payload)
+        return _wire.load_args(args_blob, nested_values, self.ray.put)
+
     def on_fn(self, fn_id, blob) -> None:
         obj = cloudpickle.loads(blob)
         self._by_value(obj)
@@ -145,7 +149,7 @@ class Driver:
             ref.future().add_done_callback(lambda f, i=index: done(i, f))
 
     def on_task(self, rid, fn_id, payload, options, num_returns) -> None:
-        args, kwargs = cloudpickle.loads(payload)
+        args, kwargs = self._args(payload)
         remote = self.functions[fn_id].options(**self._options(options))
         refs = remote.remote(*args, **kwargs)
         if num_returns == 1:
@@ -154,7 +158,7 @@ class Driver:
             self._watch(rid, list(refs or ()), False)
 
     def on_actor_new(self, rid, key, fn_id, payload, options) -> None:
-        args, kwargs = cloudpickle.loads(payload)
+        args, kwargs = self._args(payload)
         cls = self.functions[fn_id]
         self.actors[key] = cls.options(**self._options(options)).remote(*args, **kwargs)
         self.reply_ok(rid, None)
@@ -173,7 +177,7 @@ class Driver:
         if handle is None:
             raise KeyError(f"actor {key} is not known to this driver (it was lost when the "
                            "connection to its cluster was re-established)")
-        args, kwargs = cloudpickle.loads(payload)
+        args, kwargs = self._args(payload)
         bound = getattr(handle, method)
         if num_returns != 1:
             bound = bound.options(num_returns=num_returns)

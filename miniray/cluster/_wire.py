@@ -3,7 +3,9 @@ a 4-byte big-endian length, then a cloudpickle payload."""
 
 from __future__ import annotations
 
+import io
 import struct
+import threading
 
 import cloudpickle
 
@@ -51,3 +53,45 @@ async def read_message(reader):
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
     return unpack(payload)
+
+
+# -- arguments with refs nested in them --------------------------------------------------
+# A task's top-level ref arguments are resolved to values before they are sent
+# (as Ray does). Refs nested in lists, dicts or objects must arrive as refs
+# the Ray worker can ``get``: the control plane sends their values beside the
+# arguments, and the driver process ``ray.put``s them and puts the Ray refs in
+# their places while it unpickles the arguments.
+_nested = threading.local()
+
+
+def _nested_ref(index: int):
+    return _nested.refs[index]
+
+
+def dump_args(args, kwargs, is_ref) -> tuple[bytes, list]:
+    """Pickle ``(args, kwargs)``; every object for which ``is_ref`` is true
+    becomes a placeholder. Returns the payload and those objects, in order."""
+    found: list = []
+
+    class Pickler(cloudpickle.CloudPickler):
+        def reducer_override(self, obj):
+            if is_ref(obj):
+                found.append(obj)
+                return _nested_ref, (len(found) - 1,)
+            return super().reducer_override(obj)
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=5).dump((args, kwargs))
+    return buffer.getvalue(), found
+
+
+def load_args(payload: bytes, nested_values: bytes | None, put):
+    """Unpickle what :func:`dump_args` made; the placeholders become
+    ``put(value)`` of the nested refs' values (in the driver: ``ray.put``)."""
+    if nested_values is None:
+        return unpack(payload)
+    _nested.refs = [put(value) for value in unpack(nested_values)]
+    try:
+        return unpack(payload)
+    finally:
+        _nested.refs = None

@@ -10,10 +10,9 @@ import time
 import uuid
 import warnings
 
-import cloudpickle
 
 from .config import Settings, check_unique
-from .dispatcher import Dispatcher, FunctionBlobs, WorkItem, bypass, resolve_refs
+from .dispatcher import Dispatcher, FunctionBlobs, WorkItem, bypass, pack_args
 from .errors import (ClusterConnectionLost, ClusterError, ClusterUnavailableError,
                      NoEligibleClusterError)
 from .health import HealthMonitor
@@ -376,8 +375,7 @@ class _RemoteActor:
                 self.error = ClusterError(f"actor {self.handle._class_name} was killed")
                 continue
             try:
-                args, kwargs = await resolve_refs(entry[2], entry[3])
-                payload = cloudpickle.dumps((args, kwargs), protocol=5)
+                payload = await pack_args(entry[2], entry[3])
                 if entry[0] == "create":
                     cls = entry[1]
                     if not backend.connected:

@@ -54,6 +54,13 @@ def program(n):
     return result, sorted(pids)
 
 
+@miniray.remote
+def sum_nested(items, scale=None):
+    """Refs the driver made, nested in a dict, a list and a keyword argument."""
+    return (sum(miniray.get(items["refs"])) + miniray.get(items["one"][0])) \
+        * miniray.get(scale["by"])
+
+
 def assert_no_miniray_node_in(pids) -> None:
     segments = [n for n in shm.list_segments() if shm.parse_name(n)[0] in pids]
     assert not segments, f"miniray segments of Ray worker processes: {segments}"
@@ -70,6 +77,22 @@ def test_nested_program_through_clusters_matches_local(node, ray_clusters):
     assert result == expected
     assert os.getpid() not in pids and len(pids) >= 2
     assert_no_miniray_node_in(pids)
+
+
+def test_driver_refs_nested_in_arguments_reach_ray_as_refs(node, ray_clusters):
+    mc.connect([ray_clusters["arm"].config()], settings=FAST)
+    items = {"refs": [miniray.put(i) for i in range(3)] + [leaf.options(cluster="local")
+                                                           .remote(5)],
+             "one": [miniray.put(10)]}
+    items["refs"][-1] = miniray.put(miniray.get(items["refs"][-1])[0])
+    scale = {"by": miniray.put(2)}
+    expected = miniray.get(sum_nested.options(cluster="local").remote(items, scale=scale),
+                           timeout=60)
+    assert expected == (0 + 1 + 2 + 10 + 10) * 2
+    assert miniray.get(sum_nested.options(cluster="arm").remote(items, scale=scale),
+                       timeout=120) == expected
+    counter = Acc.options(cluster="arm").remote(1)
+    assert miniray.get(counter.add.remote(3), timeout=120) == 4
 
 
 def test_nested_program_with_backend_ray(ray_clusters, monkeypatch):
