@@ -41,6 +41,8 @@ class Driver:
         self.actors: dict = {}
         self.by_value: set = set()
         self.pool = ThreadPoolExecutor(4, thread_name_prefix="miniray-cluster")
+        # Waits for the values of refs nested in results (apart: they may take long).
+        self.fetch_pool = ThreadPoolExecutor(8, thread_name_prefix="miniray-nested")
 
     # -- replies ---------------------------------------------------------------------
     def send(self, message) -> None:
@@ -49,10 +51,28 @@ class Driver:
             self.sock.sendall(data)
 
     def reply_ok(self, rid, value) -> None:
+        ray = self.ray
         try:
-            self.send(("ok", rid, value))
+            payload, nested = _wire.dump_nested(value, lambda obj: isinstance(obj, ray.ObjectRef))
         except Exception as exc:  # the value itself does not pickle
             self.reply_error(rid, exc, "pickling the result")
+            return
+        if not nested:
+            self.send(("okp", rid, payload, None))
+            return
+
+        def fetch():
+            # Ray refs nested in the result (a task returning refs it made):
+            # the control plane cannot read Ray's store, so their values go
+            # along and become miniray refs there. Not on Ray's callback thread.
+            try:
+                values = cloudpickle.dumps(ray.get(nested), protocol=5)
+            except BaseException as exc:
+                self.reply_error(rid, exc, "getting refs nested in the result: ")
+                return
+            self.send(("okp", rid, payload, values))
+
+        self.fetch_pool.submit(fetch)
 
     def reply_error(self, rid, exc: BaseException, where: str = "") -> None:
         ray = self.ray
@@ -106,7 +126,7 @@ class Driver:
 
     def _args(self, payload):
         args_blob, nested_values = _wire.unpack(payload)
-        return _wire.load_args(args_blob, nested_values, self.ray.put)
+        return _wire.load_nested(args_blob, nested_values, self.ray.put)
 
     def on_fn(self, fn_id, blob) -> None:
         obj = cloudpickle.loads(blob)

@@ -108,6 +108,8 @@ class ControlPlane:
             backend = LocalBackend() if config.is_local else RayClusterBackend(
                 config, self.settings)
             backend.on_lost = self._on_lost
+            if not config.is_local:
+                backend.put_local = self.client.put
             self.registry.add(Member(config, backend, self.settings))
         members = list(self.registry)
         results = await asyncio.gather(

@@ -62,7 +62,7 @@ async def pack_args(args, kwargs) -> bytes:
     from . import _wire
 
     args, kwargs = await resolve_refs(args, kwargs)
-    payload, nested = _wire.dump_args(args, kwargs, lambda obj: isinstance(obj, ObjectRef))
+    payload, nested = _wire.dump_nested((args, kwargs), lambda obj: isinstance(obj, ObjectRef))
     values = None
     if nested:
         values = cloudpickle.dumps([await ref.as_future() for ref in nested], protocol=5)

@@ -86,6 +86,9 @@ class RayClusterBackend:
         self._sent_functions: set = set()
         self._connecting: asyncio.Future | None = None
         self.on_lost = None  # on_lost(backend, reason) when the driver dies by itself
+        # Turns the value of a Ray ref nested in a result into a local ref
+        # (the control plane sets miniray's put); identity: the value itself.
+        self.put_local = lambda value: value
         self.generation = 0  # bumps on every new driver process (actors do not survive it)
 
     @property
@@ -180,8 +183,14 @@ class RayClusterBackend:
             future = self._pending.pop(message[1], None)
             if future is None or future.done():
                 continue
-            if message[0] == "ok":
-                future.set_result(message[2])
+            if message[0] == "okp":
+                try:
+                    value = _wire.load_nested(message[2], message[3], self.put_local)
+                except Exception as exc:
+                    future.set_exception(RemoteError("app", type(exc).__name__, exc,
+                                                     f"reading the result: {exc!r}"))
+                else:
+                    future.set_result(value)
             else:
                 _, _, kind, type_name, blob, tb = message
                 try:

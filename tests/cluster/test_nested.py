@@ -61,6 +61,12 @@ def sum_nested(items, scale=None):
         * miniray.get(scale["by"])
 
 
+@miniray.remote
+def fan_out(n):
+    """Returns refs it made, nested in a dict and a list."""
+    return {"refs": [leaf.remote(i) for i in range(n)], "boxed": [miniray.put("seven")]}
+
+
 def assert_no_miniray_node_in(pids) -> None:
     segments = [n for n in shm.list_segments() if shm.parse_name(n)[0] in pids]
     assert not segments, f"miniray segments of Ray worker processes: {segments}"
@@ -93,6 +99,17 @@ def test_driver_refs_nested_in_arguments_reach_ray_as_refs(node, ray_clusters):
                        timeout=120) == expected
     counter = Acc.options(cluster="arm").remote(1)
     assert miniray.get(counter.add.remote(3), timeout=120) == 4
+
+
+def test_refs_nested_in_results_from_ray_can_be_got(node, ray_clusters):
+    mc.connect([ray_clusters["arm"].config()], settings=FAST)
+    results = {}
+    for cluster in ("local", "arm"):
+        out = miniray.get(fan_out.options(cluster=cluster).remote(3), timeout=120)
+        assert all(isinstance(r, miniray.ObjectRef) for r in out["refs"] + out["boxed"])
+        results[cluster] = ([v for v, _ in miniray.get(out["refs"], timeout=60)],
+                            miniray.get(out["boxed"][0], timeout=60))
+    assert results["arm"] == results["local"] == ([0, 2, 4], "seven")
 
 
 def test_nested_program_with_backend_ray(ray_clusters, monkeypatch):
