@@ -277,7 +277,7 @@ def _refused(endpoint, attempts: int = 3, pause: float = 0.1) -> str | None:
             socket.create_connection(endpoint, timeout=2.0).close()
             return None
         except OSError as exc:
-            if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+            if exc.errno != errno.ECONNREFUSED:  # unreachable may be the network, not Ray
                 return None
             reason = os.strerror(exc.errno)
     return reason
