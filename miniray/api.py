@@ -136,6 +136,10 @@ def init(
                              "log_to_driver", "_plasma_directory", "_token", "_memory"}
     if unknown:
         raise TypeError(f"init() got unexpected keyword arguments {sorted(unknown)}")
+    if _in_ray_worker():
+        # Inside a task or actor Ray runs, the API already goes to that Ray
+        # cluster: a node here would run work outside Ray's scheduler.
+        return RayContext({"backend": "ray", "in_ray_worker": True})
     with _lock:
         if _runtime is not None:
             if ignore_reinit_error:
@@ -315,8 +319,9 @@ atexit.register(shutdown)
 
 
 def is_initialized() -> bool:
-    """True if ``init()`` has run (in a worker: always)."""
-    return _runtime is not None or _refs.get_client() is not None
+    """True if ``init()`` has run (in a worker, a Ray worker included: always)."""
+    return _runtime is not None or _refs.get_client() is not None \
+        or _hooks.ray_worker is not None
 
 
 def _client():

@@ -43,6 +43,8 @@ class Acc:
 
 @miniray.remote
 def program(n):
+    if not miniray.is_initialized():  # a common guard: true in any worker, Ray's included
+        miniray.init()
     refs = [leaf.remote(i) for i in range(n)]
     ready, rest = miniray.wait(refs, num_returns=n, timeout=120)
     nested = total.remote({"refs": refs, "boxed": [miniray.put(100)]})
@@ -59,6 +61,13 @@ def sum_nested(items, scale=None):
     """Refs the driver made, nested in a dict, a list and a keyword argument."""
     return (sum(miniray.get(items["refs"])) + miniray.get(items["one"][0])) \
         * miniray.get(scale["by"])
+
+
+@miniray.remote
+def init_inside():
+    """An explicit init() inside a task starts no node on Ray."""
+    info = miniray.init()
+    return dict(info), os.getpid()
 
 
 @miniray.remote
@@ -82,7 +91,9 @@ def test_nested_program_through_clusters_matches_local(node, ray_clusters):
     result, pids = miniray.get(program.options(cluster="arm").remote(4), timeout=240)
     assert result == expected
     assert os.getpid() not in pids and len(pids) >= 2
-    assert_no_miniray_node_in(pids)
+    info, pid = miniray.get(init_inside.options(cluster="arm").remote(), timeout=120)
+    assert info == {"backend": "ray", "in_ray_worker": True}
+    assert_no_miniray_node_in(pids + [pid])
 
 
 def test_driver_refs_nested_in_arguments_reach_ray_as_refs(node, ray_clusters):
