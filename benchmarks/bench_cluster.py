@@ -2,7 +2,7 @@
 Ray cluster directly (same run), and CPU-bound throughput over two clusters
 against one.
 
-    python benchmarks/bench_cluster.py [--tasks 300] [--cpu-tasks 16]
+    python benchmarks/bench_cluster.py [--tasks 300] [--cpu-tasks 16] [--only-failover]
 
 Starts two one-CPU Ray clusters on 127.0.0.1 (token auth on), stops them by
 PID at the end. Prints ratios; absolute times depend on the machine.
@@ -32,6 +32,46 @@ def busy(seconds):
 
 def noop(x):
     return x
+
+
+def slow_on(arch, seconds, i):
+    """Sleeps only on the cluster offering ``arch`` (the one killed), so the
+    time to a result elsewhere is the failover, not the task's run time."""
+    import ray
+
+    here = "arm64" if "arm64" in ray.cluster_resources() else "x86_64"
+    if here == arch:
+        time.sleep(seconds)
+    return i, here
+
+
+def bench_failover(clusters):
+    """Default settings: SIGKILL every process of the cluster running two
+    tasks -> the first of them finished on the other cluster (seconds)."""
+    import miniray
+    import miniray.cluster as mc
+
+    x86, arm = clusters
+    miniray.init(num_cpus=1)
+    try:
+        mc.connect([x86.config(), arm.config(prefer=True, max_inflight=2)], include_local=False)
+        f = miniray.remote(slow_on)
+        miniray.get(f.options(cluster="x86").remote("arm64", 0, -1), timeout=120)  # warm
+        refs = [f.remote("arm64", 120, i) for i in range(2)]
+        deadline = time.monotonic() + 60
+        while mc.status()["clusters"][1]["inflight"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # running in Ray's workers
+        killed = time.monotonic()
+        arm.signal(9)
+        ready, _ = miniray.wait(refs, num_returns=1, timeout=120)
+        failover = time.monotonic() - killed
+        assert ready and miniray.get(ready[0])[1] == "x86_64", "no failover"
+        miniray.get(refs, timeout=120)
+    finally:
+        miniray.shutdown()
+        arm.stop()
+    return failover
 
 
 def bench_direct_ray(cluster, tasks):
@@ -95,6 +135,9 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=300)
     parser.add_argument("--cpu-tasks", type=int, default=16)
     parser.add_argument("--cpu-seconds", type=float, default=0.25)
+    parser.add_argument("--no-failover", action="store_true",
+                        help="skip the failover measurement (it kills a cluster)")
+    parser.add_argument("--only-failover", action="store_true")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="bench_cluster_")
     first = _free_base(44000)
@@ -106,8 +149,13 @@ def main() -> None:
             c.start()
         for c in (x86, arm):
             c.wait_started()
+        if args.only_failover:
+            print(f"failover (SIGKILL of a cluster -> first in-flight task finished "
+                  f"elsewhere, default settings): {bench_failover((x86, arm)):.2f}s")
+            return
         mini = bench_miniray((x86, arm), args.tasks, args.cpu_tasks, args.cpu_seconds)
         serial, batch = bench_direct_ray(arm, args.tasks)
+        failover = bench_failover((x86, arm)) if not args.no_failover else None
     finally:
         for c in (x86, arm):
             c.stop()
@@ -121,6 +169,9 @@ def main() -> None:
     print(f"{args.cpu_tasks} CPU-bound tasks of {args.cpu_seconds}s: one cluster "
           f"{mini['one_cluster']:.2f}s, two clusters {mini['two_clusters']:.2f}s, speed-up "
           f"{mini['one_cluster'] / mini['two_clusters']:.2f}x")
+    if failover is not None:
+        print(f"failover (SIGKILL of a cluster -> first in-flight task finished elsewhere, "
+              f"default settings): {failover:.2f}s")
 
 
 if __name__ == "__main__":

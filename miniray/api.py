@@ -12,6 +12,7 @@ import time
 from ._core import caller as _caller
 from ._core.caller import ASYNC_CODE as _ASYNC_CODE
 from ._core.caller import NOT_A_DEF as _NOT_A_DEF
+from ._core import hooks as _hooks
 from ._core import refs as _refs
 from ._core.actor import ActorClass, ActorHandle, exit_actor, method
 from ._core.client import describe_timeout
@@ -140,6 +141,10 @@ def init(
                              "log_to_driver", "_plasma_directory", "_token", "_memory"}
     if unknown:
         raise TypeError(f"init() got unexpected keyword arguments {sorted(unknown)}")
+    if _in_ray_worker():
+        # Inside a task or actor Ray runs, the API already goes to that Ray
+        # cluster: a node here would run work outside Ray's scheduler.
+        return RayContext({"backend": "ray", "in_ray_worker": True})
     with _lock:
         if _runtime is not None:
             if ignore_reinit_error:
@@ -288,6 +293,9 @@ def _connect_head(address, token, namespace, **node_options) -> RayContext:
 
 
 def _auto_init() -> None:
+    if _in_ray_worker():
+        raise RuntimeError("miniray would start a node inside a Ray worker: this call is "
+                           "not supported in a task that runs on a Ray cluster")
     with _lock:
         if _runtime is None:
             init()
@@ -322,8 +330,9 @@ atexit.register(shutdown)
 
 
 def is_initialized() -> bool:
-    """True if ``init()`` has run (in a worker: always)."""
-    return _runtime is not None or _refs.get_client() is not None
+    """True if ``init()`` has run (in a worker, a Ray worker included: always)."""
+    return _runtime is not None or _refs.get_client() is not None \
+        or _hooks.ray_worker is not None
 
 
 def _client():
@@ -365,6 +374,8 @@ def put(value, *, _owner=None) -> ObjectRef:
     Large numpy arrays and bytes are stored once in shared memory and read
     back zero-copy (read-only) by ``get`` in any process.
     """
+    if _hooks.ray_worker is not None:
+        return _hooks.ray_worker.put(value)
     return _client().put(value)
 
 
@@ -396,6 +407,8 @@ def get(object_refs, *, timeout: float | None = None):
     exception (a ``RayTaskError`` that is also an instance of the original
     type), or ``GetTimeoutError``.
     """
+    if _hooks.ray_worker is not None:
+        return _hooks.ray_worker.get(object_refs, timeout=timeout)
     refs, single = _check_refs(object_refs, "get()")
     describe_timeout(timeout)
     client = _client()
@@ -422,6 +435,8 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     Like :func:`get`: an awaitable in async code
     (``ready, not_ready = await miniray.wait(refs)``), the result elsewhere.
     """
+    if _hooks.ray_worker is not None:
+        return _hooks.ray_worker.wait(object_refs, num_returns, timeout, fetch_local)
     if isinstance(object_refs, (list, tuple)) and any(
             type(r) is _ObjectRefGenerator for r in object_refs):
         return _wait_generators(list(object_refs), num_returns, timeout, _getframe(1))
@@ -552,6 +567,8 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill an actor's process at once. With ``no_restart=False`` it may restart."""
+    if _hooks.ray_worker is not None:
+        return _hooks.ray_worker.kill(actor, no_restart)
     if not isinstance(actor, ActorHandle):
         kill_routed = getattr(actor, "_kill", None)
         if kill_routed is not None and type(actor).__name__ == "RoutedActorHandle":
@@ -564,7 +581,18 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """Return a handle to the named actor; ``ValueError`` if there is none."""
     if not isinstance(name, str) or not name:
         raise ValueError("get_actor() needs the actor's name as a non-empty string")
-    actor_id, meta = _client().generic("get_actor", name, namespace)
+    if _hooks.ray_worker is not None:
+        return _hooks.ray_worker.get_actor(name, namespace)
+    try:
+        actor_id, meta = _client().generic("get_actor", name, namespace)
+    except ValueError:
+        from ._core import hooks
+
+        find = getattr(hooks.router, "get_actor", None)
+        routed = find(name, namespace) if find is not None else None
+        if routed is None:  # not on a Ray cluster miniray.cluster reaches either
+            raise
+        return routed
     return ActorHandle(actor_id, meta[0], meta[1])
 
 
@@ -651,3 +679,18 @@ def timeline(filename: str | None = None) -> list | None:
 def _node_stats() -> dict:
     """Internal counters of the node (for tests and the dashboard)."""
     return _client().generic("stats")
+
+
+def _in_ray_worker() -> bool:
+    """True (after routing miniray's API to Ray) in a process Ray started to
+    run a task or actor: miniray must not start a node of its own there."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return False
+    from .cluster import _in_ray
+
+    return _in_ray.maybe_install()
+
+
+_in_ray_worker()  # imported inside a Ray worker: route to that cluster from the start

@@ -22,6 +22,9 @@ of the terminal; it returns True for a line it took.
 
 router = None
 shutdown_callbacks: list = []
+# Set in a Ray worker (miniray.cluster._in_ray): get/put/wait/kill/get_actor
+# answered by that Ray cluster instead of a miniray node.
+ray_worker = None
 
 ROUTING_OPTIONS = ("cluster", "tags")
 

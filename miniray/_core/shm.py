@@ -263,11 +263,50 @@ def sweep_node(node_pid: int, directory: str | None = None) -> int:
 
 
 def sweep_dead(directories=None) -> int:
-    """Unlink segments whose node process is gone (a crashed driver)."""
+    """Unlink segments whose node process is gone (a crashed driver), and
+    remove those nodes' spill directories."""
     removed = 0
     for directory in directories or (SHM_DIR,):
         for n in list_segments(None, directory):
             node_pid, _owner = parse_name(n)
             if not pid_alive(node_pid):
                 removed += _unlink_in(directory, n)
+    sweep_dead_spill_dirs()
+    return removed
+
+
+SPILL_PREFIX = "miniray_spill_"
+
+
+def sweep_dead_spill_dirs(root: str | None = None) -> int:
+    """Remove ``miniray_spill_<pid>_*`` directories (spilled objects, logs)
+    of nodes whose process is gone: a node killed with SIGKILL, or one its
+    host process ended (a Ray worker), never ran its own cleanup. Only this
+    user's directories; a live pid keeps its directory. Returns how many
+    were removed."""
+    import shutil
+    import tempfile
+
+    root = root or tempfile.gettempdir()
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return 0
+    removed = 0
+    uid = os.getuid()
+    for entry in entries:
+        if not entry.startswith(SPILL_PREFIX):
+            continue
+        pid_text = entry[len(SPILL_PREFIX):].split("_", 1)[0]
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
+            continue
+        path = os.path.join(root, entry)
+        try:
+            if os.stat(path, follow_symlinks=False).st_uid != uid or os.path.islink(path) \
+                    or not os.path.isdir(path):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += not os.path.exists(path)
     return removed

@@ -100,14 +100,18 @@ def metrics() -> list:
             ("miniray_cluster_breaker_state", "gauge",
              "Circuit breaker: 0 closed, 1 half-open, 2 open", labels,
              BREAKER_VALUES[member.breaker.state]),
-            ("miniray_cluster_cpus_total", "gauge", "CPUs of the cluster", labels,
-             health.total.get("CPU", 0)),
-            ("miniray_cluster_cpus_available", "gauge", "CPUs free at the last check", labels,
-             health.available.get("CPU", 0)),
-            ("miniray_cluster_nodes", "gauge", "Alive nodes", labels, health.nodes),
-            ("miniray_cluster_health_latency_seconds", "gauge",
-             "Round trip of the last health check", labels, health.latency_s or 0),
         ]
+        if health.alive:
+            # Absent while the cluster is down: its last figures are not current.
+            samples += [
+                ("miniray_cluster_cpus_total", "gauge", "CPUs of the cluster", labels,
+                 health.total.get("CPU", 0)),
+                ("miniray_cluster_cpus_available", "gauge", "CPUs free at the last check",
+                 labels, health.available.get("CPU", 0)),
+                ("miniray_cluster_nodes", "gauge", "Alive nodes", labels, health.nodes),
+                ("miniray_cluster_health_latency_seconds", "gauge",
+                 "Round trip of the last health check", labels, health.latency_s or 0),
+            ]
         for counter, value in member.counters.items():
             samples.append((f"miniray_cluster_tasks_{counter}_total", "counter",
                             f"Tasks {counter.replace('_', ' ')} on the cluster", labels, value))

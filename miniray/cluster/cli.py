@@ -74,6 +74,8 @@ def format_status(data) -> str:
         h = c.get("health", {})
         cpus = f"{h.get('available', {}).get('CPU', 0):g}/{h.get('total', {}).get('CPU', 0):g}"
         latency = f"{h['latency_s'] * 1000:.0f}ms" if h.get("latency_s") is not None else "-"
+        if h.get("stale"):
+            cpus = latency = "-"  # down: the last poll's figures are not current
         lines.append(f"{c['name']:<14} {c['state']:<9} {c['breaker']['state']:<9} "
                      f"{'yes' if h.get('alive') else 'no':<3} "
                      f"{c['inflight']:>4}/{c['capacity']:<3} {cpus:>15} {latency:>8}  "

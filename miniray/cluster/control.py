@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 import warnings
 
-import cloudpickle
 
 from .config import Settings, check_unique
-from .dispatcher import Dispatcher, FunctionBlobs, WorkItem, bypass, resolve_refs
+from .dispatcher import Dispatcher, FunctionBlobs, WorkItem, bypass, pack_args
 from .errors import (ClusterConnectionLost, ClusterError, ClusterUnavailableError,
                      NoEligibleClusterError)
 from .health import HealthMonitor
@@ -74,6 +74,7 @@ class ControlPlane:
         self.monitor = None
         self.closed = False
         self._actors: dict = {}  # key -> _RemoteActor, control loop only
+        self._local_actors: list = []  # weak refs to handles of actors placed on "local"
         self._actor_tasks: set = set()
 
     def spawn(self, coro) -> None:
@@ -107,6 +108,8 @@ class ControlPlane:
             backend = LocalBackend() if config.is_local else RayClusterBackend(
                 config, self.settings)
             backend.on_lost = self._on_lost
+            if not config.is_local:
+                backend.put_local = self.client.put
             self.registry.add(Member(config, backend, self.settings))
         members = list(self.registry)
         results = await asyncio.gather(
@@ -125,6 +128,7 @@ class ControlPlane:
                 h = member.health
                 h.alive, h.total, h.available = True, result["total"], result["available"]
                 h.nodes, h.latency_s, h.checks = result["nodes"], result["latency_s"], 1
+                h.checked_at = h.ok_at = time.time()
         if failed:
             if self.strict or len(failed) == len(members):
                 raise ClusterUnavailableError(
@@ -208,21 +212,62 @@ class ControlPlane:
         name = actor_class.__name__
         request = placement_request("actor", name, options, 0)
         self._check_eligible(request)
-        member = self.call(self._place_actor(request))
-        clean = {k: v for k, v in options.items() if k not in _PLACEMENT_ONLY}
+        handle = RoutedActorHandle(self, None, uuid.uuid4().hex, name)
+        member = self.call(self._place_actor(request, handle, actor_class, args, kwargs,
+                                             options))
         if member.backend.kind == "local":
             bypass.on = True
             try:
-                return actor_class._remote(args, kwargs, clean)
+                local = actor_class._remote(args, kwargs, self._clean(options))
             finally:
                 bypass.on = False
-        handle = RoutedActorHandle(self, member.name, uuid.uuid4().hex, name)
-        self.loop.call_soon_threadsafe(self._start_actor, handle, actor_class, args, kwargs,
-                                       clean)
+            self.loop.call_soon_threadsafe(self._count_local_actor, local)
+            return local
         return handle
 
-    async def _place_actor(self, request):
+    @staticmethod
+    def _clean(options) -> dict:
+        return {k: v for k, v in options.items() if k not in _PLACEMENT_ONLY}
+
+    def _count_local_actor(self, handle) -> None:
+        import weakref
+
+        try:
+            self._local_actors.append(weakref.ref(handle))
+        except TypeError:  # no weak refs: counted for good
+            self._local_actors.append(lambda: True)
+        self.registry.get("local").local_actors -= 1  # placed; now counted by its handle
+
+    def actors_on(self, member) -> int:
+        """Actors placed on ``member`` that may still be alive: they hold no
+        CPU in Ray once running, so placement must count them itself."""
+        if member.backend.kind == "local":
+            self._local_actors = [ref for ref in self._local_actors if ref() is not None]
+            return len(self._local_actors) + member.local_actors
+        generation = member.backend.generation
+        return sum(1 for state in self._actors.values()
+                   if state.member is member and state.error is None and not state.killed
+                   and state.generation in (None, generation))
+
+    async def _place_actor(self, request, handle, actor_class, args, kwargs, options):
+        member = await self._choose_actor_member(request)
+        # Counted at once (on the loop) so that actors created one after the
+        # other see each other and spread.
+        if member.backend.kind == "local":
+            member.local_actors += 1
+        else:
+            handle._cluster = member.name
+            self._actors[handle._key] = _RemoteActor(self, member, handle, actor_class, args,
+                                                     kwargs, self._clean(options))
+        return member
+
+    def _count_actors(self) -> None:
+        for member in self.registry:
+            member.actors = self.actors_on(member)
+
+    async def _choose_actor_member(self, request):
         while True:
+            self._count_actors()
             member = self.dispatcher.choose(request)
             if member is None:  # actors hold resources, not in-flight slots
                 members = [m for m in self.registry if m.accepting]
@@ -234,10 +279,33 @@ class ControlPlane:
                 return member
             await asyncio.sleep(0.05)
 
-    def _start_actor(self, handle, actor_class, args, kwargs, options) -> None:
-        member = self.registry.get(handle._cluster)
-        state = _RemoteActor(self, member, handle, actor_class, args, kwargs, options)
-        self._actors[handle._key] = state
+    def get_actor(self, name: str, namespace: str | None = None):
+        """A handle to the actor named ``name`` on one of the Ray clusters
+        (created by this program or any other driver of that cluster), or
+        None."""
+        return self.call(self._get_actor(name, namespace))
+
+    async def _get_actor(self, name, namespace):
+        for state in self._actors.values():
+            options = state.options
+            if options.get("name") == name and options.get("namespace") == namespace \
+                    and state.error is None and not state.killed:
+                return state.handle
+        for member in self.registry:
+            backend = member.backend
+            if backend.kind == "local" or not member.accepting or not backend.connected:
+                continue
+            key = uuid.uuid4().hex
+            try:
+                class_name = await backend.attach_actor(key, name, namespace)
+            except Exception:  # not there, or the cluster does not answer: try the next
+                continue
+            handle = RoutedActorHandle(self, member.name, key, class_name)
+            state = _RemoteActor(self, member, handle, None, (), {}, {}, attached=True)
+            state.generation = backend.generation
+            self._actors[key] = state
+            return handle
+        return None
 
     # -- admin ---------------------------------------------------------------------
     def status(self) -> dict:
@@ -245,6 +313,7 @@ class ControlPlane:
         return self.call(self._status())
 
     async def _status(self) -> dict:
+        self._count_actors()
         return {
             "clusters": [m.snapshot() for m in self.registry],
             "queue": {"waiting": len(self.queue), "maxsize": self.queue.maxsize,
@@ -284,14 +353,18 @@ def _queue_summary(items) -> dict:
 class _RemoteActor:
     """An actor on a Ray cluster: calls are sent in submission order."""
 
-    def __init__(self, plane, member, handle, actor_class, args, kwargs, options):
+    def __init__(self, plane, member, handle, actor_class, args, kwargs, options,
+                 attached: bool = False):
         self.plane = plane
         self.member = member
         self.handle = handle
+        self.options = options
         self.calls: asyncio.Queue = asyncio.Queue()
         self.error: BaseException | None = None
+        self.killed = False
         self.generation = None
-        self.calls.put_nowait(("create", actor_class, args, kwargs, options))
+        if not attached:  # attached: an existing actor found by name
+            self.calls.put_nowait(("create", actor_class, args, kwargs, options))
         plane.spawn(self._run())
 
     async def _run(self) -> None:
@@ -304,8 +377,7 @@ class _RemoteActor:
                 self.error = ClusterError(f"actor {self.handle._class_name} was killed")
                 continue
             try:
-                args, kwargs = await resolve_refs(entry[2], entry[3])
-                payload = cloudpickle.dumps((args, kwargs), protocol=5)
+                payload = await pack_args(entry[2], entry[3])
                 if entry[0] == "create":
                     cls = entry[1]
                     if not backend.connected:
@@ -383,7 +455,10 @@ class RoutedActorHandle:
         return None if num_returns == 0 else refs
 
     def _enqueue(self, entry) -> None:
-        self._plane._actors[self._key].calls.put_nowait(entry)
+        state = self._plane._actors[self._key]
+        if entry[0] == "kill":
+            state.killed = True  # no longer counted for placement, even before it is sent
+        state.calls.put_nowait(entry)
 
     def _kill(self, no_restart: bool = True) -> None:
         self._plane.loop.call_soon_threadsafe(self._enqueue, ("kill", no_restart))
@@ -414,6 +489,10 @@ class Router:
 
     def __init__(self, plane: ControlPlane):
         self.plane = plane
+
+    def get_actor(self, name: str, namespace: str | None = None):
+        """A handle to the named actor on a Ray cluster, or None."""
+        return self.plane.get_actor(name, namespace)
 
     def submit_task(self, function, args, kwargs, options):
         if getattr(bypass, "on", False):

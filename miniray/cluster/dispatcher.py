@@ -54,6 +54,21 @@ async def resolve_refs(args, kwargs):
     return args, kwargs
 
 
+async def pack_args(args, kwargs) -> bytes:
+    """The wire form of a call's arguments for a Ray cluster: top-level refs
+    as values, refs nested at any depth as Ray refs made by the driver."""
+    from .._core.refs import ObjectRef
+
+    from . import _wire
+
+    args, kwargs = await resolve_refs(args, kwargs)
+    payload, nested = _wire.dump_nested((args, kwargs), lambda obj: isinstance(obj, ObjectRef))
+    values = None
+    if nested:
+        values = cloudpickle.dumps([await ref.as_future() for ref in nested], protocol=5)
+    return cloudpickle.dumps((payload, values), protocol=5)
+
+
 class Dispatcher:
     def __init__(self, registry, queue, policy, settings, client, blobs):
         self.registry = registry
@@ -161,8 +176,7 @@ class Dispatcher:
         return [await ref.as_future() for ref in refs]
 
     async def _run_remote(self, item: WorkItem, member):
-        args, kwargs = await resolve_refs(item.args, item.kwargs)
-        payload = cloudpickle.dumps((args, kwargs), protocol=5)
+        payload = await pack_args(item.args, item.kwargs)
         function = item.function
         return await member.backend.run_task(
             function._fn_id, self.blobs.getter(function._fn_id, function._function), payload,

@@ -81,7 +81,7 @@ class HealthMonitor:
             health.available = result.get("available", {})
             health.nodes = result.get("nodes", 0)
             health.latency_s = result.get("latency_s")
-            health.checked_at = time.time()
+            health.checked_at = health.ok_at = time.time()
             health.error = None
             member.breaker.record_success()
             self.on_change(member, False)

@@ -76,23 +76,40 @@ class TagAffinity(Policy):
         return sum(1 for tag in soft if tag in member.tags) / len(soft)
 
 
+def actor_room(member) -> float:
+    """The free share of a member's room for actors: the actors it holds
+    against its capacity (running actors hold no CPU in Ray, so the CPUs
+    polled do not show them)."""
+    return 1.0 - min(1.0, getattr(member, "actors", 0) / max(1, member.capacity))
+
+
 class FreeResources(Policy):
     """Favour the cluster with the most room: the free share of its CPUs (as
-    last polled) times the free share of its in-flight slots."""
+    last polled) plus the free share of its in-flight slots (for tasks) or of
+    its room for actors (for actors: those it already holds, against its
+    capacity, so unpinned actors spread over the clusters)."""
 
     def score(self, request, member):
         health = member.health
         total = health.total.get("CPU", 0) or 0
         cpu_free = (health.available.get("CPU", 0) / total) if total else 0.0
-        slots_free = 1.0 - min(1.0, member.inflight / max(1, member.capacity))
+        if request.kind == "actor":
+            slots_free = actor_room(member)
+        else:
+            slots_free = 1.0 - min(1.0, member.inflight / max(1, member.capacity))
         return max(0.0, min(1.0, cpu_free)) * 0.5 + slots_free * 0.5
 
 
 class WeightedPreference(Policy):
-    """Clusters configured with ``prefer: true`` score 1, others 0."""
+    """Clusters configured with ``prefer: true`` score 1, others 0 (for
+    actors: while the preferred cluster holds fewer actors than its capacity)."""
 
     def score(self, request, member):
-        return 1.0 if member.config.prefer else 0.0
+        if not member.config.prefer:
+            return 0.0
+        if request.kind == "actor" and actor_room(member) <= 0.0:
+            return 0.0
+        return 1.0
 
 
 class CompositePolicy(Policy):

@@ -86,6 +86,9 @@ class RayClusterBackend:
         self._sent_functions: set = set()
         self._connecting: asyncio.Future | None = None
         self.on_lost = None  # on_lost(backend, reason) when the driver dies by itself
+        # Turns the value of a Ray ref nested in a result into a local ref
+        # (the control plane sets miniray's put); identity: the value itself.
+        self.put_local = lambda value: value
         self.generation = 0  # bumps on every new driver process (actors do not survive it)
 
     @property
@@ -169,11 +172,25 @@ class RayClusterBackend:
             message = await _wire.read_message(reader)
             if message is None:
                 break
+            if message[0] == "lost":
+                # The driver saw its cluster's head die: fail over now rather
+                # than after Ray's own reconnect attempts or the health probes.
+                if self._writer is writer:
+                    self.disconnect(message[1])
+                    if self.on_lost is not None:
+                        self.on_lost(self, message[1])
+                return
             future = self._pending.pop(message[1], None)
             if future is None or future.done():
                 continue
-            if message[0] == "ok":
-                future.set_result(message[2])
+            if message[0] == "okp":
+                try:
+                    value = _wire.load_nested(message[2], message[3], self.put_local)
+                except Exception as exc:
+                    future.set_exception(RemoteError("app", type(exc).__name__, exc,
+                                                     f"reading the result: {exc!r}"))
+                else:
+                    future.set_result(value)
             else:
                 _, _, kind, type_name, blob, tb = message
                 try:
@@ -263,6 +280,11 @@ class RayClusterBackend:
     async def create_actor(self, key, fn_id, blob_getter, payload: bytes, options: dict):
         self._ship(fn_id, blob_getter)
         return await self._request("actor_new", key, fn_id, payload, options)
+
+    async def attach_actor(self, key, name: str, namespace: str | None) -> str:
+        """Find the named actor on the cluster and hold it under ``key``;
+        returns its class name (fails if there is no such actor)."""
+        return await self._request("actor_get", key, name, namespace)
 
     def call_actor(self, key, method: str, payload: bytes, num_returns: int) -> asyncio.Future:
         return self._request("actor_call", key, method, payload, num_returns)

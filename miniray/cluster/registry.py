@@ -25,6 +25,7 @@ class Health:
     error: str | None = None
     checks: int = 0
     failures: int = 0
+    ok_at: float | None = None  # wall time of the last check that passed
 
 
 class Member:
@@ -38,6 +39,8 @@ class Member:
         self.admin_state = ACTIVE
         self.inflight = 0
         self.actor_calls_inflight = 0
+        self.actors = 0  # actors placed here and not known dead (set by the control plane)
+        self.local_actors = 0  # local actors being created (control plane bookkeeping)
         self.counters = {"dispatched": 0, "succeeded": 0, "app_errors": 0,
                          "cluster_failures": 0, "retried_elsewhere": 0}
 
@@ -86,15 +89,26 @@ class Member:
             "prefer": self.config.prefer, "weight": self.config.weight,
             "state": self.admin_state, "breaker": self.breaker.snapshot(),
             "inflight": self.inflight, "capacity": self.capacity,
-            "actor_calls_inflight": self.actor_calls_inflight,
-            "health": {"alive": health.alive, "total": health.total,
-                       "available": health.available, "nodes": health.nodes,
-                       "latency_s": health.latency_s, "checked_at": health.checked_at,
-                       "error": health.error, "checks": health.checks,
-                       "failures": health.failures},
+            "actor_calls_inflight": self.actor_calls_inflight, "actors": self.actors,
+            "health": self._health_snapshot(),
             "counters": dict(self.counters),
             "info": dict(getattr(self.backend, "info", {}) or {}),
         }
+
+
+    def _health_snapshot(self) -> dict:
+        health = self.health
+        common = {"alive": health.alive, "latency_s": health.latency_s,
+                  "checked_at": health.checked_at, "ok_at": health.ok_at,
+                  "error": health.error, "checks": health.checks, "failures": health.failures}
+        if health.alive:
+            return {**common, "stale": False, "total": health.total,
+                    "available": health.available, "nodes": health.nodes}
+        # A cluster that is down has no current nodes or CPUs: the last
+        # poll's figures are reported as what they are, not as the present.
+        return {**common, "stale": True, "total": {}, "available": {}, "nodes": None,
+                "last_known": {"total": health.total, "available": health.available,
+                               "nodes": health.nodes, "at": health.ok_at}}
 
 
 class Registry:

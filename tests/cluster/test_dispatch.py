@@ -170,6 +170,60 @@ def test_actors_stay_on_their_cluster(node, ray_clusters):
         miniray.get(local.add.remote(1), timeout=30)
 
 
+def test_unpinned_actors_spread_over_clusters(node, ray_clusters):
+    """Running actors hold no CPU in Ray, so the polled resources do not show
+    them: placement counts the actors each cluster holds against its capacity."""
+    connect(ray_clusters, include_local=False)
+    actors = [Counter.remote(i) for i in range(6)]
+    placed = [a.cluster for a in actors]
+    assert sorted(set(placed)) == ["arm", "x86"], placed
+    assert placed.count("arm") == 3, placed
+    arches = miniray.get([a.arch.remote() for a in actors], timeout=120)
+    assert arches == [{"x86": "x86_64", "arm": "arm64"}[c] for c in placed]
+    assert {c["name"]: c["actors"] for c in mc.status()["clusters"]} == {"x86": 3, "arm": 3}
+    for actor in actors[:3]:
+        miniray.kill(actor)
+    # Killed actors no longer count: the next ones go where there is room.
+    more = [Counter.remote(0) for _ in range(3)]
+    counts = {c["name"]: c["actors"] for c in mc.status()["clusters"]}
+    assert counts == {"x86": 3, "arm": 3}, (counts, placed, [a.cluster for a in more])
+    for actor in actors[3:] + more:
+        miniray.kill(actor)
+
+
+@miniray.remote
+def make_detached(name, namespace):
+    """Creates a named, detached actor with Ray's own API, from inside a task
+    that runs on the cluster (as another Ray program would)."""
+    import ray
+
+    class Box:
+        def value(self):
+            return "boxed"
+
+    ray.remote(Box).options(name=name, namespace=namespace, lifetime="detached",
+                            num_cpus=0).remote()
+    return name
+
+
+def test_get_actor_finds_named_actors_on_ray(node, ray_clusters):
+    connect(ray_clusters, include_local=False)
+    counter = Counter.options(name="the-counter", tags=["arm64"]).remote(5)
+    found = miniray.get_actor("the-counter")
+    assert found.cluster == "arm"
+    assert miniray.get(found.add.remote(1), timeout=60) == 6
+    assert miniray.get(counter.add.remote(1), timeout=60) == 7   # the same actor
+    # One this program did not create: found through the cluster's own registry.
+    assert miniray.get(make_detached.options(cluster="x86").remote("box", "i23"),
+                       timeout=60) == "box"
+    box = miniray.get_actor("box", namespace="i23")
+    assert box.cluster == "x86"
+    assert miniray.get(box.value.remote(), timeout=60) == "boxed"
+    miniray.kill(box)
+    with pytest.raises(ValueError):
+        miniray.get_actor("nobody-has-this-name")
+
+
 def test_backpressure_queue_waits_or_raises(node, ray_clusters):
     settings = Settings(**{**vars(FAST), "queue_size": 3, "block_when_full": False})
     mc.connect([ray_clusters["arm"].config(max_inflight=1)], settings=settings,
@@ -256,9 +310,11 @@ def test_backend_ray_runs_the_program_on_ray(ray_clusters, monkeypatch):
 
 
 def test_wrong_token_is_a_clear_error(node, ray_clusters):
-    with pytest.raises(mc.ClusterUnavailableError, match="cannot connect to arm"):
+    # Default settings: no waiting out Ray's ~20 s of GCS retries.
+    with pytest.raises(mc.ClusterUnavailableError,
+                       match="cannot connect to arm.*authentication failed.*auth_token"):
         mc.connect([ray_clusters["arm"].config(auth_token="not-the-token")],
-                   settings=Settings(connect_timeout=20), include_local=False, strict=True)
+                   include_local=False, strict=True)
     assert mc.current() is None
 
 
@@ -317,6 +373,51 @@ async def test_admin_api_and_metrics(node, ray_clusters, aiohttp_client=None):
     assert samples[("miniray_cluster_cpus_total", "arm")] == 1
     await asyncio.to_thread(mc.disconnect)
     assert not [r for r in routes.routes() if r.path.startswith("/api/clusters")]
+
+
+def test_a_down_cluster_shows_no_current_nodes_or_cpus(node, ray_clusters):
+    """While a cluster does not answer, status, the CLI and /metrics must not
+    present its last poll's nodes and CPUs as current."""
+    import signal
+
+    from miniray.cluster import admin, cli
+
+    arm = ray_clusters["arm"]
+    connect(ray_clusters, include_local=False)
+
+    def arm_status():
+        return {c["name"]: c for c in mc.status()["clusters"]}["arm"]
+
+    def arm_metrics():
+        return {name: value for name, _, _, labels, value in admin.metrics()
+                if labels.get("cluster") == "arm"}
+
+    assert arm_status()["health"]["stale"] is False
+    assert arm_metrics()["miniray_cluster_nodes"] == 1
+    arm.signal(signal.SIGSTOP)  # hung: probes time out, the breaker opens
+    try:
+        deadline = time.monotonic() + 60
+        while arm_status()["health"]["alive"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        health = arm_status()["health"]
+        assert not health["alive"] and health["stale"], health
+        assert health["nodes"] is None and health["total"] == {} and health["available"] == {}
+        assert health["last_known"]["nodes"] == 1 and health["last_known"]["total"]["CPU"] == 1
+        assert health["last_known"]["at"] <= health["checked_at"]
+        samples = arm_metrics()
+        assert samples["miniray_cluster_up"] == 0
+        assert "miniray_cluster_nodes" not in samples
+        assert "miniray_cluster_cpus_total" not in samples
+        row = [line for line in cli.format_status(mc.status()).splitlines()
+               if line.startswith("arm ")][0]
+        assert " no " in row and "1/1" not in row and "0/1" not in row, row
+    finally:
+        arm.signal(signal.SIGCONT)
+    deadline = time.monotonic() + 60
+    while not arm_status()["health"]["alive"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert arm_status()["health"]["stale"] is False
+    assert arm_metrics()["miniray_cluster_cpus_total"] == 1
 
 
 def test_cli_against_a_live_admin_api(node, ray_clusters, capsys):

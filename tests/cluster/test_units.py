@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import textwrap
 
@@ -209,3 +210,34 @@ async def test_connect_retries_once_when_ray_fails_to_start_its_client_server(mo
     with pytest.raises(ClusterConnectionLost, match="no answer"):
         await backend.connect()  # other failures are not retried
     assert len(calls) == 3
+
+
+def test_init_sweeps_spill_directories_of_dead_nodes(tmp_path):
+    """A node that never ran its cleanup (SIGKILLed with its watchdog, or
+    ended by the Ray worker it lived in) leaves miniray_spill_<pid>_*; the
+    next init() removes it, and keeps those of live nodes."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import miniray
+
+    make = ("import os, tempfile; d = tempfile.mkdtemp(prefix=f'miniray_spill_{os.getpid()}_');"
+            "open(os.path.join(d, 'obj'), 'wb').write(b'x' * 1000); print(d)")
+    dead = subprocess.run([sys.executable, "-c", make], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    live_owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    live = tempfile.mkdtemp(prefix=f"miniray_spill_{live_owner.pid}_")
+    try:
+        assert os.path.isdir(dead) and os.path.isdir(live)
+        miniray.init(num_cpus=1)
+        miniray.shutdown()
+        assert not os.path.exists(dead)
+        assert os.path.isdir(live)
+    finally:
+        live_owner.kill()
+        live_owner.wait()
+        import shutil
+
+        shutil.rmtree(live, ignore_errors=True)
+        shutil.rmtree(dead, ignore_errors=True)
