@@ -189,8 +189,18 @@ def map_region(fd: int, offset: int, size: int, writable: bool) -> tuple[MappedR
 
 _MADV_POPULATE_READ = 22  # Linux 5.14+; not in the mmap module yet
 _MADV_POPULATE_WRITE = 23
-_can_populate = hasattr(mmap.mmap, "madvise") and os.uname().sysname == "Linux"
-_can_populate_read = _can_populate
+# Advice the kernel refused once (older than 5.14) is not asked for again.
+_refused_advice = set() if hasattr(mmap.mmap, "madvise") and os.uname().sysname == "Linux" \
+    else {_MADV_POPULATE_READ, _MADV_POPULATE_WRITE}
+
+
+def _populate(mapping: mmap.mmap, advice: int, start: int, length: int) -> None:
+    if length <= 0 or advice in _refused_advice:
+        return
+    try:
+        mapping.madvise(advice, start, length)
+    except OSError:
+        _refused_advice.add(advice)
 
 
 def populate(mapping: mmap.mmap, start: int, length: int) -> None:
@@ -200,25 +210,13 @@ def populate(mapping: mmap.mmap, start: int, length: int) -> None:
     write goes from ~115 to ~80 ms here. Best effort: older kernels refuse
     the advice and the write faults the pages in as before.
     """
-    global _can_populate
-    if not _can_populate or length <= 0:
-        return
-    try:
-        mapping.madvise(_MADV_POPULATE_WRITE, start, length)
-    except OSError:
-        _can_populate = False
+    _populate(mapping, _MADV_POPULATE_WRITE, start, length)
 
 
 def populate_read(mapping: mmap.mmap, start: int, length: int) -> None:
     """Map ``length`` bytes of a read-only mapping in one call (page-aligned
     ``start``): a reader of 100 MiB otherwise takes thousands of faults."""
-    global _can_populate_read
-    if not _can_populate_read or length <= 0:
-        return
-    try:
-        mapping.madvise(_MADV_POPULATE_READ, start, length)
-    except OSError:
-        _can_populate_read = False
+    _populate(mapping, _MADV_POPULATE_READ, start, length)
 
 
 def pid_alive(pid: int) -> bool:

@@ -171,11 +171,11 @@ class _Execution:
         return value
 
 
-class FunctionNode(DAGNode):
-    """``remote_function.bind(*args)``: a task."""
+class _RemoteNode(DAGNode):
+    """A node that calls ``.remote()`` on a remote function or actor class."""
 
-    def __init__(self, remote_function, args, kwargs, options):
-        self._body = remote_function
+    def __init__(self, body, args, kwargs, options):
+        self._body = body
         super().__init__(args, kwargs, options)
 
     def _execute_impl(self, execution, args, kwargs, other):
@@ -183,32 +183,23 @@ class FunctionNode(DAGNode):
             else self._body
         return target.remote(*args, **kwargs)
 
-    def options(self, **options) -> "FunctionNode":
-        return FunctionNode(self._body, self._bound_args, self._bound_kwargs,
-                            {**self._bound_options, **options})
+    def options(self, **options):
+        return type(self)(self._body, self._bound_args, self._bound_kwargs,
+                          {**self._bound_options, **options})
+
+
+class FunctionNode(_RemoteNode):
+    """``remote_function.bind(*args)``: a task."""
 
     def _describe(self) -> str:
         return getattr(self._body, "_name", repr(self._body))
 
 
-class ClassNode(DAGNode):
+class ClassNode(_RemoteNode):
     """``ActorClass.bind(*args)``: creating an actor. ``node.method.bind(...)``
     calls a method of it. Each ``execute`` creates the actor anew (Ray's
     interpreted DAGs do the same); bind methods of an existing handle
     (``actor.method.bind(...)``) to reuse one actor across executions."""
-
-    def __init__(self, actor_class, args, kwargs, options):
-        self._body = actor_class
-        super().__init__(args, kwargs, options)
-
-    def _execute_impl(self, execution, args, kwargs, other):
-        target = self._body.options(**self._bound_options) if self._bound_options \
-            else self._body
-        return target.remote(*args, **kwargs)
-
-    def options(self, **options) -> "ClassNode":
-        return ClassNode(self._body, self._bound_args, self._bound_kwargs,
-                         {**self._bound_options, **options})
 
     def __getattr__(self, name: str):
         if name.startswith("_"):
