@@ -440,6 +440,8 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     if isinstance(object_refs, (list, tuple)) and any(
             type(r) is _ObjectRefGenerator for r in object_refs):
         return _wait_generators(list(object_refs), num_returns, timeout, _getframe(1))
+    if fetch_local is not True and fetch_local is not False:
+        raise TypeError(f"wait(): fetch_local must be True or False, got {fetch_local!r}")
     args = _check_wait(object_refs, num_returns, timeout)
     loop = running_loop()
     if loop is not None:
@@ -511,6 +513,8 @@ def _get_blocking(object_refs, timeout: float | None = None):
 def _wait_blocking(object_refs, *, num_returns: int = 1, timeout: float | None = None,
                    fetch_local: bool = True):
     """``wait`` that blocks and returns ``(ready, not_ready)``."""
+    if fetch_local is not True and fetch_local is not False:
+        raise TypeError(f"wait(): fetch_local must be True or False, got {fetch_local!r}")
     args = _check_wait(object_refs, num_returns, timeout)
     loop = running_loop()
     if loop is not None and timeout != 0:

@@ -108,6 +108,8 @@ def _api_cases(ray):
         ("wait timeout negative", lambda: ray.wait([ref], timeout=-1), ValueError,
          "timeout"),
         ("wait duplicates", lambda: ray.wait([ref, ref]), ValueError, "duplicate"),
+        ("wait fetch_local not a bool", lambda: ray.wait([ref], fetch_local="x"), TypeError,
+         "fetch_local must be True or False"),
         ("cancel of an int", lambda: ray.cancel(1), TypeError, "expects an ObjectRef"),
         ("kill of an int", lambda: ray.kill(1), TypeError, "expects an actor handle"),
         ("get_actor of an int", lambda: ray.get_actor(5), ValueError, "non-empty string"),
