@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import os
 import signal
 import socket
@@ -36,10 +37,12 @@ import time
 from ..exceptions import (
     ActorAlreadyExistsError,
     ActorDiedError,
+    ActorPlacementGroupRemoved,
     ObjectStoreFullError,
+    OutOfDiskError,
     RayTaskError,
     TaskCancelledError,
-    TaskUnschedulableError,
+    TaskPlacementGroupRemoved,
     WorkerCrashedError,
 )
 from . import hooks as _hooks
@@ -1144,7 +1147,7 @@ class NodeRuntime:
             if worker is None:
                 if self._in_removed_group(resources):
                     ready.popleft()
-                    self._fail_task(task, _error_bytes(TaskUnschedulableError(
+                    self._fail_task(task, _error_bytes(TaskPlacementGroupRemoved(
                         f"The placement group of {task.name} was removed before it ran.")))
                     continue
                 if not self._feasible(resources):
@@ -1414,6 +1417,15 @@ class NodeRuntime:
             try:
                 with open(path, "wb") as f:
                     f.write(view)
+            except OSError as exc:
+                _unlink_quietly(path)
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise OutOfDiskError(
+                    f"The object store is full and spilling {_fmt(entry.size)} to "
+                    f"{self.spill_dir} failed: the disk is full ({exc.strerror}). Free disk "
+                    "space there, drop references to objects you no longer need, or raise "
+                    "miniray.init(object_store_memory=...).") from None
             finally:
                 view.release()
                 region.close()
@@ -1907,7 +1919,7 @@ class NodeRuntime:
             caller.held[object_id] += 1
         pg = self.placement_groups.get(pg_id)
         if pg is None or pg.state == "REMOVED":
-            self._set_value(object_id, VALUE_ERROR, _error_bytes(TaskUnschedulableError(
+            self._set_value(object_id, VALUE_ERROR, _error_bytes(TaskPlacementGroupRemoved(
                 f"The placement group {pg_id.hex()} was removed (or never existed).")))
         elif pg.state == "CREATED":
             self._set_value(object_id, VALUE_INLINE, _TRUE)
@@ -1927,7 +1939,7 @@ class NodeRuntime:
         for resource in pg.keys:
             self.total.pop(resource, None)
             self.available.pop(resource, None)
-        error = _error_bytes(TaskUnschedulableError(
+        error = _error_bytes(TaskPlacementGroupRemoved(
             f"The placement group {hex_id} was removed before this work could run in it."))
         ready, pg.ready_ids = pg.ready_ids, []
         for object_id in ready:
@@ -1939,7 +1951,7 @@ class NodeRuntime:
             self._fail_task(task, error)
         for actor in list(self.actors.values()):
             if actor.state != "DEAD" and self._in_removed_group(actor.lease or {}):
-                self._kill_actor(actor, "its placement group was removed")
+                self._kill_actor(actor, _PG_REMOVED)
         if was_created:
             self._release(pg.base)  # tasks still running in it finish
         self._schedule()
@@ -2018,7 +2030,7 @@ class NodeRuntime:
             return
         lease = actor.lease
         if self._in_removed_group(lease):
-            self._kill_actor(actor, "its placement group was removed")
+            self._kill_actor(actor, _PG_REMOVED)
             return
         if not self._fits(lease):
             # As in Ray: the actor waits for its resources (PENDING_CREATION)
@@ -2126,6 +2138,9 @@ class NodeRuntime:
             self._dispatch(task, worker)
 
     def _actor_death_error(self, actor: ActorState) -> bytes:
+        if actor.death_cause == _PG_REMOVED:
+            return _error_bytes(ActorPlacementGroupRemoved(
+                f"The actor {actor.class_name} died: {_PG_REMOVED}.", actor.actor_id.hex()))
         if actor.death_error is not None:
             cause = deserialize_inline(actor.death_error)
             err = ActorDiedError(
@@ -2430,6 +2445,16 @@ def _lost(object_id: bytes):
     from ..exceptions import ObjectLostError
 
     return ObjectLostError(object_id.hex(), "no reference to it was held, so it was freed")
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+_PG_REMOVED = "its placement group was removed"
 
 
 def _error_bytes(exc: BaseException) -> bytes:
