@@ -600,7 +600,9 @@ def get_runtime_context():
 
     client = _client()
     node_pid = getattr(client, "node_pid", None) or os.getpid()
-    return RuntimeContext(_namespace, node_pid)
+    # A driver connected to a head has its own job id; the head told it.
+    job_id = (getattr(client, "info", None) or {}).get("job_id")
+    return RuntimeContext(_namespace, node_pid, job_id)
 
 
 def get_gpu_ids() -> list:

@@ -265,6 +265,7 @@ class NodeRuntime:
         self.worker_env = None
         self.events = _events.EventBus(event_caps)
         self.drivers: dict[int, DriverConn] = {}
+        self.ended_drivers: collections.deque = collections.deque(maxlen=1000)  # list_jobs
         self._driver_servers: list = []
         self.dashboard = None
         self.dashboard_boot = None  # the task starting it, while it runs
@@ -915,7 +916,11 @@ class NodeRuntime:
                 runtime.drivers[conn.worker_id] = conn
                 runtime.workers_by_pid[conn.pid] = conn
                 runtime.counters["drivers_connected"] += 1
-                self.transport.write(P.pack(["welcome", runtime.node_info()]))
+                from .introspect import command_line, driver_job_id
+
+                conn.entrypoint = command_line(conn.pid)
+                self.transport.write(P.pack(["welcome", {**runtime.node_info(),
+                                                         "job_id": driver_job_id(runtime, conn)}]))
                 return True
 
             def connection_lost(self, exc):
@@ -948,6 +953,8 @@ class NodeRuntime:
         if conn.dead:
             return
         conn.dead = True
+        conn.ended_at = time.time()
+        self.ended_drivers.append(conn)
         self.drivers.pop(conn.worker_id, None)
         if self.workers_by_pid.get(conn.pid) is conn:
             del self.workers_by_pid[conn.pid]
@@ -2373,6 +2380,8 @@ class NodeRuntime:
             return introspect.list_workers(self)[:limit]
         if kind == "nodes":
             return introspect.list_nodes(self)
+        if kind == "jobs":
+            return introspect.list_jobs(self)[:limit]
         if kind == "logs":  # the files live on this machine: callers read them directly
             return [{**log, "path": os.path.join(self.log_dir, log["name"])}
                     for log in introspect.list_logs(self)[:limit]]
