@@ -7,4 +7,10 @@ name, not as ``__main__`` (its classes must be the ones the API raises).
 from miniray._core.worker import main
 
 if __name__ == "__main__":
+    import os
+
+    if os.environ.get("MINIRAY_LOGGING_CONFIG"):  # init(logging_config=...) in the driver
+        from miniray._logging_config import apply_from_env
+
+        apply_from_env()
     main()

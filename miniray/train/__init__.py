@@ -18,7 +18,7 @@ loads it when its helpers run.
 
 from ._callback import TrainRunContext, UserCallback
 from ._checkpoint import Checkpoint
-from ._config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ._config import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ._data import DatasetShard
 from ._result import ControllerError, Result, TrainingFailedError, WorkerGroupError
 from ._report_config import (CheckpointConsistencyMode, CheckpointUploadMode,
@@ -34,7 +34,7 @@ TRAIN_DATASET_KEY = "train"
 __all__ = [
     "TRAIN_DATASET_KEY", "Checkpoint", "CheckpointConfig", "CheckpointConsistencyMode",
     "CheckpointUploadMode", "ControllerError", "DataParallelTrainer", "DatasetShard",
-    "FailureConfig", "ReportedCheckpoint", "ReportedCheckpointStatus", "Result", "RunConfig",
+    "FailureConfig", "LoggingConfig", "ReportedCheckpoint", "ReportedCheckpointStatus", "Result", "RunConfig",
     "ScalingConfig", "SyncConfig", "TrainContext", "TrainRunContext", "TrainingFailedError",
     "UserCallback", "WorkerGroupError", "as_trainable", "get_all_reported_checkpoints",
     "get_checkpoint", "get_context", "get_dataset_shard", "report",

@@ -126,6 +126,8 @@ class DataParallelTrainer:
         from asyncio code, run it in a thread (``await asyncio.to_thread(trainer.fit)``).
         """
         run_config = self.run_config
+        if run_config.logging_config is not None:
+            logger.setLevel(run_config.logging_config.log_level)
         name = run_config.name or f"{type(self).__name__}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
         storage = run_config.storage_path or _default_storage_path()
         run_dir = os.path.abspath(os.path.join(storage, name))
