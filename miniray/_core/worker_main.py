@@ -13,4 +13,14 @@ if __name__ == "__main__":
         from miniray._logging_config import apply_from_env
 
         apply_from_env()
+    if "PYTHONBREAKPOINT" not in os.environ:
+        import sys
+
+        def _breakpoint(*args, **kwargs):
+            # breakpoint() in a task: no terminal here, so a remote pdb (as in Ray).
+            from miniray.util.pdb import _breakpointhook
+
+            _breakpointhook(sys._getframe(1))
+
+        sys.breakpointhook = _breakpoint
     main()
