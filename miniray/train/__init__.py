@@ -26,6 +26,7 @@ from ._report_config import (CheckpointConsistencyMode, CheckpointUploadMode,
 from ._session import (TrainContext, get_all_reported_checkpoints, get_checkpoint, get_context,
                        get_dataset_shard, report)
 from ._trainer import DataParallelTrainer
+from ._validation import ValidationConfig, ValidationFn, ValidationTaskConfig
 from ._tune import as_trainable
 
 # Ray's key of the training dataset in ``datasets={...}``.
@@ -36,7 +37,8 @@ __all__ = [
     "CheckpointUploadMode", "ControllerError", "DataParallelTrainer", "DatasetShard",
     "FailureConfig", "LoggingConfig", "ReportedCheckpoint", "ReportedCheckpointStatus", "Result", "RunConfig",
     "ScalingConfig", "SyncConfig", "TrainContext", "TrainRunContext", "TrainingFailedError",
-    "UserCallback", "WorkerGroupError", "as_trainable", "get_all_reported_checkpoints",
+    "UserCallback", "ValidationConfig", "ValidationFn", "ValidationTaskConfig",
+    "WorkerGroupError", "as_trainable", "get_all_reported_checkpoints",
     "get_checkpoint", "get_context", "get_dataset_shard", "report",
 ]
 

@@ -83,7 +83,7 @@ class DataParallelTrainer:
                  scaling_config: ScalingConfig | None = None,
                  run_config: RunConfig | None = None, datasets: dict | None = None,
                  resume_from_checkpoint: Checkpoint | None = None,
-                 metadata: dict | None = None):
+                 metadata: dict | None = None, validation_config=None):
         if not callable(train_loop_per_worker):
             raise TypeError("train_loop_per_worker must be a function taking no argument "
                             "or a config dict")
@@ -99,6 +99,12 @@ class DataParallelTrainer:
         self.datasets = dict(datasets or {})
         self.resume_from_checkpoint = resume_from_checkpoint
         self.metadata = dict(metadata or {})
+        from ._validation import ValidationConfig
+
+        if validation_config is not None and not isinstance(validation_config,
+                                                            ValidationConfig):
+            raise TypeError("validation_config must be a miniray.train.ValidationConfig")
+        self.validation_config = validation_config
         if self.datasets:
             from ._data import validate_dataset
 
@@ -125,6 +131,9 @@ class DataParallelTrainer:
         failed on the driver (a ``RunConfig`` callback raised). Blocks:
         from asyncio code, run it in a thread (``await asyncio.to_thread(trainer.fit)``).
         """
+        from ._validation import Validator
+
+        self._validator = Validator(self.validation_config)
         run_config = self.run_config
         if run_config.logging_config is not None:
             logger.setLevel(run_config.logging_config.log_level)
@@ -167,6 +176,8 @@ class DataParallelTrainer:
                                "unlimited" if max_failures < 0 else max_failures)
                 self._drop_partial_checkpoints(state)
         del dataset_refs
+        if self._validator.collect(logger):  # their metrics join the checkpoints'
+            state.checkpoints = list(state.checkpoints)
         result = self._result(state)
         try:
             result._write_snapshot()  # also for a run that never reported
@@ -325,7 +336,12 @@ class DataParallelTrainer:
                 return
 
     def _commit(self, state: _RunState, reports: dict, index: int = -1) -> None:
+        from ._validation import REQUEST_KEY
+
         state.committed_index = index
+        validation = None
+        for rank_metrics, _ in reports.values():
+            validation = rank_metrics.pop(REQUEST_KEY, None) or validation
         metrics = (reports.get(0) or next(iter(reports.values())))[0]
         path = next((p for _, p in reports.values() if p), None)
         state.history.append(metrics)
@@ -333,8 +349,16 @@ class DataParallelTrainer:
         if path is not None:
             checkpoint = Checkpoint(path)
             state.latest = checkpoint
-            state.checkpoints.append((checkpoint, metrics))
+            # Its own copy: a validation's metrics join the checkpoint's, not the history.
+            checkpoint_metrics = dict(metrics) if validation is not None else metrics
+            state.checkpoints.append((checkpoint, checkpoint_metrics))
+            if validation is not None:
+                try:
+                    self._validator.submit(checkpoint, checkpoint_metrics, validation)
+                except Exception as exc:
+                    raise _ControllerFailed(exc) from exc
             self._prune(state)
+        self._validator.collect_ready(logger)  # finished validations show in the snapshot
         try:
             self._result(state)._write_snapshot()
         except (OSError, TypeError, ValueError) as exc:

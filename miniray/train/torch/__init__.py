@@ -136,11 +136,12 @@ class TorchTrainer(DataParallelTrainer):
                  torch_config: TorchConfig | None = None,
                  scaling_config: ScalingConfig | None = None,
                  run_config: RunConfig | None = None, datasets: dict | None = None,
-                 resume_from_checkpoint=None, metadata: dict | None = None):
+                 resume_from_checkpoint=None, metadata: dict | None = None,
+                 validation_config=None):
         super().__init__(train_loop_per_worker, train_loop_config=train_loop_config,
                          scaling_config=scaling_config, run_config=run_config,
                          datasets=datasets, resume_from_checkpoint=resume_from_checkpoint,
-                         metadata=metadata)
+                         metadata=metadata, validation_config=validation_config)
         self.torch_config = torch_config or TorchConfig()
 
     def _backend(self) -> str:
