@@ -16,6 +16,7 @@ Importing this package does not import torch; :mod:`miniray.train.torch`
 loads it when its helpers run.
 """
 
+from ._backend import Backend, BackendConfig
 from ._callback import TrainRunContext, UserCallback
 from ._checkpoint import Checkpoint
 from ._config import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -33,7 +34,7 @@ from ._tune import as_trainable
 TRAIN_DATASET_KEY = "train"
 
 __all__ = [
-    "TRAIN_DATASET_KEY", "Checkpoint", "CheckpointConfig", "CheckpointConsistencyMode",
+    "Backend", "BackendConfig", "TRAIN_DATASET_KEY", "Checkpoint", "CheckpointConfig", "CheckpointConsistencyMode",
     "CheckpointUploadMode", "ControllerError", "DataParallelTrainer", "DatasetShard",
     "FailureConfig", "LoggingConfig", "ReportedCheckpoint", "ReportedCheckpointStatus", "Result", "RunConfig",
     "ScalingConfig", "SyncConfig", "TrainContext", "TrainRunContext", "TrainingFailedError",

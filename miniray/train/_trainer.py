@@ -83,7 +83,8 @@ class DataParallelTrainer:
                  scaling_config: ScalingConfig | None = None,
                  run_config: RunConfig | None = None, datasets: dict | None = None,
                  resume_from_checkpoint: Checkpoint | None = None,
-                 metadata: dict | None = None, validation_config=None):
+                 metadata: dict | None = None, validation_config=None,
+                 backend_config=None):
         if not callable(train_loop_per_worker):
             raise TypeError("train_loop_per_worker must be a function taking no argument "
                             "or a config dict")
@@ -105,6 +106,11 @@ class DataParallelTrainer:
                                                             ValidationConfig):
             raise TypeError("validation_config must be a miniray.train.ValidationConfig")
         self.validation_config = validation_config
+        from ._backend import BackendConfig
+
+        if backend_config is not None and not isinstance(backend_config, BackendConfig):
+            raise TypeError("backend_config must be a miniray.train.BackendConfig")
+        self.backend_config = backend_config
         if self.datasets:
             from ._data import validate_dataset
 
@@ -117,6 +123,13 @@ class DataParallelTrainer:
     # -- backend hooks (TorchTrainer overrides) ---------------------------------
     def _backend(self) -> str:
         return "nccl" if self.scaling_config.use_gpu else self._default_backend
+
+    def _custom_backend(self):
+        """The Backend of a backend_config other than torch's, or None."""
+        config = self.backend_config
+        if config is None or getattr(config, "_sets_up_torch", False):
+            return None
+        return config.backend_cls()
 
     def _timeout_s(self) -> float:
         return 1800.0
@@ -252,6 +265,7 @@ class DataParallelTrainer:
             options["resources"] = sc.additional_resources_per_worker
         worker_cls = _worker_class()
         workers = [worker_cls.options(**options).remote() for _ in range(n)]
+        custom = group = None
 
         def call_all(method, *per_rank_args):
             refs = [getattr(w, method).remote(*args) for w, args in zip(workers, per_rank_args)]
@@ -279,8 +293,19 @@ class DataParallelTrainer:
                 device_index = [union.index(worker_ids[0]) if worker_ids else None
                                 for worker_ids in ids]
             threads = max(1, int(sc.num_cpus_per_worker))
-            call_all("setup", *[(rank, n, port, backend, self._timeout_s(), threads,
-                                 cuda_visible, device_index[rank]) for rank in range(n)])
+            custom = self._custom_backend()
+            call_all("setup", *[(rank, n, port, None if custom else backend, self._timeout_s(),
+                                 threads, cuda_visible, device_index[rank])
+                                for rank in range(n)])
+            if custom is not None:
+                from ._backend import WorkerGroup
+
+                group = WorkerGroup(workers)
+                try:
+                    custom.on_start(group, self.backend_config)
+                    custom.on_training_start(group, self.backend_config)
+                except Exception as exc:
+                    raise _AttemptFailed("the backend's on_start failed", exc) from exc
             checkpoint_path = state.latest.path if state.latest is not None else None
             contexts = [dict(world_rank=rank, world_size=n, local_rank=rank, local_world_size=n,
                              node_rank=0, experiment_name=name, storage_path=state.run_dir,
@@ -290,6 +315,11 @@ class DataParallelTrainer:
                                 for rank in range(n)])
             self._follow(workers, state)
         finally:
+            if custom is not None and group is not None:
+                try:
+                    custom.on_shutdown(group, self.backend_config)
+                except Exception as exc:  # the run's own outcome is what matters
+                    logger.warning("the backend's on_shutdown failed: %r", exc)
             for w in workers:
                 try:
                     miniray.kill(w)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .._backend import BackendConfig
 from .._config import RunConfig, ScalingConfig
 from .._trainer import DataParallelTrainer
 
@@ -89,7 +90,7 @@ class TorchCheckpoint(Checkpoint):
 
 
 @dataclass
-class TorchConfig:
+class TorchConfig(BackendConfig):
     """How the workers' ``torch.distributed`` process group is set up.
 
     Args:
@@ -101,6 +102,8 @@ class TorchConfig:
     backend: str | None = None
     init_method: str = "env"
     timeout_s: float = 1800
+
+    _sets_up_torch = True  # the trainer itself joins the process group
 
     def __post_init__(self):
         if self.backend not in (None, "gloo", "nccl"):
