@@ -199,6 +199,9 @@ def init(
         system_config = kwargs.get("_system_config") or {}
         if kwargs.get("_memory") is not None:
             resources = {**(resources or {}), "memory": kwargs["_memory"]}
+        from ._core import memory_monitor as _memory_monitor
+
+        monitor_settings = _memory_monitor.settings(system_config)  # bad values: before start
         runtime = NodeRuntime(num_cpus, num_gpus, resources, object_store_memory, _namespace,
                               arena_size=_arena_size,
                               event_caps=system_config.get("event_caps"))
@@ -210,6 +213,8 @@ def init(
         runtime.runtime_env_vars = env_vars
         runtime.setup_hook = setup_hook
         runtime.start(_service_loop(_getframe(1)))
+        runtime.memory_monitor = _memory_monitor.MemoryMonitor(runtime, *monitor_settings)
+        runtime.memory_monitor.start()
         client = DriverClient(runtime)
         _refs.set_client(client)
         _runtime = runtime

@@ -29,6 +29,7 @@ __all__ = [
     "TaskPlacementGroupRemoved",
     "ActorPlacementGroupRemoved",
     "OutOfDiskError",
+    "OutOfMemoryError",
     "UnserializableException",
 ]
 
@@ -135,6 +136,19 @@ class OutOfDiskError(ObjectStoreFullError):
     """The object store is full and spilling to disk failed because the disk
     (the node's spill directory) is full too (Ray's name). Also an
     :class:`ObjectStoreFullError`."""
+
+
+class OutOfMemoryError(RayError):
+    """The machine was close to running out of memory, and the memory monitor
+    killed the worker running this task (Ray's name and behaviour; see
+    ``memory_usage_threshold``). Raised once the task has no retries left."""
+
+    def __init__(self, message: str = "The node is running out of memory."):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class UnserializableException(RayError):

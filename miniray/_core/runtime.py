@@ -40,6 +40,7 @@ from ..exceptions import (
     ActorPlacementGroupRemoved,
     ObjectStoreFullError,
     OutOfDiskError,
+    OutOfMemoryError,
     RayTaskError,
     TaskCancelledError,
     TaskPlacementGroupRemoved,
@@ -779,6 +780,9 @@ class NodeRuntime:
         reason = _describe_exit(code)
         if worker.retiring and code == 0:
             reason = "it retired after a function's max_calls runs"
+        oom = getattr(worker, "oom_killed", None)  # set by memory_monitor
+        if oom:
+            reason = oom
         self.counters["workers_died"] += 1
         self.events.worker_state(worker, "DEAD", reason)
         self._dead_workers.append(worker)
@@ -805,6 +809,9 @@ class NodeRuntime:
                 self.counters["tasks_retried"] += 1
                 self.events.task_retried(task)
                 self.ready.appendleft(task)
+            elif oom:
+                self._fail_task(task, _error_bytes(OutOfMemoryError(
+                    f"Task {task.name} was killed to free memory: {oom}.")))
             else:
                 self._fail_task(task, _error_bytes(WorkerCrashedError(
                     f"The worker running {task.name} died ({reason}) and the task has no "
