@@ -37,7 +37,7 @@ SCRIPT_MODE = "SCRIPT_MODE"
 WORKER_MODE = "WORKER_MODE"
 
 __all__ = [
-    "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "ObjectRef",
+    "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "LoggingConfig", "ObjectRef",
     "ObjectRefGenerator", "RemoteFunction", "SCRIPT_MODE", "WORKER_MODE",
     "available_resources", "cancel", "cluster_resources", "exceptions", "exit_actor", "get", "get_actor",
     "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes",
@@ -51,6 +51,10 @@ _LAZY_SUBMODULES = {"actor", "util", "tune", "train", "dashboard", "cluster", "d
 
 
 def __getattr__(name):
+    if name == "LoggingConfig":
+        from ._logging_config import LoggingConfig
+
+        return LoggingConfig
     if name in _LAZY_SUBMODULES:
         import importlib
 

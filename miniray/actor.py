@@ -1,8 +1,16 @@
 """``miniray.actor``: Ray's ``ray.actor`` names."""
 
-from ._core.actor import ActorClass, ActorHandle, ActorMethod, exit_actor, method
+from ._core.actor import (
+    ActorClass,
+    ActorClassInheritanceException,
+    ActorHandle,
+    ActorMethod,
+    exit_actor,
+    method,
+)
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
+__all__ = ["ActorClass", "ActorClassInheritanceException", "ActorHandle", "ActorMethod",
+           "exit_actor", "method"]
 
 
 def __getattr__(name):

@@ -82,6 +82,7 @@ def init(
     logging_level=None,
     configure_logging: bool = True,
     runtime_env: dict | None = None,
+    logging_config=None,
     backend: str | None = None,
     clusters=None,
     object_spilling_directory: str | None = None,
@@ -131,6 +132,9 @@ def init(
             run in every worker before it takes work, e.g. to import heavy
             modules once per process. If the hook raises, work fails with
             ``RuntimeEnvSetupError``. Other keys raise ``ValueError``.
+        logging_config: a :class:`miniray.LoggingConfig` (Ray's): the root logger
+            of this driver and of every worker the node starts writes records
+            with the job, worker, node and task context, as TEXT or JSON.
         backend: ``"ray"`` to run on Ray through :mod:`miniray.cluster`.
         clusters: a YAML/TOML file or a list of ``ClusterConfig`` for
             :mod:`miniray.cluster` to dispatch across several Ray clusters.
@@ -170,9 +174,16 @@ def init(
                     "runtime_env applies to a node init() starts; a driver joining a head "
                     "uses the head's workers. Start the head with the environment variables "
                     "set instead.")
-            return _connect_head(address, kwargs.get("_token"), namespace, num_cpus=num_cpus,
-                                 num_gpus=num_gpus, resources=resources,
-                                 object_store_memory=object_store_memory)
+            context = _connect_head(address, kwargs.get("_token"), namespace,
+                                    num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                                    object_store_memory=object_store_memory)
+            if logging_config is not None:  # this driver only: the workers are the head's
+                from . import _logging_config
+
+                client = _refs.get_client()
+                _logging_config.setup(logging_config, client.node_pid,
+                                      (getattr(client, "info", None) or {}).get("job_id"))
+            return context
         num_cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
         if not isinstance(num_cpus, (int, float)) or num_cpus < 0:
             raise ValueError(f"num_cpus must be a non-negative number, got {num_cpus!r}")
@@ -195,14 +206,23 @@ def init(
         started = time.perf_counter()
         if kwargs.get("_memory") is not None:
             resources = {**(resources or {}), "memory": kwargs["_memory"]}
+        from ._core import memory_monitor as _memory_monitor
+
+        monitor_settings = _memory_monitor.settings(system_config)  # bad values: before start
         runtime = NodeRuntime(num_cpus, num_gpus, resources, object_store_memory, _namespace,
                               arena_size=_arena_size,
                               event_caps=system_config.get("event_caps"),
                               spill_parent=spill_parent, store_dir=store_dir)
         runtime.log_to_driver = bool(log_to_driver)
+        if logging_config is not None:
+            from . import _logging_config
+
+            env_vars = {**env_vars, **_logging_config.setup(logging_config, runtime.node_pid)}
         runtime.runtime_env_vars = env_vars
         runtime.setup_hook = setup_hook
         runtime.start(_service_loop(_getframe(1)))
+        runtime.memory_monitor = _memory_monitor.MemoryMonitor(runtime, *monitor_settings)
+        runtime.memory_monitor.start()
         client = DriverClient(runtime)
         _refs.set_client(client)
         _runtime = runtime
@@ -635,7 +655,9 @@ def get_runtime_context():
 
     client = _client()
     node_pid = getattr(client, "node_pid", None) or os.getpid()
-    return RuntimeContext(_namespace, node_pid)
+    # A driver connected to a head has its own job id; the head told it.
+    job_id = (getattr(client, "info", None) or {}).get("job_id")
+    return RuntimeContext(_namespace, node_pid, job_id)
 
 
 def get_gpu_ids() -> list:

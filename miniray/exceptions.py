@@ -25,6 +25,12 @@ __all__ = [
     "PendingCallsLimitExceeded",
     "RuntimeEnvSetupError",
     "ActorAlreadyExistsError",
+    "TaskUnschedulableError",
+    "TaskPlacementGroupRemoved",
+    "ActorPlacementGroupRemoved",
+    "OutOfDiskError",
+    "OutOfMemoryError",
+    "UnserializableException",
 ]
 
 
@@ -103,6 +109,67 @@ class PendingCallsLimitExceeded(RayError):
 
 class TaskUnschedulableError(RayError):
     """A task can no longer be scheduled, e.g. its placement group was removed."""
+
+
+class TaskPlacementGroupRemoved(TaskUnschedulableError):
+    """The placement group a task was to run in was removed before the task
+    started (Ray's name). Also a :class:`TaskUnschedulableError`, which
+    miniray raised here before."""
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message or
+                         "The placement group corresponding to this task has been removed.")
+
+
+class ActorPlacementGroupRemoved(ActorDiedError):
+    """The placement group an actor was created in was removed, which ends the
+    actor (Ray's name). Also an :class:`ActorDiedError`, so code catching
+    that keeps working."""
+
+    def __init__(self, message: str | None = None, actor_id: str | None = None):
+        super().__init__(message or
+                         "The placement group corresponding to this Actor has been removed.",
+                         actor_id)
+
+
+class OutOfDiskError(ObjectStoreFullError):
+    """The object store is full and spilling to disk failed because the disk
+    (the node's spill directory) is full too (Ray's name). Also an
+    :class:`ObjectStoreFullError`."""
+
+
+class OutOfMemoryError(RayError):
+    """The machine was close to running out of memory, and the memory monitor
+    killed the worker running this task (Ray's name and behaviour; see
+    ``memory_usage_threshold``). Raised once the task has no retries left."""
+
+    def __init__(self, message: str = "The node is running out of memory."):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UnserializableException(RayError):
+    """A task's exception could not be rebuilt in the caller: its class does
+    not import there, or its pickle does not load back (an ``__init__`` that
+    does not take its own ``args``, an attribute that cannot be pickled).
+
+    As in Ray, it carries the original exception's text and traceback. ``get``
+    raises it as a :class:`RayTaskError` that is also an
+    ``UnserializableException`` (its ``cause``); ``cause_name`` names the
+    original class.
+    """
+
+    def __init__(self, original_stack_trace: str = ""):
+        super().__init__(original_stack_trace)
+        self._original_stack_trace = original_stack_trace
+
+    def __str__(self) -> str:
+        return ("Failed to deserialize exception. Make its class importable in the "
+                "caller and picklable (an __init__ that accepts its own args, or a "
+                "__reduce__).\nOriginal exception:\n" + self._original_stack_trace)
 
 
 class RuntimeEnvSetupError(RayError):
@@ -233,6 +300,9 @@ def _derived_class(cause_cls: type):
 
 
 def _rebuild_task_error(function_name, traceback_str, cause, proctitle, pid, cause_name=None):
+    if cause is None and cause_name:
+        # The worker dropped a cause that would not load back here.
+        cause = UnserializableException(f"{cause_name}: {traceback_str}")
     return RayTaskError(function_name, traceback_str, cause, proctitle, pid,
                         cause_name).as_instanceof_cause()
 

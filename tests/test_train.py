@@ -593,8 +593,8 @@ def test_report_v2_options_and_get_all_reported_checkpoints(ray, tmp_path):
     assert ReportedCheckpointStatus.COMMITTED.value == "COMMITTED"
     from miniray.train import WorkerGroupError
 
-    def validating():
+    def validating():  # as in Ray: a validation needs a checkpoint to validate
         train.report({"x": 1}, validation=True)
 
-    with pytest.raises(WorkerGroupError, match="validation"):
+    with pytest.raises(WorkerGroupError, match="pass checkpoint="):
         TorchTrainer(validating, run_config=_run_config(tmp_path, "val", verbose=0)).fit()

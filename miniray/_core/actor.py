@@ -93,12 +93,26 @@ def _check_concurrency_groups(groups, meta: dict, what: str):
     return groups or None
 
 
+class ActorClassInheritanceException(TypeError):
+    """A class was defined with an actor class (``@remote`` applied) as a base.
+    Inherit from the plain class and decorate the subclass instead (Ray's name)."""
+
+
 class ActorClass:
     """A class turned into an actor factory by ``@miniray.remote``.
 
     ``Cls.remote(*args)`` starts the actor in its own worker process and
     returns an :class:`ActorHandle`; ``Cls.options(...)`` overrides options.
     """
+
+    def __mro_entries__(self, bases):
+        # Python asks a non-class base for the classes to inherit instead:
+        # the moment to refuse with Ray's error rather than a confusing one.
+        raise ActorClassInheritanceException(
+            f"Attempted to define a subclass of actor class '{self.__name__}'. Inheriting "
+            "from actor classes is not supported: inherit from the plain class and make "
+            "the derived class an actor class with @remote (define the base undecorated, "
+            "then Actor = remote(Base) where you need it as an actor).")
 
     def __init__(self, cls, options: dict):
         check_options(options, ACTOR_OPTIONS, f"actor class {cls.__name__}")

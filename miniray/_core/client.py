@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 
-from ..exceptions import RayTaskError
+from ..exceptions import RayTaskError, UnserializableException
 from . import protocol
 from .refs import IdGenerator, ObjectRef
 import pickle
@@ -136,9 +136,9 @@ def rebuild_error(data: bytes) -> BaseException:
     try:
         error = deserialize_inline(data)
     except Exception as exc:
-        return RayTaskError(
-            "a task", f"(its error could not be rebuilt in this process: {exc!r})", None,
-            cause_name=type(exc).__name__)
+        text = f"(its error could not be rebuilt in this process: {exc!r})"
+        return RayTaskError("a task", text, UnserializableException(text),
+                            cause_name=type(exc).__name__).as_instanceof_cause()
     if isinstance(error, RayTaskError):
         error = error.as_instanceof_cause()
     return error

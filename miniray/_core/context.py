@@ -33,12 +33,15 @@ def set_worker_context(client) -> None:
 class RuntimeContext:
     """Ray's ``RuntimeContext``: ids of the job, node, worker, task and actor."""
 
-    def __init__(self, namespace: str, node_pid: int):
+    def __init__(self, namespace: str, node_pid: int, job_id: str | None = None):
         self.namespace = namespace
         self._node_pid = node_pid
+        self._job_id = job_id
 
     def get_job_id(self) -> str:
-        return f"{self._node_pid:08x}"
+        """The driver's job (its record in ``miniray.util.state.list_jobs()``). A
+        driver connected to a head has its own; its tasks report the head's."""
+        return self._job_id or f"{self._node_pid:08x}"
 
     def get_node_id(self) -> str:
         return f"node-{self._node_pid}"

@@ -78,6 +78,9 @@ def main(argv=None) -> int:
                           capacity, "default", store_dir=store_dir)
     runtime.log_to_driver = False  # no terminal: worker output goes to the log files
     runtime.start(loop)
+    from . import memory_monitor
+
+    runtime.memory_monitor = memory_monitor.start(runtime, None)  # Ray's defaults, or RAY_* vars
     token = secrets.token_urlsafe(32)
     runtime.dashboard_token = token
     root = session.session_root()

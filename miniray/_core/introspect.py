@@ -250,6 +250,48 @@ def list_nodes(runtime) -> list:
     }]
 
 
+def driver_job_id(runtime, conn) -> str:
+    """The job id of a driver connected to a head: one per connection."""
+    return f"{runtime.node_pid:08x}{conn.worker_id:08x}"
+
+
+def command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return " ".join(part.decode(errors="replace") for part in f.read().split(b"\0") if part)
+    except OSError:  # gone, or another user's
+        return ""
+
+
+def _job(runtime, job_id: str, pid: int, start: float, end: float | None,
+         entrypoint: str) -> dict:
+    # Ray's JobDetails for a driver job (type DRIVER): RUNNING while connected,
+    # SUCCEEDED once it disconnected (Ray reports a finished driver so too).
+    return {
+        "type": "DRIVER", "job_id": job_id, "submission_id": None,
+        "status": "RUNNING" if end is None else "SUCCEEDED",
+        "entrypoint": entrypoint, "message": None, "error_type": None,
+        "start_time": int(start * 1000), "end_time": None if end is None else int(end * 1000),
+        "metadata": {}, "runtime_env": {}, "driver_exit_code": None,
+        "driver_node_id": f"node-{runtime.node_pid}",
+        "driver_info": {"id": job_id, "node_ip_address": "127.0.0.1", "pid": str(pid)},
+    }
+
+
+def list_jobs(runtime) -> list:
+    """One job per driver, newest first: the process that started an embedded
+    node, or each driver that connected to a head (the last 1,000 that left)."""
+    jobs = []
+    if not runtime._driver_servers:  # an embedded node: its driver is this process
+        jobs.append(_job(runtime, f"{runtime.node_pid:08x}", runtime.node_pid,
+                         runtime.started_at, None, command_line(runtime.node_pid)))
+    for conn in list(runtime.drivers.values()) + list(runtime.ended_drivers):
+        jobs.append(_job(runtime, driver_job_id(runtime, conn), conn.pid, conn.connected_at,
+                         getattr(conn, "ended_at", None), getattr(conn, "entrypoint", "")))
+    jobs.sort(key=lambda job: job["start_time"], reverse=True)
+    return jobs
+
+
 def list_logs(runtime) -> list:
     try:
         names = sorted(os.listdir(runtime.log_dir))

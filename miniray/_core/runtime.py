@@ -36,10 +36,13 @@ import time
 from ..exceptions import (
     ActorAlreadyExistsError,
     ActorDiedError,
+    ActorPlacementGroupRemoved,
     ObjectStoreFullError,
+    OutOfDiskError,
+    OutOfMemoryError,
     RayTaskError,
     TaskCancelledError,
-    TaskUnschedulableError,
+    TaskPlacementGroupRemoved,
     WorkerCrashedError,
 )
 from . import hooks as _hooks
@@ -270,6 +273,7 @@ class NodeRuntime:
         self.worker_env = None
         self.events = _events.EventBus(event_caps)
         self.drivers: dict[int, DriverConn] = {}
+        self.ended_drivers: collections.deque = collections.deque(maxlen=1000)  # list_jobs
         self._driver_servers: list = []
         self.dashboard = None
         self.dashboard_boot = None  # the task starting it, while it runs
@@ -789,6 +793,9 @@ class NodeRuntime:
         reason = _describe_exit(code)
         if worker.retiring and code == 0:
             reason = "it retired after a function's max_calls runs"
+        oom = getattr(worker, "oom_killed", None)  # set by memory_monitor
+        if oom:
+            reason = oom
         self.counters["workers_died"] += 1
         self.events.worker_state(worker, "DEAD", reason)
         self._dead_workers.append(worker)
@@ -816,6 +823,9 @@ class NodeRuntime:
                 self.counters["tasks_retried"] += 1
                 self.events.task_retried(task)
                 self.ready.appendleft(task)
+            elif oom:
+                self._fail_task(task, _error_bytes(OutOfMemoryError(
+                    f"Task {task.name} was killed to free memory: {oom}.")))
             else:
                 self._fail_task(task, _error_bytes(WorkerCrashedError(
                     f"The worker running {task.name} died ({reason}) and the task has no "
@@ -927,7 +937,11 @@ class NodeRuntime:
                 runtime.drivers[conn.worker_id] = conn
                 runtime.workers_by_pid[conn.pid] = conn
                 runtime.counters["drivers_connected"] += 1
-                self.transport.write(P.pack(["welcome", runtime.node_info()]))
+                from .introspect import command_line, driver_job_id
+
+                conn.entrypoint = command_line(conn.pid)
+                self.transport.write(P.pack(["welcome", {**runtime.node_info(),
+                                                         "job_id": driver_job_id(runtime, conn)}]))
                 return True
 
             def connection_lost(self, exc):
@@ -961,6 +975,8 @@ class NodeRuntime:
         if conn.dead:
             return
         conn.dead = True
+        conn.ended_at = time.time()
+        self.ended_drivers.append(conn)
         self.drivers.pop(conn.worker_id, None)
         if self.workers_by_pid.get(conn.pid) is conn:
             del self.workers_by_pid[conn.pid]
@@ -1161,7 +1177,7 @@ class NodeRuntime:
             if worker is None:
                 if self._in_removed_group(resources):
                     ready.popleft()
-                    self._fail_task(task, _error_bytes(TaskUnschedulableError(
+                    self._fail_task(task, _error_bytes(TaskPlacementGroupRemoved(
                         f"The placement group of {task.name} was removed before it ran.")))
                     continue
                 if not self._feasible(resources):
@@ -1502,6 +1518,13 @@ class NodeRuntime:
         return freed
 
     def _raise_full(self, size: int, freed: int) -> None:
+        refused = self.spill.disk_full
+        if refused is not None:
+            raise OutOfDiskError(
+                f"The object store is full and spilling to {self.spill.dir} failed: the "
+                f"disk is full ({refused.strerror}). Free disk space there, choose another "
+                "directory with init(object_spilling_directory=...), drop references to "
+                "objects you no longer need, or raise miniray.init(object_store_memory=...).")
         pinned = sum(e.size for e in list(self.objects.values())
                      if e.state == VALUE_SHM and e.pins)
         pinned += sum(e.size for e in list(self._pinned_garbage.values()))
@@ -2012,7 +2035,7 @@ class NodeRuntime:
             caller.held[object_id] += 1
         pg = self.placement_groups.get(pg_id)
         if pg is None or pg.state == "REMOVED":
-            self._set_value(object_id, VALUE_ERROR, _error_bytes(TaskUnschedulableError(
+            self._set_value(object_id, VALUE_ERROR, _error_bytes(TaskPlacementGroupRemoved(
                 f"The placement group {pg_id.hex()} was removed (or never existed).")))
         elif pg.state == "CREATED":
             self._set_value(object_id, VALUE_INLINE, _TRUE)
@@ -2032,7 +2055,7 @@ class NodeRuntime:
         for resource in pg.keys:
             self.total.pop(resource, None)
             self.available.pop(resource, None)
-        error = _error_bytes(TaskUnschedulableError(
+        error = _error_bytes(TaskPlacementGroupRemoved(
             f"The placement group {hex_id} was removed before this work could run in it."))
         ready, pg.ready_ids = pg.ready_ids, []
         for object_id in ready:
@@ -2044,7 +2067,7 @@ class NodeRuntime:
             self._fail_task(task, error)
         for actor in list(self.actors.values()):
             if actor.state != "DEAD" and self._in_removed_group(actor.lease or {}):
-                self._kill_actor(actor, "its placement group was removed")
+                self._kill_actor(actor, _PG_REMOVED)
         if was_created:
             self._release(pg.base)  # tasks still running in it finish
         self._schedule()
@@ -2123,7 +2146,7 @@ class NodeRuntime:
             return
         lease = actor.lease
         if self._in_removed_group(lease):
-            self._kill_actor(actor, "its placement group was removed")
+            self._kill_actor(actor, _PG_REMOVED)
             return
         if not self._fits(lease):
             # As in Ray: the actor waits for its resources (PENDING_CREATION)
@@ -2231,6 +2254,9 @@ class NodeRuntime:
             self._dispatch(task, worker)
 
     def _actor_death_error(self, actor: ActorState) -> bytes:
+        if actor.death_cause == _PG_REMOVED:
+            return _error_bytes(ActorPlacementGroupRemoved(
+                f"The actor {actor.class_name} died: {_PG_REMOVED}.", actor.actor_id.hex()))
         if actor.death_error is not None:
             cause = deserialize_inline(actor.death_error)
             err = ActorDiedError(
@@ -2463,6 +2489,8 @@ class NodeRuntime:
             return introspect.list_workers(self)[:limit]
         if kind == "nodes":
             return introspect.list_nodes(self)
+        if kind == "jobs":
+            return introspect.list_jobs(self)[:limit]
         if kind == "logs":  # the files live on this machine: callers read them directly
             return [{**log, "path": os.path.join(self.log_dir, log["name"])}
                     for log in introspect.list_logs(self)[:limit]]
@@ -2537,6 +2565,9 @@ def _lost(object_id: bytes):
     from ..exceptions import ObjectLostError
 
     return ObjectLostError(object_id.hex(), "no reference to it was held, so it was freed")
+
+
+_PG_REMOVED = "its placement group was removed"
 
 
 def _error_bytes(exc: BaseException) -> bytes:

@@ -15,6 +15,7 @@ by the crash watchdog.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -85,6 +86,9 @@ class SpillFiles:
         self.files: dict[bytes, int] = {}  # object id -> bytes in its file
         self.bytes = 0
         self._warned = False
+        # The disk's refusal of the last write (ENOSPC, EDQUOT), None once one
+        # succeeds: a store that then cannot make room is out of disk too.
+        self.disk_full: OSError | None = None
 
     def path(self, object_id: bytes) -> str:
         return os.path.join(self.dir, object_id.hex())
@@ -102,12 +106,15 @@ class SpillFiles:
                 os.unlink(path)
             except OSError:
                 pass
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self.disk_full = exc
             if not self._warned:
                 self._warned = True
                 print(f"miniray: spilling to {self.dir} failed ({exc}); objects stay in "
                       "shared memory. Choose another directory with "
                       "_system_config={'object_spilling_directory': ...}.", file=sys.stderr)
             return None
+        self.disk_full = None
         self.files[object_id] = location[2]
         self.bytes += location[2]
         return path

@@ -26,8 +26,10 @@ from .nodes import (
     MultiOutputNode,
 )
 
+from .vis import plot
+
 __all__ = ["ClassMethodNode", "ClassNode", "DAGInputData", "DAGNode", "FunctionNode",
-           "InputAttributeNode", "InputNode", "MultiOutputNode"]
+           "InputAttributeNode", "InputNode", "MultiOutputNode", "plot"]
 
 
 def __getattr__(name):

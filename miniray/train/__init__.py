@@ -16,9 +16,10 @@ Importing this package does not import torch; :mod:`miniray.train.torch`
 loads it when its helpers run.
 """
 
+from ._backend import Backend, BackendConfig
 from ._callback import TrainRunContext, UserCallback
 from ._checkpoint import Checkpoint
-from ._config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ._config import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ._data import DatasetShard
 from ._result import ControllerError, Result, TrainingFailedError, WorkerGroupError
 from ._report_config import (CheckpointConsistencyMode, CheckpointUploadMode,
@@ -26,17 +27,19 @@ from ._report_config import (CheckpointConsistencyMode, CheckpointUploadMode,
 from ._session import (TrainContext, get_all_reported_checkpoints, get_checkpoint, get_context,
                        get_dataset_shard, report)
 from ._trainer import DataParallelTrainer
+from ._validation import ValidationConfig, ValidationFn, ValidationTaskConfig
 from ._tune import as_trainable
 
 # Ray's key of the training dataset in ``datasets={...}``.
 TRAIN_DATASET_KEY = "train"
 
 __all__ = [
-    "TRAIN_DATASET_KEY", "Checkpoint", "CheckpointConfig", "CheckpointConsistencyMode",
+    "Backend", "BackendConfig", "TRAIN_DATASET_KEY", "Checkpoint", "CheckpointConfig", "CheckpointConsistencyMode",
     "CheckpointUploadMode", "ControllerError", "DataParallelTrainer", "DatasetShard",
-    "FailureConfig", "ReportedCheckpoint", "ReportedCheckpointStatus", "Result", "RunConfig",
+    "FailureConfig", "LoggingConfig", "ReportedCheckpoint", "ReportedCheckpointStatus", "Result", "RunConfig",
     "ScalingConfig", "SyncConfig", "TrainContext", "TrainRunContext", "TrainingFailedError",
-    "UserCallback", "WorkerGroupError", "as_trainable", "get_all_reported_checkpoints",
+    "UserCallback", "ValidationConfig", "ValidationFn", "ValidationTaskConfig",
+    "WorkerGroupError", "as_trainable", "get_all_reported_checkpoints",
     "get_checkpoint", "get_context", "get_dataset_shard", "report",
 ]
 

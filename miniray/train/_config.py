@@ -115,6 +115,27 @@ class CheckpointConfig:
             raise ValueError("checkpoint_score_order must be 'max' or 'min'")
 
 
+@dataclass
+class LoggingConfig:
+    """Ray Train's logging: the level of Train's own ``miniray.train`` logger
+    (restarts, failures) for a run; the root logger is left alone.
+
+    Args:
+        log_level: a logging level name (``"INFO"``, the default).
+    """
+
+    log_level: str = "INFO"
+
+    def __post_init__(self):
+        import logging
+
+        if (not isinstance(self.log_level, str)
+                or self.log_level.upper() not in logging._nameToLevel):
+            raise ValueError(f"Invalid log_level: {self.log_level!r}. Must be one of: "
+                             f"{', '.join(sorted(logging._nameToLevel))}.")
+        self.log_level = self.log_level.upper()
+
+
 def _default_storage_path() -> str:
     return os.path.join(os.path.expanduser("~"), "miniray_results")
 
@@ -135,6 +156,7 @@ class RunConfig:
         callbacks: :class:`~miniray.train.UserCallback` objects, called on the
             driver after each report and after worker failures (e.g.
             ``miniray.tune.integration.ray_train.TuneReportCallback``).
+        logging_config: a :class:`LoggingConfig` (the level of Train's logs).
     """
 
     name: str | None = None
@@ -143,8 +165,11 @@ class RunConfig:
     checkpoint_config: CheckpointConfig = field(default_factory=CheckpointConfig)
     verbose: int = 1
     callbacks: list | None = None
+    logging_config: LoggingConfig | None = None
 
     def __post_init__(self):
+        if self.logging_config is None:
+            self.logging_config = LoggingConfig()
         if self.failure_config is None:
             self.failure_config = FailureConfig()
         if self.checkpoint_config is None:

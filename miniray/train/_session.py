@@ -162,16 +162,18 @@ def report(metrics: dict, checkpoint: Checkpoint | None = None,
     :class:`CheckpointUploadMode` (``ASYNC`` also deletes the source folder, unless
     ``delete_local_checkpoint_after_upload=False``; ``NO_UPLOAD`` records the folder
     where it is); ``checkpoint_upload_fn(checkpoint, dir_name) -> Checkpoint``
-    persists it your way. ``validation`` tasks are not supported (``ValueError``).
+    persists it your way. ``validation=True`` (or a :class:`ValidationTaskConfig`)
+    runs the trainer's ``ValidationConfig.fn`` on the checkpoint as a task beside
+    training; its metrics are merged into the checkpoint's.
 
     Inside a ``miniray.tune`` trial that is not a training run, this forwards
     to the tune report function.
     """
     from ._report_config import CheckpointUploadMode
 
-    if validation:
-        raise ValueError("report(validation=...) is not supported by miniray.train: run the "
-                         "validation in the training function and report its metrics")
+    from ._validation import REQUEST_KEY, request
+
+    validation_request = request(validation, checkpoint)
     mode = CheckpointUploadMode(getattr(checkpoint_upload_mode, "value",
                                         checkpoint_upload_mode or "SYNC"))
     if _session is None:
@@ -204,7 +206,10 @@ def report(metrics: dict, checkpoint: Checkpoint | None = None,
             if delete:
                 shutil.rmtree(checkpoint.path, ignore_errors=True)
     session.last_reported = index
-    session.outbox.put((index, {str(k): _plain(v) for k, v in metrics.items()}, path))
+    plain = {str(k): _plain(v) for k, v in metrics.items()}
+    if validation_request is not None:  # the driver runs it once the step is committed
+        plain[REQUEST_KEY] = validation_request
+    session.outbox.put((index, plain, path))
 
 
 def get_all_reported_checkpoints(consistency_mode=None, timeout_s: float | None = None):

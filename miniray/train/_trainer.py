@@ -83,7 +83,8 @@ class DataParallelTrainer:
                  scaling_config: ScalingConfig | None = None,
                  run_config: RunConfig | None = None, datasets: dict | None = None,
                  resume_from_checkpoint: Checkpoint | None = None,
-                 metadata: dict | None = None):
+                 metadata: dict | None = None, validation_config=None,
+                 backend_config=None):
         if not callable(train_loop_per_worker):
             raise TypeError("train_loop_per_worker must be a function taking no argument "
                             "or a config dict")
@@ -99,6 +100,17 @@ class DataParallelTrainer:
         self.datasets = dict(datasets or {})
         self.resume_from_checkpoint = resume_from_checkpoint
         self.metadata = dict(metadata or {})
+        from ._validation import ValidationConfig
+
+        if validation_config is not None and not isinstance(validation_config,
+                                                            ValidationConfig):
+            raise TypeError("validation_config must be a miniray.train.ValidationConfig")
+        self.validation_config = validation_config
+        from ._backend import BackendConfig
+
+        if backend_config is not None and not isinstance(backend_config, BackendConfig):
+            raise TypeError("backend_config must be a miniray.train.BackendConfig")
+        self.backend_config = backend_config
         if self.datasets:
             from ._data import validate_dataset
 
@@ -111,6 +123,13 @@ class DataParallelTrainer:
     # -- backend hooks (TorchTrainer overrides) ---------------------------------
     def _backend(self) -> str:
         return "nccl" if self.scaling_config.use_gpu else self._default_backend
+
+    def _custom_backend(self):
+        """The Backend of a backend_config other than torch's, or None."""
+        config = self.backend_config
+        if config is None or getattr(config, "_sets_up_torch", False):
+            return None
+        return config.backend_cls()
 
     def _timeout_s(self) -> float:
         return 1800.0
@@ -125,7 +144,12 @@ class DataParallelTrainer:
         failed on the driver (a ``RunConfig`` callback raised). Blocks:
         from asyncio code, run it in a thread (``await asyncio.to_thread(trainer.fit)``).
         """
+        from ._validation import Validator
+
+        self._validator = Validator(self.validation_config)
         run_config = self.run_config
+        if run_config.logging_config is not None:
+            logger.setLevel(run_config.logging_config.log_level)
         name = run_config.name or f"{type(self).__name__}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
         storage = run_config.storage_path or _default_storage_path()
         run_dir = os.path.abspath(os.path.join(storage, name))
@@ -165,6 +189,8 @@ class DataParallelTrainer:
                                "unlimited" if max_failures < 0 else max_failures)
                 self._drop_partial_checkpoints(state)
         del dataset_refs
+        if self._validator.collect(logger):  # their metrics join the checkpoints'
+            state.checkpoints = list(state.checkpoints)
         result = self._result(state)
         try:
             result._write_snapshot()  # also for a run that never reported
@@ -239,6 +265,7 @@ class DataParallelTrainer:
             options["resources"] = sc.additional_resources_per_worker
         worker_cls = _worker_class()
         workers = [worker_cls.options(**options).remote() for _ in range(n)]
+        custom = group = None
 
         def call_all(method, *per_rank_args):
             refs = [getattr(w, method).remote(*args) for w, args in zip(workers, per_rank_args)]
@@ -266,8 +293,19 @@ class DataParallelTrainer:
                 device_index = [union.index(worker_ids[0]) if worker_ids else None
                                 for worker_ids in ids]
             threads = max(1, int(sc.num_cpus_per_worker))
-            call_all("setup", *[(rank, n, port, backend, self._timeout_s(), threads,
-                                 cuda_visible, device_index[rank]) for rank in range(n)])
+            custom = self._custom_backend()
+            call_all("setup", *[(rank, n, port, None if custom else backend, self._timeout_s(),
+                                 threads, cuda_visible, device_index[rank])
+                                for rank in range(n)])
+            if custom is not None:
+                from ._backend import WorkerGroup
+
+                group = WorkerGroup(workers)
+                try:
+                    custom.on_start(group, self.backend_config)
+                    custom.on_training_start(group, self.backend_config)
+                except Exception as exc:
+                    raise _AttemptFailed("the backend's on_start failed", exc) from exc
             checkpoint_path = state.latest.path if state.latest is not None else None
             contexts = [dict(world_rank=rank, world_size=n, local_rank=rank, local_world_size=n,
                              node_rank=0, experiment_name=name, storage_path=state.run_dir,
@@ -277,6 +315,11 @@ class DataParallelTrainer:
                                 for rank in range(n)])
             self._follow(workers, state)
         finally:
+            if custom is not None and group is not None:
+                try:
+                    custom.on_shutdown(group, self.backend_config)
+                except Exception as exc:  # the run's own outcome is what matters
+                    logger.warning("the backend's on_shutdown failed: %r", exc)
             for w in workers:
                 try:
                     miniray.kill(w)
@@ -323,7 +366,12 @@ class DataParallelTrainer:
                 return
 
     def _commit(self, state: _RunState, reports: dict, index: int = -1) -> None:
+        from ._validation import REQUEST_KEY
+
         state.committed_index = index
+        validation = None
+        for rank_metrics, _ in reports.values():
+            validation = rank_metrics.pop(REQUEST_KEY, None) or validation
         metrics = (reports.get(0) or next(iter(reports.values())))[0]
         path = next((p for _, p in reports.values() if p), None)
         state.history.append(metrics)
@@ -331,8 +379,16 @@ class DataParallelTrainer:
         if path is not None:
             checkpoint = Checkpoint(path)
             state.latest = checkpoint
-            state.checkpoints.append((checkpoint, metrics))
+            # Its own copy: a validation's metrics join the checkpoint's, not the history.
+            checkpoint_metrics = dict(metrics) if validation is not None else metrics
+            state.checkpoints.append((checkpoint, checkpoint_metrics))
+            if validation is not None:
+                try:
+                    self._validator.submit(checkpoint, checkpoint_metrics, validation)
+                except Exception as exc:
+                    raise _ControllerFailed(exc) from exc
             self._prune(state)
+        self._validator.collect_ready(logger)  # finished validations show in the snapshot
         try:
             self._result(state)._write_snapshot()
         except (OSError, TypeError, ValueError) as exc:

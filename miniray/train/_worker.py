@@ -53,6 +53,8 @@ class TrainWorker:
             # Every worker sees all GPUs of the group (before CUDA starts up), so
             # nccl can use peer-to-peer transfers; each picks its own by index.
             os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible
+        if backend is None:  # a custom BackendConfig sets its framework up itself
+            return None
         import datetime
 
         import torch
@@ -128,6 +130,10 @@ class TrainWorker:
             pass
         status = self._status if done else "running"
         return reports, status, self._error if status == "failed" else None
+
+    def execute(self, fn, args, kwargs):
+        """Run a backend hook's function here (``WorkerGroup.execute``)."""
+        return fn(*args, **kwargs)
 
     def shutdown(self) -> None:
         """Leave the process group (the driver then ends the process)."""

@@ -35,7 +35,7 @@ __all__ = ["ActorPool", "Queue", "as_completed", "deregister_serializer",
 
 def __getattr__(name):
     # Subpackages with optional dependencies load on first use (joblib, metrics).
-    if name in ("metrics", "joblib"):
+    if name in ("metrics", "joblib", "pdb", "collective", "ray_debugpy"):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")

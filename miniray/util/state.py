@@ -11,10 +11,11 @@ records back the dashboard; the task table keeps the newest 10,000 tasks
 
 from __future__ import annotations
 
-__all__ = ["StateRecord", "get_actor", "get_node", "get_objects", "get_placement_group",
-           "get_log", "get_task", "get_worker", "list_actors", "list_logs", "list_nodes", "list_objects",
-           "list_placement_groups", "list_tasks", "list_workers", "summarize_actors",
-           "summarize_objects", "summarize_tasks"]
+__all__ = ["StateRecord", "get_actor", "get_job", "get_node", "get_objects",
+           "get_placement_group", "get_log", "get_task", "get_worker", "list_actors",
+           "list_jobs", "list_logs", "list_nodes", "list_objects", "list_placement_groups",
+           "list_tasks", "list_workers", "summarize_actors", "summarize_objects",
+           "summarize_tasks"]
 
 _PREDICATES = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b}
 
@@ -95,6 +96,23 @@ def list_workers(filters=None, limit: int = 100, detail: bool = False, **kwargs)
 def list_nodes(filters=None, limit: int = 100, detail: bool = False, **kwargs) -> list:
     """The node (a one-element list)."""
     return _list("nodes", filters, limit, detail, kwargs)
+
+
+def list_jobs(filters=None, limit: int = 100, detail: bool = False, **kwargs) -> list:
+    """Jobs, newest first: one per driver, as Ray lists driver jobs (``type``
+    ``"DRIVER"``): the process that started this node, or each driver that
+    connected to a head (``init(address=...)``), ``RUNNING`` while connected and
+    ``SUCCEEDED`` once it left. Keys are Ray's: ``job_id``, ``status``,
+    ``entrypoint`` (the driver's command line), ``start_time``/``end_time`` (ms),
+    ``driver_info`` (``pid``). Ray's submitted jobs (``submission_id``) have no
+    miniray counterpart: run drivers yourself, or see ``miniray.cluster`` jobs."""
+    return _list("jobs", filters, limit, detail, kwargs)
+
+
+def get_job(id: str, **kwargs):
+    """The job with this id (``get_runtime_context().get_job_id()`` of its
+    driver), or None."""
+    return _get("jobs", "job_id", id, kwargs)
 
 
 def summarize_tasks(**kwargs) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .._backend import BackendConfig
 from .._config import RunConfig, ScalingConfig
 from .._trainer import DataParallelTrainer
 
@@ -89,7 +90,7 @@ class TorchCheckpoint(Checkpoint):
 
 
 @dataclass
-class TorchConfig:
+class TorchConfig(BackendConfig):
     """How the workers' ``torch.distributed`` process group is set up.
 
     Args:
@@ -101,6 +102,8 @@ class TorchConfig:
     backend: str | None = None
     init_method: str = "env"
     timeout_s: float = 1800
+
+    _sets_up_torch = True  # the trainer itself joins the process group
 
     def __post_init__(self):
         if self.backend not in (None, "gloo", "nccl"):
@@ -136,11 +139,12 @@ class TorchTrainer(DataParallelTrainer):
                  torch_config: TorchConfig | None = None,
                  scaling_config: ScalingConfig | None = None,
                  run_config: RunConfig | None = None, datasets: dict | None = None,
-                 resume_from_checkpoint=None, metadata: dict | None = None):
+                 resume_from_checkpoint=None, metadata: dict | None = None,
+                 validation_config=None):
         super().__init__(train_loop_per_worker, train_loop_config=train_loop_config,
                          scaling_config=scaling_config, run_config=run_config,
                          datasets=datasets, resume_from_checkpoint=resume_from_checkpoint,
-                         metadata=metadata)
+                         metadata=metadata, validation_config=validation_config)
         self.torch_config = torch_config or TorchConfig()
 
     def _backend(self) -> str:

@@ -1,5 +1,6 @@
 """``ray.train.v2.api.config``."""
 
-from ..._config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ..._config import (CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
+                        ScalingConfig)
 
-__all__ = ["CheckpointConfig", "FailureConfig", "RunConfig", "ScalingConfig"]
+__all__ = ["CheckpointConfig", "FailureConfig", "LoggingConfig", "RunConfig", "ScalingConfig"]
