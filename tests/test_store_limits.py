@@ -337,3 +337,35 @@ def test_sigkilled_driver_leaves_no_segment_and_no_spill_file(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_put_waits_for_pinned_objects_to_be_let_go(ray_factory):
+    # A store full of objects pinned by views that are about to go (tasks that
+    # just ended unpin a moment later) is not full yet: put waits, as Ray's does.
+    ray = ray_factory(object_store_memory=4 * MiB, include_dashboard=False)
+    held = [ray.get(ray.put(np.ones(3 * MiB // 8, dtype=np.int64)))]  # a pinning view
+
+    def let_go():
+        time.sleep(0.5)
+        held.clear()
+
+    releaser = threading.Thread(target=let_go)
+    releaser.start()
+    try:
+        started = time.monotonic()
+        ref = ray.put(np.zeros(3 * MiB // 8, dtype=np.int64))
+        waited = time.monotonic() - started
+    finally:
+        releaser.join()
+    assert int(ray.get(ref)[-1]) == 0
+    assert waited >= 0.3  # it did wait for the view to go
+
+
+def test_a_put_into_a_store_pinned_for_good_still_fails_clearly(ray_factory):
+    from miniray.exceptions import ObjectStoreFullError
+
+    ray = ray_factory(object_store_memory=4 * MiB, include_dashboard=False)
+    view = ray.get(ray.put(np.ones(3 * MiB // 8, dtype=np.int64)))
+    with pytest.raises(ObjectStoreFullError, match="pinned"):
+        ray.put(np.zeros(3 * MiB // 8, dtype=np.int64))
+    del view

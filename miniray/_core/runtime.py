@@ -66,6 +66,7 @@ PIPELINE_BUDGET_S = 0.004
 STARTUP_DEATHS_LIMIT = 3
 SHORT_TASK_S = 0.002  # tasks of functions faster than this may be pipelined
 SURPLUS_IDLE_S = 2.0  # an extra worker idle this long exits
+STORE_FULL_GRACE_S = 3.0  # a put waits this long for pinned objects to be let go
 # The node's address, as Ray names it in the ``node:<ip>`` resource that pins
 # work to a node. Drivers and workers reach a node over loopback only.
 NODE_IP = "127.0.0.1"
@@ -1548,7 +1549,29 @@ class NodeRuntime:
                 f"{_fmt(self.capacity)}; raise miniray.init(object_store_memory=...).")
         if self._over_budget(size) <= 0:
             return
-        self._on_loop(self._make_room, size)
+        if threading.get_ident() == self._loop_thread_id():
+            self._make_room(size)  # pins cannot be released while this thread waits
+            return
+        # Objects pinned by tasks that just ended are unpinned a moment later
+        # (workers batch their unpins): as Ray's store does, wait a grace period
+        # for room before calling the store full.
+        deadline = time.monotonic() + STORE_FULL_GRACE_S
+        pause = 0.005
+        while True:
+            try:
+                self._on_loop(self._make_room, size)
+                return
+            except OutOfDiskError:
+                raise
+            except ObjectStoreFullError:
+                if time.monotonic() >= deadline or not self._anything_pinned():
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    def _anything_pinned(self) -> bool:
+        return bool(self._pinned_garbage) or any(
+            e.pins for e in list(self.objects.values()) if e.state == VALUE_SHM)
 
     def _on_store_full(self, size: int) -> bool:
         """The filesystem under the store refused pages (other processes use it
