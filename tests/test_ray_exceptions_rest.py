@@ -110,15 +110,18 @@ def test_an_exception_that_cannot_be_rebuilt_is_an_unserializable_exception(ray,
 
         raise only_in_that_worker.WorkerOnlyError("from the worker")
 
-    for ref, text in ((two_args.remote(), "code 7: seven"),
-                      (unpicklable.remote(), "holds a lock"),
-                      (worker_only.remote(str(tmp_path)), "only_in_that_worker")):
+    for ref, text, name in ((two_args.remote(), "code 7: seven", "TwoArgumentError"),
+                            (unpicklable.remote(), "holds a lock", "Unpicklable"),
+                            (worker_only.remote(str(tmp_path)), "only_in_that_worker", None)):
         with pytest.raises(exceptions.UnserializableException) as info:
             ray.get(ref, timeout=60)
         error = info.value
         assert isinstance(error, exceptions.RayTaskError)  # as miniray raised before
         assert isinstance(error.cause, exceptions.UnserializableException)
         assert text in str(error.cause) and "Failed to deserialize exception" in str(error.cause)
+        if name is not None:  # the type's name, its message and the remote traceback stay
+            assert error.cause_name == name
+            assert name in str(error) and text in str(error) and "Traceback" in str(error)
     with pytest.raises(ValueError) as info:  # a cause that travels is still itself
         ray.get(ray.remote(lambda: int("x")).remote(), timeout=60)
     assert not isinstance(info.value, exceptions.UnserializableException)

@@ -137,37 +137,8 @@ def test_as_instanceof_cause_never_raises():
         assert error.cause is cause
 
 
-class TwoArgumentError(Exception):
-    def __init__(self, code, detail):
-        super().__init__(f"code {code}: {detail}")
-
-
-def test_an_error_that_cannot_be_rebuilt_keeps_name_message_and_traceback(ray):
-    import threading
-
-    @ray.remote
-    def two_args():
-        raise TwoArgumentError(7, "seven")
-
-    class Unpicklable(Exception):
-        def __init__(self):
-            super().__init__("holds a lock")
-            self.lock = threading.Lock()
-
-    @ray.remote
-    def unpicklable():
-        raise Unpicklable()
-
-    with pytest.raises(RayTaskError) as info:
-        ray.get(two_args.remote(), timeout=60)
-    text = str(info.value)
-    assert "TwoArgumentError" in text and "code 7: seven" in text and "two_args" in text
-    assert "Traceback" in text
-    assert info.value.cause_name == "TwoArgumentError"
-    with pytest.raises(RayTaskError) as info:
-        ray.get(unpicklable.remote(), timeout=60)
-    assert "Unpicklable" in str(info.value) and "holds a lock" in str(info.value)
-    assert ray.get(ray.remote(lambda: 2).remote(), timeout=60) == 2
+# An error class that cannot be rebuilt in the caller (two-argument __init__,
+# unpicklable, importable only in the worker): tests/test_ray_exceptions_rest.py.
 
 
 # -- generators that yield, then raise ----------------------------------------------

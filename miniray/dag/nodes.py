@@ -266,7 +266,19 @@ class DAGInputData:
         return self._kwargs[key]
 
 
-class InputNode(DAGNode):
+class _PartsOfInput(DAGNode):
+    """``node[key]`` and ``node.name`` make a node for that part of the input."""
+
+    def __getitem__(self, key) -> "InputAttributeNode":
+        return InputAttributeNode(self, key, "__getitem__")
+
+    def __getattr__(self, name: str) -> "InputAttributeNode":
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return InputAttributeNode(self, name, "__getattr__")
+
+
+class InputNode(_PartsOfInput):
     """The graph's input: what ``dag.execute(...)`` is called with.
 
     ``with InputNode() as inp:`` builds a graph over it. With one positional
@@ -288,14 +300,6 @@ class InputNode(DAGNode):
     def __exit__(self, *exc) -> None:
         return None
 
-    def __getitem__(self, key) -> "InputAttributeNode":
-        return InputAttributeNode(self, key, "__getitem__")
-
-    def __getattr__(self, name: str) -> "InputAttributeNode":
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return InputAttributeNode(self, name, "__getattr__")
-
     def _execute_impl(self, execution, args, kwargs, other):
         given_args, given_kwargs = execution.input_args, execution.input_kwargs
         if len(given_args) == 1 and not given_kwargs:
@@ -303,21 +307,13 @@ class InputNode(DAGNode):
         return DAGInputData(*given_args, **given_kwargs)
 
 
-class InputAttributeNode(DAGNode):
+class InputAttributeNode(_PartsOfInput):
     """``inp[key]`` or ``inp.name``: one part of the input."""
 
     def __init__(self, input_node, key, accessor: str):
         self._key = key
         self._accessor = accessor
         super().__init__(other_args_to_resolve={"input": input_node})
-
-    def __getitem__(self, key) -> "InputAttributeNode":
-        return InputAttributeNode(self, key, "__getitem__")
-
-    def __getattr__(self, name: str) -> "InputAttributeNode":
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return InputAttributeNode(self, name, "__getattr__")
 
     def _execute_impl(self, execution, args, kwargs, other):
         value = other["input"]
