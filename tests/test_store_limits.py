@@ -369,3 +369,19 @@ def test_a_put_into_a_store_pinned_for_good_still_fails_clearly(ray_factory):
     with pytest.raises(ObjectStoreFullError, match="pinned"):
         ray.put(np.zeros(3 * MiB // 8, dtype=np.int64))
     del view
+
+
+def test_a_task_result_waits_for_pinned_objects_to_be_let_go(ray_factory):
+    # The worker's side of the same grace: its reservation for a large result
+    # waits for the view the driver is about to drop.
+    ray = ray_factory(object_store_memory=4 * MiB, include_dashboard=False)
+    held = [ray.get(ray.put(np.ones(3 * MiB // 8, dtype=np.int64)))]
+
+    @ray.remote
+    def make():
+        return np.zeros(3 * MiB // 8, dtype=np.int64)
+
+    ref = make.remote()
+    time.sleep(0.5)
+    held.clear()
+    assert int(ray.get(ref, timeout=60)[-1]) == 0

@@ -36,6 +36,9 @@ MIN_BLOCK = 4096
 POPULATE_READ_MIN = 1 << 20
 # Freed pages the driver keeps resident for the next put, and for how long.
 WARM_KEEP_S = 1.0
+# A write into a store full of pinned objects waits this long for them to be
+# let go (unpins arrive batched, a moment after the tasks that held them end).
+STORE_FULL_GRACE_S = 3.0
 _RETRIES = 4
 
 

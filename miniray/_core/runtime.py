@@ -52,7 +52,7 @@ from .client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM, VALUE_SPILLED
 # The module, not its names: compiled, events cimports Task from this module,
 # so whichever of the two loads first sees the other half-initialized.
 from . import events as _events
-from .object_store import WARM_KEEP_S, LocalStore, _fmt
+from .object_store import STORE_FULL_GRACE_S, WARM_KEEP_S, LocalStore, _fmt
 from .serialization import deserialize_inline, serialize
 from .spilling import SpillFiles
 
@@ -66,7 +66,6 @@ PIPELINE_BUDGET_S = 0.004
 STARTUP_DEATHS_LIMIT = 3
 SHORT_TASK_S = 0.002  # tasks of functions faster than this may be pipelined
 SURPLUS_IDLE_S = 2.0  # an extra worker idle this long exits
-STORE_FULL_GRACE_S = 3.0  # a put waits this long for pinned objects to be let go
 # The node's address, as Ray names it in the ``node:<ip>`` resource that pins
 # work to a node. Drivers and workers reach a node over loopback only.
 NODE_IP = "127.0.0.1"

@@ -36,6 +36,8 @@ from types import AsyncGeneratorType, GeneratorType
 from ..exceptions import (
     ActorDiedError,
     GetTimeoutError,
+    ObjectStoreFullError,
+    OutOfDiskError,
     RayTaskError,
     TaskCancelledError,
 )
@@ -43,7 +45,7 @@ from . import context
 from . import protocol as P
 from .client import VALUE_SHM, ClientBase
 from .generators import ObjectRefGenerator
-from .object_store import LocalStore
+from .object_store import STORE_FULL_GRACE_S, LocalStore
 from .refs import ObjectRef, set_client
 from .serialization import INLINE_THRESHOLD, PICKLE5, PLAIN_TYPES, deserialize_inline, serialize
 
@@ -312,7 +314,21 @@ class WorkerClient(ClientBase):
         if size < 0:
             self.notify("reserve", size)
             return
-        self.request("reserve", size)
+        # As the driver's put: a store full of objects about to be unpinned
+        # makes room a moment later.
+        deadline = time.monotonic() + STORE_FULL_GRACE_S
+        pause = 0.005
+        while True:
+            try:
+                self.request("reserve", size)
+                return
+            except OutOfDiskError:
+                raise
+            except ObjectStoreFullError:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     def _on_store_full(self, size: int) -> bool:
         if self.concurrent and threading.get_ident() == self.loop_thread_id:
