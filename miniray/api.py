@@ -610,9 +610,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     try:
         actor_id, meta = _client().generic("get_actor", name, namespace)
     except ValueError:
-        from ._core import hooks
-
-        find = getattr(hooks.router, "get_actor", None)
+        find = getattr(_hooks.router, "get_actor", None)
         routed = find(name, namespace) if find is not None else None
         if routed is None:  # not on a Ray cluster miniray.cluster reaches either
             raise

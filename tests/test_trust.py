@@ -311,21 +311,3 @@ def test_a_driver_of_a_head_is_warned_about_infeasible_work(head, capfd):  # noq
     with pytest.raises(TaskCancelledError):
         miniray.get(ref, timeout=30)
     assert miniray.get(miniray.remote(lambda: 6).remote(), timeout=60) == 6
-
-
-def test_an_error_whose_class_does_not_import_in_the_driver_is_a_task_error(ray, tmp_path):
-    (tmp_path / "only_in_the_worker.py").write_text(
-        "class WorkerOnlyError(Exception):\n    pass\n")
-
-    @ray.remote
-    def fail(path):
-        import sys
-
-        sys.path.insert(0, path)
-        import only_in_the_worker
-
-        raise only_in_the_worker.WorkerOnlyError("from the worker")
-
-    with pytest.raises(RayTaskError, match="could not be rebuilt.*only_in_the_worker"):
-        ray.get(fail.remote(str(tmp_path)), timeout=60)
-    assert ray.get(ray.remote(lambda: 8).remote(), timeout=60) == 8
