@@ -414,6 +414,13 @@ def _check_refs(object_refs, what):
         f"{type(object_refs).__name__}. Pass the refs returned by .remote() or put().")
 
 
+def _is_compiled_result(object_refs) -> bool:
+    if isinstance(object_refs, (list, tuple)):
+        return bool(object_refs) and getattr(type(object_refs[0]), "_compiled_dag_result",
+                                             False)
+    return getattr(type(object_refs), "_compiled_dag_result", False)
+
+
 def get(object_refs, *, timeout: float | None = None):
     """Return the value(s) of ObjectRef(s), waiting until they are ready.
 
@@ -429,6 +436,11 @@ def get(object_refs, *, timeout: float | None = None):
     """
     if _hooks.ray_worker is not None:
         return _hooks.ray_worker.get(object_refs, timeout=timeout)
+    if type(object_refs) is not ObjectRef and _is_compiled_result(object_refs):
+        # CompiledDAGRefs (miniray.dag.compiled): read from the DAG's channels.
+        if isinstance(object_refs, (list, tuple)):
+            return [ref.get(timeout=timeout) for ref in object_refs]
+        return object_refs.get(timeout=timeout)
     refs, single = _check_refs(object_refs, "get()")
     describe_timeout(timeout)
     client = _client()

@@ -31,6 +31,9 @@ __all__ = [
     "OutOfDiskError",
     "OutOfMemoryError",
     "UnserializableException",
+    "RayChannelError",
+    "RayChannelTimeoutError",
+    "RayCgraphCapacityExceeded",
 ]
 
 
@@ -40,6 +43,20 @@ class RayError(Exception):
 
 class RaySystemError(RayError):
     """The runtime itself failed (not the user's code)."""
+
+
+class RayChannelError(RaySystemError):
+    """A compiled DAG's channel failed: the DAG was torn down, or a process
+    at the other end of a channel died."""
+
+
+class RayChannelTimeoutError(RayChannelError, TimeoutError):
+    """A compiled DAG's ``execute`` or ``get`` ran out of time waiting on a channel."""
+
+
+class RayCgraphCapacityExceeded(RaySystemError):
+    """A compiled DAG has as many executions in flight (or results buffered) as
+    it allows: get some results before executing more."""
 
 
 class GetTimeoutError(RayError, TimeoutError):

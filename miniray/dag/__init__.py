@@ -12,6 +12,11 @@ Build a graph with ``.bind()`` instead of ``.remote()``, then run it with
     refs = dag.execute(data)             # every task submitted at once, refs as args
     ref = await dag.execute_async(data)  # the same, from async code
 
+    compiled = dag.experimental_compile()  # actor methods over shared-memory channels
+    value = miniray.get(compiled.execute(data))
+
+See :mod:`miniray.dag.compiled` for compiled DAGs.
+
 See :mod:`miniray.dag.nodes` for the graph's structure.
 """
 
@@ -27,9 +32,11 @@ from .nodes import (
 )
 
 from .vis import plot
+from .compiled import CompiledDAG, DAGContext, DAGOperationFuture
 
-__all__ = ["ClassMethodNode", "ClassNode", "DAGInputData", "DAGNode", "FunctionNode",
-           "InputAttributeNode", "InputNode", "MultiOutputNode", "plot"]
+__all__ = ["ClassMethodNode", "ClassNode", "CompiledDAG", "DAGContext", "DAGInputData",
+           "DAGNode", "DAGOperationFuture", "FunctionNode", "InputAttributeNode",
+           "InputNode", "MultiOutputNode", "plot"]
 
 
 def __getattr__(name):

@@ -105,6 +105,33 @@ class DAGNode:
         then ``await ref`` for the value. Submitting never blocks the loop."""
         return self.execute(*args, **kwargs)
 
+    def experimental_compile(self, _submit_timeout: float | None = None,
+                             _buffer_size_bytes: int | None = None,
+                             enable_asyncio: bool = False,
+                             _max_inflight_executions: int | None = None,
+                             _max_buffered_results: int | None = None,
+                             _overlap_gpu_communication: bool | None = None,
+                             _default_communicator=None):
+        """Compile this graph of actor methods into a
+        :class:`~miniray.dag.compiled.CompiledDAG` that runs over shared-memory
+        channels, without the scheduler (Ray's Compiled Graphs): see
+        ``docs/compiled-dags.md``. ``enable_asyncio=True`` for ``execute_async``.
+        The GPU options are accepted for compatibility and unused."""
+        from .compiled import CompiledDAG
+
+        if getattr(self, "_compiled", False):
+            raise ValueError(
+                "It is not allowed to call `experimental_compile` on the same DAG "
+                "object multiple times no matter whether `teardown` is called or not. "
+                "Please reuse the existing compiled DAG or create a new one.")
+        compiled = CompiledDAG(self, submit_timeout=_submit_timeout,
+                               buffer_size_bytes=_buffer_size_bytes,
+                               enable_asyncio=enable_asyncio,
+                               max_inflight_executions=_max_inflight_executions,
+                               max_buffered_results=_max_buffered_results)
+        self._compiled = True
+        return compiled
+
     def _with_options(self, options: dict) -> "DAGNode":
         """This node with ``options`` (what ``f.options(...).bind()`` builds)."""
         return self.options(**options) if options else self
