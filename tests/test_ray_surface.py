@@ -111,8 +111,9 @@ def test_an_excluded_name_fails_with_its_reason():
         miniray.data  # noqa: B018
     with pytest.raises(AttributeError, match=r"\(multi-node\): another machine died"):
         exceptions.NodeDiedError  # noqa: B018
-    with pytest.raises(AttributeError, match="compiled graphs"):
-        miniray.dag.DAGContext  # noqa: B018
+    with pytest.raises(AttributeError, match="CUDA-stream futures"):
+        miniray.dag.GPUFuture  # noqa: B018
+    assert miniray.dag.DAGContext.get_current().max_inflight_executions >= 1
     assert not hasattr(miniray, "data")
     with pytest.raises(AttributeError, match=r"^module 'miniray' has no attribute 'nothing'$"):
         miniray.nothing  # noqa: B018
