@@ -40,6 +40,7 @@ import abc
 import asyncio
 import inspect
 import os
+import pickle as _pickle
 import secrets
 import threading
 import time
@@ -342,16 +343,32 @@ class _ActorLoop:
                 continue
             records[key] = result
             if outs:
-                try:
-                    serialized = serialize(result, f"the result of {name}")
-                except Exception as exc:
-                    data = _error_bytes(name, exc)
-                    records[key] = _Failure(data)
-                    for channel in outs:
-                        channel.write_error(data)
-                    continue
-                for channel in outs:
-                    channel.write_serialized(serialized, node_pid=node_pid, token=token)
+                _write_all(outs, result, name, None, None, node_pid, token)
+
+
+def _write_all(channels, value, name, timeout, check, node_pid, token) -> None:
+    """Write ``value`` to each channel, serialized once; a value that cannot be
+    serialized goes as its error."""
+    if _ch.is_plain(value):
+        data = _pickle.dumps(value, 5)
+        if len(data) + _ch.SLOT_HEADER <= channels[0].slot_size:
+            for channel in channels:
+                channel.write_pickle(data, timeout, check)
+            return
+    try:
+        serialized = serialize(value, f"the result of {name}")
+    except Exception as exc:
+        if name == _INPUT_NAME:
+            raise
+        data = _error_bytes(name, exc)
+        for channel in channels:
+            channel.write_error(data, timeout, check)
+        return
+    for channel in channels:
+        channel.write_serialized(serialized, timeout, check, node_pid, token)
+
+
+_INPUT_NAME = "the input of a compiled DAG"
 
 
 def _control_word(control, index: int):
@@ -801,11 +818,9 @@ class CompiledDAG:
                 "Retrieve an output using ray.get before submitting more requests or "
                 "increase `_max_inflight_executions` "
                 "(`dag.experimental_compile(_max_inflight_executions=...)`).")
-        serialized = serialize((args, kwargs), "the input of a compiled DAG")
         try:
-            for channel in self._input_channels:
-                channel.write_serialized(serialized, self._submit_timeout, self._check_alive,
-                                         self._node_pid, self._token)
+            _write_all(self._input_channels, (args, kwargs), _INPUT_NAME,
+                       self._submit_timeout, self._check_alive, self._node_pid, self._token)
         except RayChannelTimeoutError as exc:
             raise RayChannelTimeoutError(
                 "execute() waited longer than the submit timeout "
