@@ -239,10 +239,13 @@ class Channel:
             self._notify_fd = -1
         del self._written, self._consumed, self._closed
         del self._reader_sleeping, self._writer_sleeping
-        self.view.release()
         mm, self.mm = self.mm, None
-        mm.close()
         os.close(self.fd)
+        try:
+            self.view.release()
+            mm.close()
+        except BufferError:  # a view still lives (a traceback's frame): unmapped with it
+            pass
 
     # -- waiting --------------------------------------------------------------------
     def _wait(self, address: int, expected: int, deadline: float | None, check,

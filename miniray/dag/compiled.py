@@ -538,7 +538,9 @@ class CompiledDAG:
         self._enable_asyncio = bool(enable_asyncio)
         self._token = secrets.token_hex(4)
         self._torn_down = False
-        self._broken: BaseException | None = None
+        # Why the DAG cannot run any more (an actor died): a new error is raised
+        # each time, so no traceback (and the channel views its frames hold) piles up.
+        self._broken: tuple | None = None
         self._execution_index = -1   # the last execution submitted
         self._finished_index = -1    # the last execution whose outputs were read
         self._partial: list = []     # output records of the next execution read so far
@@ -766,27 +768,31 @@ class CompiledDAG:
             raise RayChannelError(
                 "This compiled DAG was torn down; compile the DAG again to run it.")
         if self._broken is not None:
-            raise self._broken
+            raise self._broken_error()
+
+    def _broken_error(self) -> BaseException:
+        cls, args, kwargs = self._broken
+        return cls(*args, **kwargs)
 
     def _check_alive(self) -> None:
         """Between waits: a dead actor breaks the DAG (nothing would wake us)."""
         for actor, pid in self._actor_pids.items():
             if not _ch.pid_alive(pid):
-                self._break(ActorDiedError(
+                self._break(ActorDiedError, (
                     f"The actor {self._handles[actor]._class_name} (pid {pid}) of this "
                     "compiled DAG died; the DAG cannot run any more. Tear it down and "
-                    "compile it again with live actors.", actor_id=actor))
+                    "compile it again with live actors.",), {"actor_id": actor})
 
-    def _break(self, error: BaseException):
+    def _break(self, cls, args, kwargs):
         if self._broken is None:
-            self._broken = error
+            self._broken = (cls, args, kwargs)
             for channel in self._channels:
                 channel.close()
             for fut in self._futures.values():
                 if not fut.done():
-                    fut.set_exception(error)
+                    fut.set_exception(self._broken_error())
             self._futures.clear()
-        raise self._broken
+        raise self._broken_error()
 
     def _check_inputs(self, args: tuple, kwargs: dict) -> None:
         if self._direct_input:
@@ -938,7 +944,7 @@ class CompiledDAG:
         deadline = None if timeout < 0 else time.monotonic() + timeout
         while self._finished_index < index:
             if self._broken is not None:
-                raise self._broken
+                raise self._broken_error()
             if len(self._results) >= self._max_buffered:
                 raise RayCgraphCapacityExceeded(
                     f"The compiled graph can't have more than {self._max_buffered} "
@@ -955,7 +961,7 @@ class CompiledDAG:
                     "be hanging.") from exc
             self._store(self._finished_index, records)
         if self._broken is not None and index not in self._results:
-            raise self._broken
+            raise self._broken_error()
         return self._take(index, position)
 
     def _store(self, index: int, records: list) -> None:
