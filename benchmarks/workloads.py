@@ -838,3 +838,79 @@ def describe_versions(system: str, api) -> Dict[str, str]:
     except Exception:
         pass
     return v
+
+
+# ---------------------------------------------------------------------------
+# compiled DAGs (issue #22 §2): a fixed 2-actor chain over pre-allocated
+# channels, miniray.dag vs Ray Compiled Graphs (ray.dag), in the same run.
+# Each execution is timed on its own; the row is the median (p90/p99 in JSON).
+# ---------------------------------------------------------------------------
+
+def _compiled_chain(ctx: Ctx, enable_asyncio: bool):
+    import importlib
+
+    api = ctx.api
+    dag_module = importlib.import_module(f"{ctx.system}.dag")  # miniray.dag / ray.dag
+
+    @api.remote
+    class Stage:
+        def inc(self, x):
+            return x + 1
+
+    a, b = Stage.remote(), Stage.remote()
+    api.get([a.inc.remote(0), b.inc.remote(0)])
+    with dag_module.InputNode() as inp:
+        dag = b.inc.bind(a.inc.bind(inp))
+    return dag.experimental_compile(enable_asyncio=enable_asyncio), (a, b)
+
+
+def _latency_result(lat: List[float]):
+    return percentile(lat, 50), {"p90_us": percentile(lat, 90), "p99_us": percentile(lat, 99),
+                                 "executions_per_s": len(lat) / (sum(lat) / 1e6)}
+
+
+@workload("compiled_chain_get", "µs", higher_is_better=False, target=Ratio(5),
+          group="compiled",
+          description="compiled 2-actor chain: ray.get(dag.execute(i)), median per execution")
+def compiled_chain_get(ctx: Ctx):
+    compiled, actors = _compiled_chain(ctx, False)
+    get = ctx.api.get
+    n = ctx.size(3000, 1000)
+    perf = time.perf_counter
+
+    def trial():
+        lat = []
+        for i in range(n):
+            t0 = perf()
+            assert get(compiled.execute(i)) == i + 2
+            lat.append((perf() - t0) * 1e6)
+        return _latency_result(lat)
+
+    trial.compiled, trial.actors = compiled, actors  # torn down with the trial
+    return trial
+
+
+@workload("compiled_chain_async", "µs", higher_is_better=False, target=Ratio(5),
+          group="compiled",
+          description="compiled 2-actor chain: await (await dag.execute_async(i)), median")
+def compiled_chain_async(ctx: Ctx):
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # Ray's compiled DAG binds the current loop
+    compiled, actors = _compiled_chain(ctx, True)
+    n = ctx.size(3000, 1000)
+    perf = time.perf_counter
+
+    async def run():
+        lat = []
+        for i in range(n):
+            t0 = perf()
+            fut = await compiled.execute_async(i)
+            assert await fut == i + 2
+            lat.append((perf() - t0) * 1e6)
+        return lat
+
+    def trial():
+        return _latency_result(loop.run_until_complete(run()))
+
+    trial.compiled, trial.actors, trial.loop = compiled, actors, loop
+    return trial

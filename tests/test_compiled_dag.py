@@ -219,6 +219,20 @@ def test_method_error_then_good_execution(ray):
         compiled.teardown()
 
 
+def test_missing_input_part_is_an_error_of_that_execution(ray):
+    a, b = Stage.remote(), Stage.remote()
+    with InputNode() as inp:
+        dag = b.inc.bind(a.add.bind(inp[0]["x"], inp[0]["y"]))
+    compiled = dag.experimental_compile()
+    try:
+        assert ray.get(compiled.execute({"x": 1, "y": 2})) == 4
+        with pytest.raises(KeyError, match="y"):
+            ray.get(compiled.execute({"x": 1}))
+        assert ray.get(compiled.execute({"x": 5, "y": 5})) == 11
+    finally:
+        compiled.teardown()
+
+
 def test_actor_killed_mid_execution_raises_instead_of_hanging(ray):
     a, b = Stage.remote(), Stage.remote()
     with InputNode() as inp:

@@ -112,8 +112,15 @@ def _futex():
         fn.restype = ctypes.c_long
         fn.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32,
                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32]
+        # Wakes go through a bare prototype: no argtypes conversion and no errno
+        # copy, 0.6 us a call here instead of 1.9 (the wait's cost hides in its sleep).
+        global _wake
+        _wake = ctypes.CDLL(None).syscall
         _syscall = fn
     return _syscall
+
+
+_wake = None
 
 
 def futex_wait(address: int, expected: int, timeout_s: float) -> None:
@@ -124,7 +131,8 @@ def futex_wait(address: int, expected: int, timeout_s: float) -> None:
 
 
 def futex_wake(address: int) -> None:
-    _futex()(_SYS_FUTEX["x86_64"], address, _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
+    _futex()
+    _wake(_SYS_FUTEX["x86_64"], ctypes.c_void_p(address), _FUTEX_WAKE, 0x7FFFFFFF)
 
 
 _fence_lock = threading.Lock()
@@ -203,6 +211,8 @@ class Channel:
         base = ctypes.addressof(self._written)
         self._written_at = base
         self._consumed_at = base + _CONSUMED
+        self._written_ptr = ctypes.c_void_p(self._written_at)
+        self._consumed_ptr = ctypes.c_void_p(self._consumed_at)
         self._timespec = _Timespec()
         self._timespec_at = ctypes.addressof(self._timespec)
         # Slot bytes whose backing this writer reserved already (fallocate once).
@@ -280,7 +290,7 @@ class Channel:
         self._consumed.value = (consumed + 1) & 0xFFFFFFFF
         _fence()
         if self._writer_sleeping.value:
-            self._syscall(202, self._consumed_at, _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
+            _wake(202, self._consumed_ptr, _FUTEX_WAKE, 0x7FFFFFFF)
 
     def ready(self) -> bool:
         """Whether a record is waiting to be read."""
@@ -299,7 +309,7 @@ class Channel:
 
     def write_pickle(self, data: bytes, timeout: float | None = None, check=None) -> None:
         """Write plain pickle bytes (:func:`is_plain` data; they fit a slot)."""
-        self._write(PICKLE, len(data), lambda view: _put(view, data), timeout, check)
+        self._write(PICKLE, len(data), data, timeout, check)
 
     def write_serialized(self, serialized, timeout: float | None = None, check=None,
                          node_pid: int = 0, token: str = "") -> None:
@@ -330,7 +340,7 @@ class Channel:
         data = name.encode()
         self._own_segments.append(name)
         try:
-            self._write(SEGMENT, len(data), lambda view: _put(view, data), timeout, check)
+            self._write(SEGMENT, len(data), data, timeout, check)
         except BaseException:
             shm.unlink(name)
             raise
@@ -343,11 +353,15 @@ class Channel:
             error.traceback_str = error.traceback_str[-(self.slot_size // 2):]
             error.cause = None
             data = serialize(error).to_inline()
-        self._write(ERROR, len(data), lambda view: _put(view, data), timeout, check)
+        self._write(ERROR, len(data), data, timeout, check)
 
     def _write(self, kind: int, size: int, fill, timeout, check) -> None:
+        """Write one record; ``fill`` is its bytes, or a function that writes
+        them into the slot's view."""
         written = self._written.value
-        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        deadline = None if timeout is None or timeout < 0 or \
+            ((written - self._consumed.value) & 0xFFFFFFFF) < self.nslots \
+            else time.monotonic() + timeout
         while ((written - self._consumed.value) & 0xFFFFFFFF) >= self.nslots:
             self._wait(self._consumed_at, self._consumed.value, deadline, check,
                        self._writer_sleeping)
@@ -364,12 +378,15 @@ class Channel:
                     f"no room in {shm.SHM_DIR} for a {size}-byte compiled DAG value") from None
             self._reserved[slot] = end
         view = self.view
-        fill(view[start + SLOT_HEADER:start + end])
+        if type(fill) is bytes:
+            view[start + SLOT_HEADER:start + end] = fill
+        else:
+            fill(view[start + SLOT_HEADER:start + end])
         _SLOT.pack_into(view, start, kind, size)
         self._written.value = (written + 1) & 0xFFFFFFFF
         _fence()
         if self._reader_sleeping.value:
-            self._syscall(202, self._written_at, _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
+            _wake(202, self._written_ptr, _FUTEX_WAKE, 0x7FFFFFFF)
         if self._notify_path is not None:
             self._notify()
 
@@ -413,10 +430,6 @@ class Channel:
         if kind == SEGMENT:
             return VALUE, _read_segment(data.decode())
         return ERROR, data
-
-
-def _put(view, data: bytes) -> None:
-    view[:len(data)] = data
 
 
 def _read_segment(name: str):

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .._core import shm
-from .._core.serialization import deserialize_inline, serialize
+from .._core.serialization import PLAIN_TYPES, deserialize_inline, serialize
 from ..exceptions import (
     ActorDiedError,
     RayCgraphCapacityExceeded,
@@ -247,6 +247,7 @@ class _ActorLoop:
         self.control_word = _control_word(self.control, spec["index"])
         client = _client()
         self.loop = getattr(client, "loop", None)
+        self.records = None  # per execution: producer key -> value (or _Failure)
         self.tasks = []
         for key, method_name, args, kwargs, outs in spec["tasks"]:
             method = getattr(actor, method_name)
@@ -289,43 +290,27 @@ class _ActorLoop:
         self.channels = []
 
     def run_once(self) -> None:
-        records: dict = {}
-        inputs = self.inputs
-        token, node_pid = self.token, self.node_pid
-
-        def value_of(spec):
-            kind = spec[0]
-            if kind == "c":
-                return spec[1]
-            key = _INPUT if kind in ("i", "a") else spec[1]
-            if key not in records:
-                record_kind, value = inputs[key].read()
-                if record_kind == _ch.ERROR:
-                    value = _Failure(value)
-                elif key == _INPUT:
-                    args, kwargs = value
-                    value = args[0] if len(args) == 1 and not kwargs \
-                        else DAGInputData(*args, **kwargs)
-                records[key] = value
-            value = records[key]
-            if kind == "a" and not isinstance(value, _Failure):
-                value = _select(value, spec[1])
-            return value
-
+        self.records = records = {}
+        value_of = self.value_of
         for key, method, is_coroutine, arg_specs, kwarg_specs, outs, name in self.tasks:
-            failure = None
+            failure = args = kwargs = None
             try:
-                args = [value_of(spec) for spec in arg_specs]
-                kwargs = {k: value_of(spec) for k, spec in kwarg_specs.items()}
+                if len(arg_specs) == 1 and not kwarg_specs:  # the common chain link
+                    args = [value_of(arg_specs[0])]
+                    if type(args[0]) is _Failure:
+                        failure = args[0]
+                    kwargs = {}
+                else:
+                    args = [value_of(spec) for spec in arg_specs]
+                    kwargs = {k: value_of(spec) for k, spec in kwarg_specs.items()}
+                    for value in (*args, *kwargs.values()):
+                        if type(value) is _Failure:
+                            failure = value
+                            break
             except _ch.ChannelClosed:
                 raise
             except Exception as exc:  # an input part that is not there
                 failure = _Failure(_error_bytes(name, exc))
-            if failure is None:
-                for value in (*args, *kwargs.values()):
-                    if isinstance(value, _Failure):
-                        failure = value
-                        break
             if failure is None:
                 try:
                     if is_coroutine:
@@ -343,13 +328,38 @@ class _ActorLoop:
                 continue
             records[key] = result
             if outs:
-                _write_all(outs, result, name, None, None, node_pid, token)
+                _write_all(outs, result, name, None, None, self.node_pid, self.token)
+        self.records = None
+
+    def value_of(self, spec):
+        """An argument's value in this execution: a constant, the input (or a
+        part of it), or a method's result (read from its channel once)."""
+        kind = spec[0]
+        if kind == "c":
+            return spec[1]
+        key = _INPUT if kind == "i" or kind == "a" else spec[1]
+        records = self.records
+        if key in records:
+            value = records[key]
+        else:
+            record_kind, value = self.inputs[key].read()
+            if record_kind == _ch.ERROR:
+                value = _Failure(value)
+            records[key] = value
+        if key == _INPUT and type(value) is not _Failure:
+            args, kwargs = value
+            if kind == "i":  # the InputNode itself: execute() took one argument
+                return args[0]
+            # inp[0], inp.key: the first key picks an argument of execute(), as in Ray.
+            return _select(DAGInputData(*args, **kwargs), spec[1])
+        return value
 
 
-def _write_all(channels, value, name, timeout, check, node_pid, token) -> None:
+def _write_all(channels, value, name, timeout, check, node_pid, token,
+               plain: bool = False) -> None:
     """Write ``value`` to each channel, serialized once; a value that cannot be
-    serialized goes as its error."""
-    if _ch.is_plain(value):
+    serialized goes as its error. ``plain``: the caller checked :func:`is_plain`."""
+    if plain or _ch.is_plain(value):
         data = _pickle.dumps(value, 5)
         if len(data) + _ch.SLOT_HEADER <= channels[0].slot_size:
             for channel in channels:
@@ -740,6 +750,7 @@ class CompiledDAG:
         # Read order: each distinct output node once per execution.
         self._read_keys = list(dict.fromkeys(self._outputs))
         self._read_channels = [self._out_channel_by_key[k] for k in self._read_keys]
+        self._single_read = len(self._read_channels) == 1
         # The driver holds every channel (also actor-to-actor ones), so that teardown
         # and a dead actor close them all and every loop wakes up.
         opened = {ch.name for ch in (*self._input_channels, *self._read_channels)}
@@ -815,7 +826,8 @@ class CompiledDAG:
     def _submit(self, args, kwargs) -> int:
         self._check_usable()
         self._check_inputs(args, kwargs)
-        self._release_dropped()
+        if self._dropped:
+            self._release_dropped()
         inflight = self._execution_index - self._finished_index
         if inflight >= self._max_inflight:
             raise RayCgraphCapacityExceeded(
@@ -826,7 +838,8 @@ class CompiledDAG:
                 "(`dag.experimental_compile(_max_inflight_executions=...)`).")
         try:
             _write_all(self._input_channels, (args, kwargs), _INPUT_NAME,
-                       self._submit_timeout, self._check_alive, self._node_pid, self._token)
+                       self._submit_timeout, self._check_alive, self._node_pid, self._token,
+                       len(args) == 1 and not kwargs and type(args[0]) in PLAIN_TYPES)
         except RayChannelTimeoutError as exc:
             raise RayChannelTimeoutError(
                 "execute() waited longer than the submit timeout "
@@ -941,6 +954,21 @@ class CompiledDAG:
                 "This compiled DAG was torn down; its results are gone.")
         if timeout is None:
             timeout = self._get_timeout
+        if index == self._finished_index + 1 and self._single_read and not self._partial \
+                and self._broken is None and not self._dropped:
+            # The common case (one output, read in order): no bookkeeping.
+            try:
+                record = self._read_channels[0].read(timeout, self._check_alive)
+            except RayChannelTimeoutError as exc:
+                raise RayChannelTimeoutError(self._get_timeout_message(timeout)) from exc
+            except _ch.ChannelClosed:
+                self._check_usable()
+                raise
+            self._finished_index = index
+            if len(self._outputs) == 1:
+                return record
+            self._store(index, [record] * len(self._outputs))
+            return self._take(index, position)
         deadline = None if timeout < 0 else time.monotonic() + timeout
         while self._finished_index < index:
             if self._broken is not None:
@@ -954,15 +982,18 @@ class CompiledDAG:
             try:
                 records = self._read_next(left)
             except RayChannelTimeoutError as exc:
-                raise RayChannelTimeoutError(
-                    f"The compiled DAG's result was not ready after {timeout} s. If the "
-                    "execution is expected to take that long, pass a larger timeout to "
-                    "get() or raise RAY_CGRAPH_get_timeout; otherwise the execution may "
-                    "be hanging.") from exc
+                raise RayChannelTimeoutError(self._get_timeout_message(timeout)) from exc
             self._store(self._finished_index, records)
         if self._broken is not None and index not in self._results:
             raise self._broken_error()
         return self._take(index, position)
+
+    @staticmethod
+    def _get_timeout_message(timeout) -> str:
+        return (f"The compiled DAG's result was not ready after {timeout} s. If the "
+                "execution is expected to take that long, pass a larger timeout to "
+                "get() or raise RAY_CGRAPH_get_timeout; otherwise the execution may "
+                "be hanging.")
 
     def _store(self, index: int, records: list) -> None:
         dropped = self._dropped.pop(index, None)
