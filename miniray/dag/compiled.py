@@ -240,7 +240,8 @@ class _ActorLoop:
             outputs = {}
             for name, notify in spec["outputs"]:
                 outputs[name] = self._open(name, nslots, slot_size, notify)
-            self.control = self._open(spec["control"], 1, _ch.HEADER, None)
+            self.control = _ch.Channel(spec["control"], 1, _ch.HEADER, doorbell=False)
+            self.channels.append(self.control)
         except BaseException:
             self.close()
             raise
@@ -705,7 +706,7 @@ class CompiledDAG:
         finally:
             os.close(fd)
         self._segments.append(control)
-        self._control = _ch.Channel(control, 1, _ch.HEADER)
+        self._control = _ch.Channel(control, 1, _ch.HEADER, doorbell=False)
         if self._enable_asyncio:
             self._fifo_path = os.path.join(shm.SHM_DIR,
                                            _ch.segment_name(self._node_pid, token, "f"))
