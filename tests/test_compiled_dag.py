@@ -257,6 +257,30 @@ def test_actor_killed_mid_execution_raises_instead_of_hanging(ray):
     assert ray.get(a.inc.remote(1)) == 2   # the other actor is fine
 
 
+def test_actor_killed_during_async_execution(ray):
+    a, b = Stage.remote(), Stage.remote()
+    with InputNode() as inp:
+        dag = b.sleep_then.bind(a.inc.bind(inp))
+    compiled = dag.experimental_compile(enable_asyncio=True)
+
+    async def main():
+        fut = await compiled.execute_async(29.0)
+        await asyncio.sleep(0.3)
+        ray.kill(a)
+        started = time.monotonic()
+        with pytest.raises(ActorDiedError):
+            await asyncio.wait_for(fut, 10)
+        return time.monotonic() - started
+
+    try:
+        assert asyncio.run(main()) < 5
+    finally:
+        started = time.monotonic()
+        compiled.teardown()   # b is still in its 29 s call: not waited for
+        assert time.monotonic() - started < 5
+    assert _dag_segments(os.getpid()) == []
+
+
 def test_inflight_limit(ray):
     a, b = Stage.remote(), Stage.remote()
     compiled = _chain(a, b).experimental_compile(_max_inflight_executions=2)

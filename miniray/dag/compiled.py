@@ -1074,7 +1074,11 @@ class CompiledDAG:
     def _wait_loops(self) -> None:
         import ctypes
 
-        deadline = time.monotonic() + self._teardown_timeout
+        # A broken DAG's surviving loops may be inside a long method call: they
+        # stop at their next channel operation; teardown does not wait for that.
+        wait_s = self._teardown_timeout if self._broken is None else \
+            min(1.0, self._teardown_timeout)
+        deadline = time.monotonic() + wait_s
         control = self._control
         for index, (actor, pid) in enumerate(self._actor_pids.items()):
             word = _control_word(control, index)
