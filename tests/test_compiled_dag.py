@@ -246,13 +246,15 @@ def test_actor_killed_mid_execution_raises_instead_of_hanging(ray):
         started = time.monotonic()
         with pytest.raises(ActorDiedError, match="died"):
             ref.get(timeout=20)
-        assert time.monotonic() - started < 5
+        # Bounds far from the bad cases (a hang until the 20 s get timeout, a
+        # teardown waiting out the 30 s teardown_timeout), not performance checks.
+        assert time.monotonic() - started < 15
         with pytest.raises(ActorDiedError):
             compiled.execute(1)
     finally:
         started = time.monotonic()
         compiled.teardown()
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 15
     assert _dag_segments(os.getpid()) == []
     assert ray.get(a.inc.remote(1)) == 2   # the other actor is fine
 
@@ -273,11 +275,11 @@ def test_actor_killed_during_async_execution(ray):
         return time.monotonic() - started
 
     try:
-        assert asyncio.run(main()) < 5
+        assert asyncio.run(main()) < 15   # wait_for's 10 s raises TimeoutError first
     finally:
         started = time.monotonic()
-        compiled.teardown()   # b is still in its 29 s call: not waited for
-        assert time.monotonic() - started < 5
+        compiled.teardown()   # b is still in its 29 s call: not waited for (was 30 s)
+        assert time.monotonic() - started < 15
     assert _dag_segments(os.getpid()) == []
 
 
@@ -400,6 +402,13 @@ def test_unsupported_graphs_get_clear_errors(ray):
 
 
 def test_dag_context_and_names():
+    from miniray.dag.compiled_dag_node import CompiledDAG as AtRaysPath
+    from miniray.dag.context import DAGContext as ContextAtRaysPath
+    from miniray.experimental.compiled_dag_ref import CompiledDAGFuture, CompiledDAGRef as Ref
+
+    assert AtRaysPath is CompiledDAG and Ref is CompiledDAGRef and ContextAtRaysPath is DAGContext
+    assert CompiledDAGFuture.__name__ == "CompiledDAGFuture"
+
     context = DAGContext.get_current()
     assert context is DAGContext.get_current()
     assert context.max_inflight_executions >= 1 and context.get_timeout > 0
