@@ -417,3 +417,56 @@ def test_dag_context_and_names():
 
     for name in ("RayChannelError", "RayChannelTimeoutError", "RayCgraphCapacityExceeded"):
         assert name in exceptions.__all__
+
+
+COMPILED_DRIVER = """
+import sys, time
+import numpy as np
+import miniray as ray
+from miniray.dag import InputNode
+ray.init(num_cpus=2)
+
+@ray.remote
+class Stage:
+    def inc(self, x):
+        return x + 1
+
+a, b = Stage.remote(), Stage.remote()
+with InputNode() as inp:
+    dag = b.inc.bind(a.inc.bind(inp))
+compiled = dag.experimental_compile()
+assert ray.get(compiled.execute(1)) == 3
+unread = compiled.execute(np.ones(400_000))   # a large value in its own segment, unread
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_sigkilled_driver_leaves_no_channel_behind(tmp_path):
+    """Channels carry the node's prefix: the crash watchdog removes them."""
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import _children_of
+
+    script = tmp_path / "driver.py"
+    script.write_text(COMPILED_DRIVER)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(miniray.__file__)))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        assert len(_dag_segments(proc.pid)) >= 5   # channels, doorbells, control
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while (shm.list_segments(proc.pid) or _children_of(proc.pid)) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert shm.list_segments(proc.pid) == []
+        assert _children_of(proc.pid) == []
+    finally:
+        proc.stdout.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
