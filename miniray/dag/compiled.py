@@ -46,7 +46,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from .._core import shm
 from .._core.serialization import PLAIN_TYPES, deserialize_inline, serialize
