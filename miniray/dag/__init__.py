@@ -32,14 +32,21 @@ from .nodes import (
 )
 
 from .vis import plot
-from .compiled import CompiledDAG, DAGContext, DAGOperationFuture
 
 __all__ = ["ClassMethodNode", "ClassNode", "CompiledDAG", "DAGContext", "DAGInputData",
            "DAGNode", "DAGOperationFuture", "FunctionNode", "InputAttributeNode",
            "InputNode", "MultiOutputNode", "plot"]
 
 
+# Compiled DAGs load on first use (ctypes, channels): `import miniray.dag` stays light.
+_COMPILED = ("CompiledDAG", "DAGContext", "DAGOperationFuture")
+
+
 def __getattr__(name):
+    if name in _COMPILED:
+        from . import compiled
+
+        return getattr(compiled, name)
     from .._surface import missing
 
     raise missing(__name__, name)
