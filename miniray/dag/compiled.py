@@ -559,7 +559,6 @@ class CompiledDAG:
         self._dropped: dict = {}     # execution -> output positions nobody will ask for
         self._futures: dict = {}     # execution -> asyncio future (enable_asyncio)
         self._loop = None
-        self._async_lock = None
         self._fifo_fd = -1
         self._fifo_path = None
         self._liveness_timer = None
@@ -874,19 +873,17 @@ class CompiledDAG:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
-            self._async_lock = asyncio.Lock()
             loop.add_reader(self._fifo_fd, self._on_output_ready)
         elif self._loop is not loop:
             raise RuntimeError("A compiled DAG with enable_asyncio runs on the event loop "
                                "of its first execute_async; this is another loop.")
-        async with self._async_lock:
-            index = self._submit(args, kwargs)
-            fut = loop.create_future()
-            self._futures[index] = fut
-            if self._liveness_timer is None:
-                self._liveness_timer = loop.call_later(_ch.WAIT_SLICE_S * 2,
-                                                       self._watch_async)
-        self._on_output_ready()  # a fast DAG may be done already
+        # No lock (Ray takes one): _submit never awaits, so submissions from several
+        # tasks of this loop cannot interleave.
+        index = self._submit(args, kwargs)
+        fut = loop.create_future()
+        self._futures[index] = fut
+        if self._liveness_timer is None:
+            self._liveness_timer = loop.call_later(_ch.WAIT_SLICE_S * 2, self._watch_async)
         if self._returns_list:
             return [CompiledDAGFuture(self, index, fut, i) for i in range(len(self._outputs))]
         return CompiledDAGFuture(self, index, fut)
@@ -896,8 +893,7 @@ class CompiledDAG:
         if self._fifo_fd < 0:
             return
         try:
-            while os.read(self._fifo_fd, 4096):
-                pass
+            os.read(self._fifo_fd, 4096)  # more left: the loop calls again (level-triggered)
         except BlockingIOError:
             pass
         while self._futures and not self._torn_down and self._broken is None:
