@@ -89,6 +89,23 @@ def _dag_segments(node_pid: int) -> list[str]:
     return [n for n in shm.list_segments(node_pid) if n.split("_")[3].startswith("g")]
 
 
+async def _await(awaitable):
+    return await awaitable
+
+
+def _open_files_of_dag(token: str) -> list:
+    """This process's descriptors open on a file of the compiled DAG ``token``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if f"_g{token}" in target:
+            found.append(target)
+    return found
+
+
 def _chain(a, b):
     with InputNode() as inp:
         return b.scale.bind(a.inc.bind(inp))
@@ -146,6 +163,29 @@ def test_two_actor_chain_async_and_async_actor(ray):
             compiled.execute(1)
     finally:
         compiled.teardown()
+    # Torn down from the loop with a result still pending: awaiting it raises.
+    with InputNode() as inp:
+        dag = b.sleep_then.bind(a.inc.bind(inp))
+    compiled = dag.experimental_compile(enable_asyncio=True)
+
+    async def pending():
+        fut = await compiled.execute_async(-0.5)   # b sleeps 0.5 s
+        compiled.teardown()
+        with pytest.raises(RayChannelError, match="torn down"):
+            await fut
+
+    asyncio.run(pending())
+    assert _dag_segments(os.getpid()) == []
+    # Torn down while its loop is idle (not running, not closed): nothing stays open.
+    compiled = _chain(a, b).experimental_compile(enable_asyncio=True)
+    loop = asyncio.new_event_loop()
+    try:
+        fut = loop.run_until_complete(compiled.execute_async(1))
+        assert loop.run_until_complete(_await(fut)) == 4
+        compiled.teardown()
+        assert _open_files_of_dag(compiled.get_id()) == []
+    finally:
+        loop.close()
     sync_dag = _chain(Stage.remote(), Stage.remote())
     compiled = sync_dag.experimental_compile()
     with compiled:

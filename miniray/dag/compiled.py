@@ -429,6 +429,13 @@ def _teardown_all() -> None:
         dag.teardown()
 
 
+def _in_loop_thread(loop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 def _record_value(record):
     kind, value = record
     if kind == _ch.ERROR:
@@ -1045,8 +1052,11 @@ class CompiledDAG:
         _live.discard(self)
         for channel in self._channels:
             channel.close()
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._detach_loop)
+        loop = self._loop
+        if loop is not None and loop.is_running() and not _in_loop_thread(loop):
+            loop.call_soon_threadsafe(self._detach_loop)  # its futures and reader
+        elif loop is not None and not loop.is_closed():
+            self._detach_loop()
         else:
             self._close_fifo()
         if _wait and getattr(self, "_started", False):
