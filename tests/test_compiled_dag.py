@@ -62,6 +62,9 @@ class Stage:
     def num_calls(self):
         return self.calls
 
+    def exit_now(self, x):
+        miniray.actor.exit_actor()
+
 
 @miniray.remote
 class AsyncStage:
@@ -320,6 +323,21 @@ def test_actor_killed_during_async_execution(ray):
         started = time.monotonic()
         compiled.teardown()   # b is still in its 29 s call: not waited for (was 30 s)
         assert time.monotonic() - started < 15
+    assert _dag_segments(os.getpid()) == []
+
+
+def test_exit_actor_in_a_compiled_method_breaks_the_dag_with_an_error(ray):
+    a, b = Stage.remote(), Stage.remote()
+    with InputNode() as inp:
+        dag = b.inc.bind(a.exit_now.bind(inp))
+    compiled = dag.experimental_compile()
+    try:
+        with pytest.raises(RayChannelError, match="loop of this compiled DAG stopped"):
+            compiled.execute(1).get(timeout=20)
+        with pytest.raises(RayChannelError, match="stopped"):
+            compiled.execute(1)
+    finally:
+        compiled.teardown()
     assert _dag_segments(os.getpid()) == []
 
 

@@ -276,11 +276,15 @@ class _ActorLoop:
                 self.run_once()
         except _ch.ChannelClosed:
             pass
-        except BaseException:  # pragma: no cover - a bug here: say so in the actor's log
+        except BaseException:  # exit_actor() in a method, or a bug here: say so
             import traceback
 
             traceback.print_exc()
         finally:
+            # Closing passes the stop down the graph: the next loop, then the
+            # driver, stop waiting on us (after a teardown they are closed already).
+            for channel in self.channels:
+                channel.close()
             _set_control(self.control_word, self.control, _CONTROL_EXITED)
             self.control_word = None  # its buffer export would keep the mapping open
             self.close()
@@ -812,6 +816,15 @@ class CompiledDAG:
             self._futures.clear()
         raise self._broken_error()
 
+    def _loop_stopped(self):
+        """A channel was closed under us, and not by teardown: an actor's loop ended
+        (``exit_actor()`` in a method, or an error in the loop itself)."""
+        self._check_usable()
+        self._break(RayChannelError, (
+            "An actor's loop of this compiled DAG stopped (exit_actor() in a method, or "
+            "an error in the loop: see the actor's output); the DAG cannot run any more. "
+            "Tear it down and compile it again.",), {})
+
     def _check_inputs(self, args: tuple, kwargs: dict) -> None:
         if self._direct_input:
             if len(args) != 1 or kwargs:
@@ -855,8 +868,7 @@ class CompiledDAG:
                 "experimental_compile(_submit_timeout=...) or RAY_CGRAPH_submit_timeout.") \
                 from exc
         except _ch.ChannelClosed:
-            self._check_usable()
-            raise
+            self._loop_stopped()
         self._execution_index += 1
         return self._execution_index
 
@@ -943,8 +955,7 @@ class CompiledDAG:
                     raise RayChannelTimeoutError("no result yet")
                 partial.append(channel.read(left, self._check_alive))
         except _ch.ChannelClosed:
-            self._check_usable()
-            raise
+            self._loop_stopped()
         self._partial = []
         self._finished_index += 1
         by_key = dict(zip(self._read_keys, partial))
@@ -966,8 +977,7 @@ class CompiledDAG:
             except RayChannelTimeoutError as exc:
                 raise RayChannelTimeoutError(self._get_timeout_message(timeout)) from exc
             except _ch.ChannelClosed:
-                self._check_usable()
-                raise
+                self._loop_stopped()
             self._finished_index = index
             if len(self._outputs) == 1:
                 return record
