@@ -528,3 +528,25 @@ def test_sigkilled_driver_leaves_no_channel_behind(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_compile_on_the_nodes_own_loop_says_how():
+    from .conftest import assert_nothing_leaked
+
+    async def main():
+        miniray.init(num_cpus=2)
+        try:
+            a = Stage.remote()
+            with InputNode() as inp:
+                dag = a.inc.bind(inp)
+            with pytest.raises(RuntimeError, match="run_in_executor"):
+                dag.experimental_compile()
+            compiled = await asyncio.get_running_loop().run_in_executor(
+                None, dag.experimental_compile)
+            with compiled:
+                assert compiled.execute(1).get() == 2
+        finally:
+            miniray.shutdown()
+
+    asyncio.run(main())
+    assert_nothing_leaked(os.getpid())

@@ -433,6 +433,25 @@ def _teardown_all() -> None:
         dag.teardown()
 
 
+def _check_not_on_node_loop() -> None:
+    """Compiling waits for the actors to start their loops, through the node: it
+    cannot block the event loop the node itself runs on."""
+    from .._core.loop import running_loop
+
+    loop = running_loop()
+    if loop is None:
+        return
+    from .. import api
+
+    if getattr(api._runtime, "loop", None) is loop:
+        raise RuntimeError(
+            "dag.experimental_compile() was called on the event loop that the miniray node "
+            "runs on (init() was called inside this loop's async code); it waits for the "
+            "actors to start their compiled loops, which needs that loop. Compile in a "
+            "thread (`await loop.run_in_executor(None, dag.experimental_compile)`) or call "
+            "miniray.init() from synchronous code.")
+
+
 def _in_loop_thread(loop) -> bool:
     try:
         return asyncio.get_running_loop() is loop
@@ -700,6 +719,7 @@ class CompiledDAG:
         client = get_client()
         if client is None:
             raise RuntimeError("miniray is not initialized: call miniray.init() first")
+        _check_not_on_node_loop()
         self._node_pid = getattr(client, "node_pid", None) or client.runtime.node_pid
         nslots, slot_size = self._max_inflight, self._slot_size
         token = self._token
