@@ -351,11 +351,16 @@ def test_inflight_limit(ray):
         assert ray.get(first) == 2
         third = compiled.execute(3)
         assert ray.get([second, third]) == [3, 4]
-        # Refs dropped without get stop counting once their results are in.
+        # Refs dropped without get do not count against the limit: their results
+        # are read and thrown away (waited for when the DAG is at the limit).
         for i in range(10):
             compiled.execute(i)
-            time.sleep(0.01)
         assert ray.get(compiled.execute(41)) == 42
+        kept = compiled.execute(1)
+        compiled.execute(2)   # dropped
+        with pytest.raises(RayCgraphCapacityExceeded):   # `kept` still holds a slot
+            compiled.execute(3)
+        assert ray.get(kept) == 2
     finally:
         compiled.teardown()
     assert issubclass(RayCgraphCapacityExceeded, RaySystemError)

@@ -1059,16 +1059,22 @@ class CompiledDAG:
             self._dropped.setdefault(index, set()).add(position)
 
     def _release_dropped(self) -> None:
-        """Read (and discard) finished executions nobody will ask for, so they stop
-        counting as in flight."""
+        """Read (and discard) executions nobody will ask for, so they stop counting
+        as in flight: those finished already, and, when the DAG is at its in-flight
+        limit, the oldest ones also by waiting for them (they hold the slots; only
+        results someone still holds a ref to make ``RayCgraphCapacityExceeded``)."""
         while not self._enable_asyncio:
             index = self._finished_index + 1
             dropped = self._dropped.get(index)
             if dropped is None or not (None in dropped or len(dropped) >= len(self._outputs)):
                 return
+            full = self._execution_index - self._finished_index >= self._max_inflight
             try:
-                records = self._read_next(0)
+                records = self._read_next(self._get_timeout if full else 0)
             except RayChannelTimeoutError:
+                if full:
+                    raise RayChannelTimeoutError(self._get_timeout_message(
+                        self._get_timeout)) from None
                 return
             self._store(self._finished_index, records)
 
