@@ -242,22 +242,21 @@ class _ActorLoop:
                 outputs[name] = self._open(name, nslots, slot_size, notify)
             self.control = _ch.Channel(spec["control"], 1, _ch.HEADER, doorbell=False)
             self.channels.append(self.control)
+            self.loop = getattr(_client(), "loop", None)
+            self.records = None  # per execution: producer key -> value (or _Failure)
+            self.tasks = []
+            for key, method_name, args, kwargs, outs in spec["tasks"]:
+                method = getattr(actor, method_name)
+                is_coroutine = inspect.iscoroutinefunction(method)
+                if is_coroutine and self.loop is None:  # pragma: no cover - async actors
+                    raise RuntimeError("an async method needs the actor's event loop")
+                name = f"{type(actor).__name__}.{method_name}"
+                self.tasks.append((key, method, is_coroutine, args, kwargs,
+                                   [outputs[n] for n in outs], name))
+            self.control_word = _control_word(self.control, spec["index"])
         except BaseException:
             self.close()
             raise
-        self.control_word = _control_word(self.control, spec["index"])
-        client = _client()
-        self.loop = getattr(client, "loop", None)
-        self.records = None  # per execution: producer key -> value (or _Failure)
-        self.tasks = []
-        for key, method_name, args, kwargs, outs in spec["tasks"]:
-            method = getattr(actor, method_name)
-            is_coroutine = inspect.iscoroutinefunction(method)
-            if is_coroutine and self.loop is None:  # pragma: no cover - async actors have one
-                raise RuntimeError("an async method needs the actor's event loop")
-            name = f"{type(actor).__name__}.{method_name}"
-            self.tasks.append((key, method, is_coroutine, args, kwargs,
-                               [outputs[n] for n in outs], name))
         self.thread = threading.Thread(target=self.run, name=f"miniray-cdag-{self.token}",
                                        daemon=True)
 
