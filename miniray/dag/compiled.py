@@ -723,10 +723,16 @@ class CompiledDAG:
         nslots, slot_size = self._max_inflight, self._slot_size
         token = self._token
 
-        def new_channel(notify=None):
+        def new_channel():
             name = _ch.create(self._node_pid, token, len(self._segments), nslots, slot_size)
             self._segments.append(name)
             return name
+
+        def open_channel(name, doorbell=True):
+            # Kept at once: a failure later in setup still releases it (teardown).
+            channel = _ch.Channel(name, nslots, slot_size, doorbell=doorbell)
+            self._channels.append(channel)
+            return channel
 
         control = _ch.segment_name(self._node_pid, token, "k")
         fd = shm.create(control, _ch.HEADER + _ch.HEADER)
@@ -736,6 +742,7 @@ class CompiledDAG:
             os.close(fd)
         self._segments.append(control)
         self._control = _ch.Channel(control, 1, _ch.HEADER, doorbell=False)
+        self._channels.append(self._control)
         if self._enable_asyncio:
             self._fifo_path = os.path.join(shm.SHM_DIR,
                                            _ch.segment_name(self._node_pid, token, "f"))
@@ -773,9 +780,8 @@ class CompiledDAG:
                 notify = self._fifo_path if name == self._output_channels.get(key) else None
                 specs[actor]["outputs"].append((name, notify))
             specs[actor]["tasks"].append((key, method_name, args, kwargs, outs))
-        self._input_channels = [_ch.Channel(n, nslots, slot_size)
-                                for n in self._input_channels]
-        self._out_channel_by_key = {k: _ch.Channel(n, nslots, slot_size)
+        self._input_channels = [open_channel(n) for n in self._input_channels]
+        self._out_channel_by_key = {k: open_channel(n)
                                     for k, n in self._output_channels.items()}
         # Read order: each distinct output node once per execution.
         self._read_keys = list(dict.fromkeys(self._outputs))
@@ -783,11 +789,10 @@ class CompiledDAG:
         self._single_read = len(self._read_channels) == 1
         # The driver holds every channel (also actor-to-actor ones), so that teardown
         # and a dead actor close them all and every loop wakes up.
-        opened = {ch.name for ch in (*self._input_channels, *self._read_channels)}
-        between = [_ch.Channel(n, nslots, slot_size) for n in self._segments
-                   if n not in opened and n != control]
-        self._channels = [self._control, *self._input_channels, *self._read_channels,
-                          *between]
+        opened = {ch.name for ch in self._channels}
+        for name in self._segments:
+            if name not in opened:
+                open_channel(name)
         refs = [self._handles[actor].__ray_call__.remote(_start_actor_loop, specs[actor])
                 for actor in actors]
         self._actor_pids = {}
