@@ -232,7 +232,6 @@ class Channel:
         base = ctypes.addressof(self._written)
         self._written_at = base
         self._consumed_at = base + _CONSUMED
-        self._written_ptr = ctypes.c_void_p(self._written_at)
         self._consumed_ptr = ctypes.c_void_p(self._consumed_at)
         self._timespec = _Timespec()
         self._timespec_at = ctypes.addressof(self._timespec)
