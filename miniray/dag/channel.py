@@ -229,9 +229,7 @@ class Channel:
         self._closed = ctypes.c_uint32.from_buffer(self.mm, _CLOSED)
         self._reader_sleeping = ctypes.c_uint32.from_buffer(self.mm, _READER_SLEEPING)
         self._writer_sleeping = ctypes.c_uint32.from_buffer(self.mm, _WRITER_SLEEPING)
-        base = ctypes.addressof(self._written)
-        self._written_at = base
-        self._consumed_at = base + _CONSUMED
+        self._consumed_at = ctypes.addressof(self._consumed)
         self._consumed_ptr = ctypes.c_void_p(self._consumed_at)
         self._timespec = _Timespec()
         self._timespec_at = ctypes.addressof(self._timespec)
