@@ -409,7 +409,11 @@ def test_teardown_frees_every_segment_and_blocks_use(ray):
     assert _dag_segments(node_pid) == []
     a, b = Stage.remote(), Stage.remote()
     compiled = _chain(a, b).experimental_compile()
-    assert len(_dag_segments(node_pid)) >= 4   # input, a->b, output, control
+    segments = _dag_segments(node_pid)
+    assert len(segments) >= 7   # input, a->b, output (each with its doorbell), control
+    for name in segments:       # private to the node's user
+        info = os.stat(os.path.join(shm.SHM_DIR, name))
+        assert info.st_mode & 0o777 == 0o600 and info.st_uid == os.getuid()
     ref = compiled.execute(1)
     assert ray.get(ref) == 2
     unread = compiled.execute(np.ones(300_000))  # a large value left unread
