@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import miniray
-from miniray._core import shm
+from miniray._core.store import shm
 
 from .conftest import _children_of
 
@@ -95,7 +95,7 @@ def test_killed_worker_keeps_its_objects_and_leaks_nothing(ray):
 
 def test_speedups_selection_follows_the_environment():
     code = ("import miniray, miniray._speedups as s, miniray._core as c; "
-            "print(s.COMPILED, c._is_compiled(), miniray._core.runtime.__file__[-3:])")
+            "print(s.COMPILED, c._is_compiled(), miniray._core.node.runtime.__file__[-3:])")
     pure = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=dict(os.environ, MINIRAY_PUREPYTHON="1"), check=True)
     assert pure.stdout.split() == ["False", "False", ".py"]

@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 
-from ..exceptions import (
+from ...exceptions import (
     ActorAlreadyExistsError,
     ActorDiedError,
     ActorPlacementGroupRemoved,
@@ -45,16 +45,16 @@ from ..exceptions import (
     TaskPlacementGroupRemoved,
     WorkerCrashedError,
 )
-from . import hooks as _hooks
-from . import protocol as P
-from . import shm
-from .client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM, VALUE_SPILLED
+from .. import hooks as _hooks
+from .. import protocol as P
+from ..store import shm
+from ..client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM, VALUE_SPILLED
 # The module, not its names: compiled, events cimports Task from this module,
 # so whichever of the two loads first sees the other half-initialized.
 from . import events as _events
-from .object_store import STORE_FULL_GRACE_S, WARM_KEEP_S, LocalStore, _fmt
-from .serialization import deserialize_inline, serialize
-from .spilling import SpillFiles
+from ..store.object_store import STORE_FULL_GRACE_S, WARM_KEEP_S, LocalStore, _fmt
+from ..store.serialization import deserialize_inline, serialize
+from ..store.spilling import SpillFiles
 
 PENDING = -1
 # Known-short tasks queue on a busy worker (hiding the node round trip) while the
@@ -69,7 +69,21 @@ SURPLUS_IDLE_S = 2.0  # an extra worker idle this long exits
 # The node's address, as Ray names it in the ``node:<ip>`` resource that pins
 # work to a node. Drivers and workers reach a node over loopback only.
 NODE_IP = "127.0.0.1"
+# The folder holding the miniray package (miniray/_core/node/ is three below it).
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
 DRIVER = None  # the caller id of the driver process in rpc methods
+
+
+def detect_gpus() -> int:
+    """The node's GPUs: ``CUDA_VISIBLE_DEVICES`` if set, else the /dev/nvidia<N> devices."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
+    except OSError:  # pragma: no cover
+        return 0
 
 
 class ObjectEntry:
@@ -312,11 +326,11 @@ class NodeRuntime:
         env = dict(os.environ)
         env[shm.STORE_DIR_ENV] = self.store_dir
         # Workers import miniray from wherever the driver did.
-        pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        pkg_root = _PACKAGE_ROOT
         env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
         env.update(self.runtime_env_vars)
         if self.setup_hook is not None:
-            from .runtime_env import HOOK_ENV
+            from ..runtime_env import HOOK_ENV
 
             path = os.path.join(self.spill_dir, "setup_hook.bin")
             with open(path, "wb") as f:
@@ -330,7 +344,7 @@ class NodeRuntime:
             env["OMP_NUM_THREADS"] = "1"
         self.worker_env = env
         if loop is None:
-            from .loop import new_event_loop
+            from ..loop import new_event_loop
 
             self.loop = new_event_loop()
             self.owns_loop = True
@@ -363,11 +377,10 @@ class NodeRuntime:
 
     def _start_watchdog(self) -> None:
         self.watchdog = subprocess.Popen(
-            [sys.executable, "-m", "miniray._core.watchdog", str(self.node_pid), self.spill_dir,
+            [sys.executable, "-m", "miniray._core.node.watchdog", str(self.node_pid), self.spill_dir,
              self.store_dir, self.spill.dir if self.spill.owned else ""],
             stdin=subprocess.PIPE, start_new_session=True,
-            env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(
-                os.path.abspath(__file__)))) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+            env={**os.environ, "PYTHONPATH": _PACKAGE_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")},
         )
 
     def _watchdog_note(self, line: str) -> None:
@@ -594,7 +607,7 @@ class NodeRuntime:
             if cpus > 1:
                 env = dict(env, OMP_NUM_THREADS=str(cpus))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "miniray._core.worker_main", str(child.fileno()),
+            [sys.executable, "-m", "miniray._core.worker.worker_main", str(child.fileno()),
              str(self.node_pid), str(self.capacity), str(self.arena_size), str(worker_id)],
             pass_fds=[child.fileno()], start_new_session=True, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -1129,7 +1142,7 @@ class NodeRuntime:
             f"{len(deaths)} worker processes in a row exited while starting, before they "
             f"could take work (the last: {reason}), so no task or actor can run on this "
             "node and no more workers are started. Fix what stops "
-            f"`{sys.executable} -m miniray._core.worker_main` from starting (often an import "
+            f"`{sys.executable} -m miniray._core.worker.worker_main` from starting (often an import "
             "error, e.g. a file in the working directory named like a standard module), "
             "then call ray.shutdown() and ray.init() again. "
             + (f"The first one's stderr ({deaths[0]}) ends with:\n{tail}" if tail else
@@ -2026,7 +2039,7 @@ class NodeRuntime:
                 "created. Ask for less, or start the node with more.")
         pg = PlacementGroupState(pg_id, bundles, strategy, name, base)
         hex_id = pg_id.hex()
-        from ..util.placement_group import group_resource
+        from ..protocol import group_resource
 
         for index, bundle in enumerate(bundles):
             for key, amount in bundle.items():
@@ -2584,7 +2597,7 @@ def _same_shape(lease: dict, resources: dict) -> bool:
 
 
 def _lost(object_id: bytes):
-    from ..exceptions import ObjectLostError
+    from ...exceptions import ObjectLostError
 
     return ObjectLostError(object_id.hex(), "no reference to it was held, so it was freed")
 

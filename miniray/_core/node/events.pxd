@@ -10,7 +10,7 @@
 
 cimport cython
 
-from miniray._core.runtime cimport Task
+from miniray._core.node.runtime cimport Task
 
 
 cdef class _Ring:

@@ -9,7 +9,7 @@
 
 cimport cython
 
-from miniray._core.events cimport EventBus
+from miniray._core.node.events cimport EventBus
 
 
 @cython.final
