@@ -32,7 +32,11 @@ COMPILED_MODULES = ["allocator"]
 CORE_PACKAGE = "miniray._core"
 CORE_DIR = os.path.join("miniray", "_core")
 # Dotted names under miniray._core (subpackages are folders).
-CORE_MODULES = ["node.runtime", "node.events", "worker.worker", "driver.driver", "client", "refs",
+# The node's components form one chain of cdef classes (node/core.py ... node/runtime.py):
+# each base must be compiled for the class above it to be.
+CORE_MODULES = ["node.state", "node.core", "node.objects", "node.worker_pool", "node.scheduler",
+                "node.tasks", "node.placement_groups", "node.actors", "node.streams", "node.drivers",
+                "node.runtime", "node.events", "worker.worker", "driver.driver", "client", "refs",
                 "remote_function", "actor", "store.serialization"]
 
 SPEEDUPS_PACKAGE = "miniray._speedups"

@@ -35,7 +35,7 @@ __all__ = [
 
 
 def _detect_gpus() -> int:
-    from ._core.node.runtime import detect_gpus
+    from ._core.node.state import detect_gpus
 
     return detect_gpus()
 

@@ -10,7 +10,7 @@ import pytest
 import miniray
 from miniray._core.node import introspect
 from miniray._core.node.events import EventBus
-from miniray._core.node.runtime import Task
+from miniray._core.node.state import Task
 
 
 def _on_loop(fn):

@@ -7,9 +7,9 @@ import collections
 import threading
 
 from ...exceptions import GetTimeoutError, ObjectLostError
-from ..client import VALUE_INLINE, VALUE_SHM, ClientBase
+from ..client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM, VALUE_SPILLED, ClientBase
 from ..refs import ObjectRef
-from ..node.runtime import DRIVER, PENDING, VALUE_SPILLED, ObjectEntry, VALUE_ERROR
+from ..node.state import DRIVER, PENDING, ObjectEntry
 from ..store.serialization import deserialize_inline
 from ..store.object_store import read_file
 

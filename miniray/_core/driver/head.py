@@ -65,7 +65,7 @@ def main(argv=None) -> int:
               "`miniray stop` first.", file=sys.stderr)
         return 1
     from .. import hooks
-    from ..node.runtime import detect_gpus
+    from ..node.state import detect_gpus
     from ..store import store_config
     from ..loop import new_event_loop
     from ..node.runtime import NodeRuntime
