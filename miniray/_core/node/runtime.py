@@ -21,8 +21,9 @@ object entries' ``state``/``data``/``waiters`` (so ``get`` of a ready object
 never waits on the loop) and the creation of entries for objects the driver
 itself creates.
 
-All the node's state is created in ``NodeRuntime.__init__`` (grouped by the
-component that owns it) and declared, for the compiled build, in core.pxd.
+All the node's state is created in ``NodeRuntime.__init__`` (each component's
+docstring names the attributes it owns) and, where the hot paths read it,
+declared for the compiled build on the base class in core.pxd.
 """
 
 from __future__ import annotations
