@@ -164,3 +164,20 @@ def test_the_checks_see_cycles_and_local_imports(tmp_path):
         "miniray.api", "miniray.api.get", "miniray._core", "miniray._core.sibling"}
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_upward_hook_is_installed():
+    # The core calls up only through hooks that miniray/_layers.py installs when
+    # the package loads; one left unset would fail only when first used.
+    from miniray._core import hooks
+
+    names = ("auto_init", "get_blocking", "start_dashboard", "requested_group",
+             "placement_resources", "placement_group", "dag_nodes", "take_progress_line",
+             "worker_logging", "breakpoint_hook")
+    with open(hooks.__file__, encoding="utf-8") as f:
+        source = f.read()
+    declared = [line.split(" = ")[0] for line in source.splitlines()
+                if line.endswith(" = None") or " = None  # " in line]
+    assert set(names) <= set(declared), declared
+    unset = [name for name in declared if name in names and not callable(getattr(hooks, name))]
+    assert not unset, f"hooks not installed by miniray/_layers.py: {unset}"

@@ -137,3 +137,26 @@ def test_sources_newer_than_their_extension_are_reported(tmp_path):
     os.utime(speedups / "allocator.py", (now, now))
     assert _stale_sources(str(core), str(speedups), suffix) == [
         str(core / "runtime.pxd"), str(speedups / "allocator.py")]
+
+
+def test_stale_sources_in_subfolders_are_reported(tmp_path):
+    # The compiled core modules sit in subpackages (_core/node/, _core/worker/, ...).
+    import importlib.machinery
+
+    from miniray._core import _stale_sources
+
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    core, speedups = tmp_path / "core", tmp_path / "speedups"
+    (core / "node").mkdir(parents=True)
+    speedups.mkdir()
+    for path in (core / "node" / "scheduler.py", core / "node" / "scheduler.pxd"):
+        path.write_text("")
+    (core / "node" / ("scheduler" + suffix)).write_bytes(b"")
+    now = time.time()
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            os.utime(path, (now - 100, now - 100))
+    assert _stale_sources(str(core), str(speedups), suffix) == []
+    os.utime(core / "node" / "scheduler.pxd", (now, now))
+    assert _stale_sources(str(core), str(speedups), suffix) == [
+        str(core / "node" / "scheduler.pxd")]
