@@ -184,7 +184,7 @@ class ActorState:
         self.exit_when_idle = False
 
 
-# Out of the cpdef methods (runtime.pxd) that use them: Cython compiles no
+# Out of the cpdef methods (the components' .pxd files) that use them: Cython compiles no
 # generator expressions or closures inside a cpdef method.
 def _values_only(args) -> bool:
     for arg in args:
