@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import miniray
-from miniray._core import shm
+from miniray._core.store import shm
 from miniray.dag import DAGContext, DAGOperationFuture, InputNode, MultiOutputNode
 from miniray.dag.compiled import CompiledDAG, CompiledDAGRef
 from miniray.exceptions import (

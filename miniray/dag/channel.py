@@ -46,7 +46,7 @@ Values: plain data (numbers, strings, bytes, small numeric numpy arrays and
 shallow tuples, lists and dicts of them) is pickled with the C pickler straight
 into the slot (``PICKLE``; ~0.5 us where cloudpickle takes ~5 us). Anything
 else is the object store's layout of a cloudpickle-5 value (meta plus
-out-of-band buffers, see ``_core.serialization``). Small values are copied
+out-of-band buffers, see ``_core.store.serialization``). Small values are copied
 into the slot and copied out by the reader (the slot is reused). A value too
 big for a slot, or whose buffers (numpy arrays) are large enough that a copy
 costs more than a new mapping, goes into a segment of its own: the slot only
@@ -70,8 +70,8 @@ import struct
 import threading
 import time
 
-from .._core import shm
-from .._core.serialization import PLAIN_TYPES, deserialize_view, serialize
+from .._core.store import shm
+from .._core.store.serialization import PLAIN_TYPES, deserialize_view, serialize
 from ..exceptions import RayChannelError, RayChannelTimeoutError
 
 HEADER = 4096
@@ -409,7 +409,7 @@ class Channel:
 
     def write_error(self, data: bytes, timeout: float | None = None, check=None) -> None:
         if len(data) + SLOT_HEADER > self.slot_size:
-            from .._core.serialization import deserialize_inline
+            from .._core.store.serialization import deserialize_inline
 
             error = deserialize_inline(data)
             error.traceback_str = error.traceback_str[-(self.slot_size // 2):]

@@ -48,8 +48,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .._core import shm
-from .._core.serialization import PLAIN_TYPES, deserialize_inline, serialize
+from .._core.store import shm
+from .._core.store.serialization import PLAIN_TYPES, deserialize_inline, serialize
 from ..exceptions import (
     ActorDiedError,
     RayCgraphCapacityExceeded,
