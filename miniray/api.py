@@ -428,7 +428,8 @@ def get(object_refs, *, timeout: float | None = None):
     the node (``init()`` called inside an ``async def``) cannot block it:
     there ``get`` raises at once and says to await it. Raises the task's
     exception (a ``RayTaskError`` that is also an instance of the original
-    type), or ``GetTimeoutError``.
+    type), or ``GetTimeoutError``. Also takes the ``CompiledDAGRef`` (or a list
+    of them) of a compiled DAG's ``execute``: see ``docs/compiled-dags.md``.
     """
     if _hooks.ray_worker is not None:
         return _hooks.ray_worker.get(object_refs, timeout=timeout)
