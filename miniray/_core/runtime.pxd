@@ -149,7 +149,7 @@ cdef class NodeRuntime:
     cpdef _fail_task(self, Task task, bytes error, bint schedule=*)
     cpdef _make_idle(self, WorkerHandle worker)
     cpdef _take_assigned(self, WorkerHandle worker, bytes task_id)
-    cpdef _on_task_done(self, WorkerHandle worker, bytes task_id, results)
+    cpdef _on_task_done(self, WorkerHandle worker, bytes task_id, results, run_s=*)
     cpdef _release_lease(self, WorkerHandle worker)
     cpdef _fits(self, dict resources)
     cpdef _acquire(self, dict resources)

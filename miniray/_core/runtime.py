@@ -57,14 +57,20 @@ from .serialization import deserialize_inline, serialize
 from .spilling import SpillFiles
 
 PENDING = -1
-# Known-short tasks queue on a busy worker (hiding the node round trip) while the
-# estimated work queued there stays under the budget: noop-sized tasks get a
-# deep pipeline, millisecond ones a shallow one, so a queue never holds back
-# more than a few milliseconds of work another worker could take.
+# While work waits and every worker is busy, each worker gets its next task
+# before it finishes the current one (as a process pool's call queue), so it
+# starts it without waiting a round trip to the node. Known-short tasks queue
+# deeper, while the estimated work queued stays under the budget: noop-sized
+# tasks get a deep pipeline, millisecond ones a shallow one. Anything queued
+# behind a task not known to be short is taken back (stolen) when another
+# worker goes idle with nothing waiting on the node, and so is a short
+# pipeline still there PIPELINE_BUDGET_S later (its task overran): a long task
+# never holds back work another worker could start. Costs are the worker's
+# own run times (the round trip through the node is not the task's cost).
 PIPELINE_MAX = 16
 PIPELINE_BUDGET_S = 0.004
 STARTUP_DEATHS_LIMIT = 3
-SHORT_TASK_S = 0.002  # tasks of functions faster than this may be pipelined
+SHORT_TASK_S = 0.002  # tasks of functions faster than this may be pipelined deep
 SURPLUS_IDLE_S = 2.0  # an extra worker idle this long exits
 # The node's address, as Ray names it in the ``node:<ip>`` resource that pins
 # work to a node. Drivers and workers reach a node over loopback only.
@@ -141,9 +147,11 @@ class WorkerHandle:
         self.last_task_name = None
         self.assigned: dict[bytes, Task] = {}
         # Estimated seconds of short work assigned, and how many assigned tasks
-        # are not known to be short (a worker with one takes no pipelined work).
+        # are not known to be short (a worker with one takes at most one task
+        # queued behind its current one).
         self.queued_cost = 0.0
         self.long_queued = 0
+        self.stealing = False  # asked to give back its queued tasks, no answer yet
         self.lease: dict | None = None
         self.blocked = 0
         self.known_functions: set[bytes] = set()
@@ -165,6 +173,7 @@ class DriverConn(WorkerHandle):
     """
 
     is_driver = True
+    stealing = False
 
     def __init__(self, conn_id: int, pid: int, transport):
         self.worker_id = conn_id
@@ -266,8 +275,12 @@ class NodeRuntime:
         self.thread: threading.Thread | None = None
         self.owns_loop = False
         self.counters = collections.Counter()
-        self.fn_cost: dict[bytes, float] = {}
-        self._pack = P.new_packer().pack  # runtime thread only: a Packer is not thread-safe  # EWMA seconds from dispatch to done
+        self.fn_cost: dict[bytes, float] = {}  # EWMA of the workers' run times
+        # Set when a task is queued behind another: a later idle worker looks
+        # for work to steal back only while it is (cleared by a scan finding none).
+        self._steal_hint = 0
+        self._steal_timer = None
+        self._pack = P.new_packer().pack  # runtime thread only: a Packer is not thread-safe
         self.arena_size = self.store.arena_size
         self.watchdog = None
         self.worker_env = None
@@ -732,7 +745,8 @@ class NodeRuntime:
     def _on_message(self, worker: WorkerHandle, message) -> None:
         kind = message[0]
         if kind == P.DONE:
-            self._on_task_done(worker, message[1], message[2])
+            self._on_task_done(worker, message[1], message[2],
+                               message[3] if len(message) > 3 else -1.0)
         elif kind == P.NOTIFY:
             getattr(self, "rpc_" + message[1])(worker, *message[2])
         elif kind == P.REQUEST:
@@ -1144,6 +1158,8 @@ class NodeRuntime:
     def _schedule(self) -> None:
         ready = self.ready
         if not ready:
+            if self._steal_hint and self.idle:
+                self._steal_for_idle(False)
             return
         if self.setup_error is not None:
             while ready:
@@ -1171,9 +1187,7 @@ class NodeRuntime:
                     task.gpu_ids = lease["_gpu_ids"]
                 worker.lease = lease
             else:
-                cost = self._short_cost(task.fn_id)
-                if cost >= 0.0:
-                    worker = self._pipeline_target(resources, cost)
+                worker = self._pipeline_target(resources, self._short_cost(task.fn_id))
             if worker is None:
                 if self._in_removed_group(resources):
                     ready.popleft()
@@ -1199,6 +1213,8 @@ class NodeRuntime:
             self._dispatch(task, worker)
         if blocked:
             ready.extendleft(reversed(blocked))
+        elif not ready and idle and self._steal_hint:
+            self._steal_for_idle(False)
         if ready and not idle and self._blocked_workers:
             self._maybe_grow_pool()
 
@@ -1209,21 +1225,84 @@ class NodeRuntime:
         return cost if cost is not None and cost < SHORT_TASK_S else -1.0
 
     def _pipeline_target(self, resources: dict, cost):
-        # Only tasks known to be short are queued behind other short tasks, so a
-        # long task never holds back work another worker could start.
+        """The busy worker to queue a task on (every worker is busy), or None.
+        Any task may be the one next task of a worker running one; a task known
+        to be short (``cost`` >= 0) may also join a deeper pipeline of short
+        tasks within the budget. Whatever waits behind a task not known to be
+        short is stolen back if a worker goes idle (_steal_for_idle)."""
         best: WorkerHandle = None
+        best_key = 0.0
         worker: WorkerHandle
         budget = PIPELINE_BUDGET_S - cost
         for worker in self.workers.values():
-            if (worker.long_queued == 0 and worker.queued_cost <= budget
-                    and worker.actor is None and worker.lease is not None
-                    and not worker.retiring
-                    and not worker.blocked and worker.ready
-                    and len(worker.assigned) < PIPELINE_MAX
-                    and _same_shape(worker.lease, resources)):
-                if best is None or worker.queued_cost < best.queued_cost:
-                    best = worker
+            if (worker.actor is not None or worker.lease is None
+                    or worker.retiring or worker.blocked or not worker.ready
+                    or worker.stealing):
+                continue
+            n = len(worker.assigned)
+            if n == 1:
+                pass  # its next task
+            elif (cost < 0.0 or worker.long_queued or worker.queued_cost > budget
+                    or n >= PIPELINE_MAX):
+                continue
+            if not _same_shape(worker.lease, resources):
+                continue
+            # Short pipelines first, then behind the least queued work.
+            key = worker.queued_cost + (1.0 if worker.long_queued else 0.0) + n * 1e-9
+            if best is None or key < best_key:
+                best = worker
+                best_key = key
         return best
+
+    def _steal_for_idle(self, overdue: bool) -> None:
+        """Workers are idle and nothing waits on the node: ask busy workers for
+        the tasks queued behind their current one (SIGUSR1 makes a worker read
+        the notice while its task runs; it answers with rpc_requeue). Queues of
+        tasks all known to be short drain within the pipeline budget; one still
+        there when the timer fires (``overdue``) has a task that overran."""
+        wanted = len(self.idle)
+        short_only = False
+        found = False
+        worker: WorkerHandle
+        for worker in list(self.workers.values()):
+            if len(worker.assigned) < 2 or worker.actor is not None or worker.dead:
+                continue
+            if worker.stealing:
+                found = True
+                continue
+            if worker.blocked:  # _block asked it already
+                continue
+            if not worker.long_queued and not overdue:
+                short_only = True
+                continue
+            found = True
+            if wanted <= 0:
+                continue
+            wanted -= 1
+            if not worker.long_queued:
+                # Its short task overran: from now on it counts as long (no
+                # deep queue behind it, and what does queue is stolen at once).
+                running: Task = next(iter(worker.assigned.values()))
+                worker.queued_cost -= running.cost
+                running.cost = -1.0
+                worker.long_queued += 1
+            worker.stealing = True
+            self.counters["steals"] += 1
+            self._send(worker, [P.NOTIFY, "steal", []])
+            self._flush_worker(worker)
+            try:
+                os.kill(worker.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+        if short_only and self._steal_timer is None:
+            self._steal_timer = self.loop.call_later(PIPELINE_BUDGET_S, self._steal_overdue)
+        if not found and not short_only:
+            self._steal_hint = 0
+
+    def _steal_overdue(self) -> None:
+        self._steal_timer = None
+        if self.idle and not self.ready and not self._closing:
+            self._steal_for_idle(True)
 
     def _unassign(self, worker: WorkerHandle, task: Task) -> None:
         """Bookkeeping of a task leaving ``worker.assigned`` (already popped)."""
@@ -1252,6 +1331,8 @@ class NodeRuntime:
         task.worker = worker
         worker.last_task_name = task.name
         queued = bool(worker.assigned)
+        if queued:
+            self._steal_hint = 1
         task.dispatched_at = 0.0 if queued else time.perf_counter()
         worker.assigned[task.task_id] = task
         task.cost = cost = self._short_cost(task.fn_id)
@@ -1801,7 +1882,8 @@ class NodeRuntime:
                 self._make_idle(worker)
         return task
 
-    def _on_task_done(self, worker: WorkerHandle, task_id: bytes, results) -> None:
+    def _on_task_done(self, worker: WorkerHandle, task_id: bytes, results,
+                      run_s=-1.0) -> None:
         task: Task = self._take_assigned(worker, task_id)
         if task is None:
             return
@@ -1810,10 +1892,13 @@ class NodeRuntime:
         events.task_ended(task, None)
         if worker.assigned:
             events.task_started(next(iter(worker.assigned.values())))
-        if task.dispatched_at and task.fn_id is not None:
-            took = time.perf_counter() - task.dispatched_at
+        if run_s >= 0.0 and task.fn_id is not None:
+            # The worker's own run time: dispatch-to-done on the node would add
+            # the round trip and the wait behind queued tasks (a 5 ms task read
+            # 6-9 ms), and so would make queued work look longer than it is.
             previous = self.fn_cost.get(task.fn_id)
-            self.fn_cost[task.fn_id] = took if previous is None else 0.8 * previous + 0.2 * took
+            self.fn_cost[task.fn_id] = (run_s if previous is None
+                                        else 0.8 * previous + 0.2 * run_s)
         self._finish_task(task)
         for object_id, (data, contained) in zip(task.return_ids, results):
             if contained:
@@ -1860,6 +1945,9 @@ class NodeRuntime:
         return isinstance(cause, classes)
 
     def rpc_requeue(self, worker: WorkerHandle, task_ids) -> None:
+        """A worker gives back tasks it had not started (it blocked in get, or
+        was asked by _steal_for_idle): they go first in line."""
+        worker.stealing = False
         for task_id in reversed(task_ids):
             task = worker.assigned.pop(task_id, None)
             if task is not None:
