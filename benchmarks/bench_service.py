@@ -40,7 +40,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 WORKERS = 2
-SYSTEMS = ("miniray", "ray", "pool")
+SYSTEMS = ("miniray", "ray", "pool", "base")  # base: miniray from --base-path
 
 
 def spin(n: int):
@@ -67,15 +67,15 @@ def serve(system: str, port: int, iterations: int, path: str) -> None:
     from aiohttp import web
 
     records = []  # (pid, start, end) of every call answered
-    window = [time.perf_counter()]
+    window = [time.perf_counter(), time.process_time()]
     stop = None
 
-    if system == "miniray":
+    if system in ("miniray", "base"):
         sys.path.insert(0, path)
         import miniray as api
     elif system == "ray":
         import ray as api
-    if system in ("miniray", "ray"):
+    if system != "pool":
         kwargs = {"include_dashboard": False, "log_to_driver": False} if system == "ray" else {}
         api.init(num_cpus=WORKERS, **kwargs)
         remote_spin = api.remote(spin)
@@ -99,11 +99,16 @@ def serve(system: str, port: int, iterations: int, path: str) -> None:
 
     async def reset(request):
         records.clear()
-        window[0] = time.perf_counter()
+        window[:] = [time.perf_counter(), time.process_time()]
         return web.Response(text="ok")
 
     async def stats(request):
-        return web.json_response(_worker_stats(records, window[0], time.perf_counter()))
+        stats = _worker_stats(records, window[0], time.perf_counter())
+        # CPU the service process (every thread: for miniray its node too) used
+        # per call: on a 2-core machine, taken from the workers.
+        stats["service_cpu_ms"] = (1000 * (time.process_time() - window[1])
+                                   / max(1, len(records)))
+        return web.json_response(stats)
 
     async def main():
         nonlocal stop
@@ -204,11 +209,12 @@ def _free_port() -> int:
 
 def run_one(system: str, args, iterations: int) -> dict:
     port = _free_port()
+    path = args.base_path if system == "base" else args.miniray_path
     env = dict(os.environ)
-    env["PYTHONPATH"] = args.miniray_path + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = path + os.pathsep + env.get("PYTHONPATH", "")
     service = subprocess.Popen(
         [sys.executable, __file__, "--serve", system, "--port", str(port),
-         "--iterations", str(iterations), "--miniray-path", args.miniray_path],
+         "--iterations", str(iterations), "--miniray-path", path],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if not args.verbose else None,
         text=True, start_new_session=True, env=env)
     try:
@@ -241,6 +247,8 @@ def parent(args) -> int:
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         raise SystemExit(f"unknown system(s) {sorted(unknown)}; pick from {SYSTEMS}")
+    if "base" in systems and not args.base_path:
+        raise SystemExit("the 'base' system is miniray from --base-path: give that path")
     iterations = args.iterations or calibrate(args.task_ms)
     print(f"# {args.clients} clients, calls of {iterations} loop iterations "
           f"(~{args.task_ms} ms here), {args.duration} s per system per round, "
@@ -256,7 +264,8 @@ def parent(args) -> int:
                 f"{res['req_s']:7.1f} req/s  busy {100 * res['busy']:5.1f} %  "
                 f"gap mean {_fmt(res['gap_mean_ms'], '.3f')} ms  "
                 f"p50 {_fmt(res['gap_p50_ms'], '.3f')} ms  "
-                f"task {_fmt(res['task_mean_ms'], '.2f')} ms"), flush=True)
+                f"call {_fmt(res['task_mean_ms'], '.2f')} ms  "
+                f"service CPU {res['service_cpu_ms']:.2f} ms/req"), flush=True)
         rounds.append(results)
 
     def med(system, key):
@@ -272,18 +281,21 @@ def parent(args) -> int:
         return f"{statistics.median(values):.2f}x [{values[0]:.2f}-{values[-1]:.2f}]"
 
     print()
-    print("| system | req/s | workers busy | mean gap (ms) | p50 gap (ms) | call (ms) |")
-    print("|---|---|---|---|---|---|")
+    print("| system | req/s | workers busy | mean gap (ms) | p50 gap (ms) | call (ms) "
+          "| service CPU (ms/req) |")
+    print("|---|---|---|---|---|---|---|")
     for system in systems:
         busy = med(system, "busy")
         print(f"| {system} | {_fmt(med(system, 'req_s'), '.1f')} | "
               f"{_fmt(busy and 100 * busy, '.1f')} % | {_fmt(med(system, 'gap_mean_ms'), '.3f')} | "
-              f"{_fmt(med(system, 'gap_p50_ms'), '.3f')} | {_fmt(med(system, 'task_mean_ms'), '.2f')} |")
+              f"{_fmt(med(system, 'gap_p50_ms'), '.3f')} | {_fmt(med(system, 'task_mean_ms'), '.2f')} "
+              f"| {_fmt(med(system, 'service_cpu_ms'), '.2f')} |")
     if "miniray" in systems:
         print()
-        for other, target in (("pool", 1.05), ("ray", 1.5)):
+        for other, target in (("pool", " (target >= 1.05x)"), ("ray", " (target >= 1.5x)"),
+                              ("base", "")):
             if other in systems:
-                print(f"miniray/{other} req/s: {ratio('miniray', other)} (target >= {target}x)")
+                print(f"miniray/{other} req/s: {ratio('miniray', other)}{target}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"iterations": iterations, "rounds": rounds}, fh, indent=1)
@@ -303,6 +315,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write every round's numbers here")
     p.add_argument("--miniray-path", default=REPO,
                    help="the checkout whose miniray is measured (default: this one)")
+    p.add_argument("--base-path", help="the checkout whose miniray the 'base' system runs "
+                   "(e.g. before a change), to compare in the same run")
     p.add_argument("--verbose", action="store_true", help="show the services' stderr")
     p.add_argument("--serve", choices=SYSTEMS, help=argparse.SUPPRESS)
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)

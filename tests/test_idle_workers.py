@@ -22,6 +22,17 @@ def _spin(seconds: float) -> None:
         pass
 
 
+def _workers_up(n: int = 2) -> None:
+    """Wait for the node's n task workers to have started (a loaded machine
+    can take a while): the tests are about how work spreads over them."""
+    runtime = miniray.api._runtime
+    deadline = time.monotonic() + 60
+    while sum(1 for w in list(runtime.workers.values())
+              if w.ready and w.actor is None) < n:
+        assert time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.02)
+
+
 def _next_task_is_here(timeout: float) -> bool:
     """In a task: True once the node has sent this worker another task (in the
     socket, unread, or already read into the worker's inbox by a signal)."""
@@ -54,6 +65,7 @@ def test_each_busy_worker_gets_its_next_task_before_it_finishes(ray):
         _spin(seconds)
         return os.getpid(), look and _next_task_is_here(2.0)
 
+    _workers_up()
     ray.get([step.remote(0.01, False) for _ in range(6)])  # the cost is known: 10 ms
     n = 12
     results = ray.get([step.remote(0.01, True) for _ in range(n)], timeout=60)
@@ -61,7 +73,7 @@ def test_each_busy_worker_gets_its_next_task_before_it_finishes(ray):
     saw_next = [seen for _, seen in results]
     # Every task had its successor waiting but the last few: the last two, and
     # the one before them when both of those went to the other worker.
-    assert all(saw_next[:n - 3]), saw_next
+    assert all(saw_next[:n - 3]), (saw_next, ray.api._node_stats()["counters"])
 
 
 def test_task_cost_is_the_workers_run_time_not_the_round_trip(ray):
@@ -72,6 +84,7 @@ def test_task_cost_is_the_workers_run_time_not_the_round_trip(ray):
     def quick():
         return 1
 
+    _workers_up()
     ray.get([quick.remote() for _ in range(2)])
     runtime = miniray.api._runtime
     pids = [w.pid for w in list(runtime.workers.values()) if w.actor is None]
@@ -102,6 +115,7 @@ def test_work_queued_behind_a_long_task_is_stolen_by_an_idle_worker(ray_factory)
         return os.getpid()
 
     slot_work = work.options(resources={"slot": 1})
+    _workers_up()
     ray.get([work.remote(0.01), slot_work.remote(0.01)])
     long = work.remote(3.0)
     time.sleep(0.2)  # running: the next one goes to the other worker
@@ -131,6 +145,7 @@ def test_a_short_task_that_runs_long_does_not_hold_back_its_queue(ray_factory):
         _spin(seconds)
         return os.getpid()
 
+    _workers_up()
     ray.get([maybe_slow.remote(0) for _ in range(50)])  # known: microseconds
     ray.get(other.remote(0))
     slow = maybe_slow.remote(3.0)
@@ -150,6 +165,7 @@ def test_cancel_a_task_queued_behind_a_running_one(ray):
         _spin(seconds)
         return "done"
 
+    _workers_up()
     ray.get([hold.remote(0.01) for _ in range(2)])
     running = [hold.remote(3.0) for _ in range(2)]
     time.sleep(0.2)
@@ -210,3 +226,45 @@ def test_worker_gives_back_queued_tasks_when_signalled_mid_task():
         client.store.close()
         node_side.close()
         worker_side.close()
+
+
+def test_no_steal_when_no_idle_worker_could_run_the_task(ray_factory):
+    # The queued task needs what its worker's lease holds (the one "slot"):
+    # an idle worker cannot take it, so it is not stolen (stolen, it would be
+    # queued straight back, and again, as long as the long task runs).
+    ray = ray_factory(num_cpus=2, resources={"slot": 1})
+
+    @ray.remote(resources={"slot": 1})
+    def hold(seconds):
+        _spin(seconds)
+        return os.getpid()
+
+    _workers_up()
+    ray.get(hold.remote(0.01))
+    first = hold.remote(1.5)
+    time.sleep(0.2)
+    second = hold.remote(0.01)  # queued behind the first, the other worker idle
+    assert ray.get(first, timeout=60) == ray.get(second, timeout=60)
+    assert ray.api._node_stats()["counters"].get("steals", 0) == 0
+
+
+def test_steals_racing_the_end_of_a_task_leave_every_worker_idle(ray):
+    # Bursts of 3 equal tasks on 2 workers: the worker done first steals the
+    # third from the other, often just as that one finishes its task and so
+    # gives the stolen task back after its DONE: the worker, left with nothing,
+    # must go idle again with its CPU released (not drop out of the pool).
+    @ray.remote
+    def work(seconds):
+        _spin(seconds)
+        return os.getpid()
+
+    _workers_up()
+    for _ in range(60):
+        ray.get([work.remote(0.005) for _ in range(3)], timeout=60)
+    runtime = miniray.api._runtime
+    deadline = time.monotonic() + 10
+    while len(runtime.idle) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(runtime.idle) == 2
+    assert runtime.available["CPU"] == 2
+    assert ray.api._node_stats()["counters"].get("steals", 0) >= 1

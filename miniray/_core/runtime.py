@@ -1236,8 +1236,7 @@ class NodeRuntime:
         budget = PIPELINE_BUDGET_S - cost
         for worker in self.workers.values():
             if (worker.actor is not None or worker.lease is None
-                    or worker.retiring or worker.blocked or not worker.ready
-                    or worker.stealing):
+                    or worker.retiring or worker.blocked or not worker.ready):
                 continue
             n = len(worker.assigned)
             if n == 1:
@@ -1277,6 +1276,12 @@ class NodeRuntime:
                 continue
             found = True
             if wanted <= 0:
+                continue
+            tasks = iter(worker.assigned.values())
+            next(tasks)
+            if not self._fits(next(tasks).resources):
+                # No idle worker could take it (it shares its worker's lease):
+                # stolen, it would only be queued back here.
                 continue
             wanted -= 1
             if not worker.long_queued:
@@ -1957,6 +1962,13 @@ class NodeRuntime:
                     self._unpin(object_id)
                 task.pinned = ()
                 self.ready.appendleft(task)
+        if (task_ids and not worker.assigned and worker.actor is None
+                and not worker.dead):
+            # It finished its task before it read the steal notice (DONE came
+            # first): given back what it held, it is idle.
+            self._release_lease(worker)
+            if not worker.blocked:
+                self._make_idle(worker)
 
     def _block(self, worker: WorkerHandle) -> None:
         if worker.actor is not None or worker.is_driver:

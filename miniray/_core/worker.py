@@ -160,6 +160,9 @@ class WorkerClient(ClientBase):
         """flush() for the signal handler, which runs on the main thread between
         two of its steps: the lock may be held (another thread is writing), and
         then the writer flushes once it is done instead."""
+        if self.concurrent:
+            self._schedule_flush()
+            return
         if not self.send_lock.acquire(False):
             self.flush_wanted = True
             return
@@ -237,6 +240,8 @@ class WorkerClient(ClientBase):
             if message[0] in (P.TASK, P.ACTOR_CALL) and message[1] == task_id:
                 self.inbox.remove(message)
                 self._send_cancelled(task_id)
+                # Now, not after the task running here (it may run long).
+                self._flush_from_handler()
                 return
         if self.concurrent:
             task = self.running_async.get(task_id)
