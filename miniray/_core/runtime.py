@@ -64,7 +64,7 @@ PENDING = -1
 # tasks get a deep pipeline, millisecond ones a shallow one. Anything queued
 # behind a task not known to be short is taken back (stolen) when another
 # worker goes idle with nothing waiting on the node, and so is a short
-# pipeline still there PIPELINE_BUDGET_S later (its task overran): a long task
+# pipeline whose current task still runs PIPELINE_BUDGET_S later: a long task
 # never holds back work another worker could start. Costs are the worker's
 # own run times (the round trip through the node is not the task's cost).
 PIPELINE_MAX = 16
@@ -278,8 +278,9 @@ class NodeRuntime:
         self.fn_cost: dict[bytes, float] = {}  # EWMA of the workers' run times
         # Set when a task is queued behind another: a later idle worker looks
         # for work to steal back only while it is (cleared by a scan finding none).
-        self._steal_hint = 0
+        self._steal_hint = False
         self._steal_timer = None
+        self._steal_watch = None  # [(worker, its current task)] the timer checks
         self._pack = P.new_packer().pack  # runtime thread only: a Packer is not thread-safe
         self.arena_size = self.store.arena_size
         self.watchdog = None
@@ -1159,7 +1160,7 @@ class NodeRuntime:
         ready = self.ready
         if not ready:
             if self._steal_hint and self.idle:
-                self._steal_for_idle(False)
+                self._steal_for_idle()
             return
         if self.setup_error is not None:
             while ready:
@@ -1214,7 +1215,7 @@ class NodeRuntime:
         if blocked:
             ready.extendleft(reversed(blocked))
         elif not ready and idle and self._steal_hint:
-            self._steal_for_idle(False)
+            self._steal_for_idle()
         if ready and not idle and self._blocked_workers:
             self._maybe_grow_pool()
 
@@ -1247,20 +1248,20 @@ class NodeRuntime:
             if not _same_shape(worker.lease, resources):
                 continue
             # Short pipelines first, then behind the least queued work.
-            key = worker.queued_cost + (1.0 if worker.long_queued else 0.0) + n * 1e-9
+            key = worker.queued_cost + 1.0 if worker.long_queued else worker.queued_cost
             if best is None or key < best_key:
                 best = worker
                 best_key = key
         return best
 
-    def _steal_for_idle(self, overdue: bool) -> None:
+    def _steal_for_idle(self) -> None:
         """Workers are idle and nothing waits on the node: ask busy workers for
-        the tasks queued behind their current one (SIGUSR1 makes a worker read
-        the notice while its task runs; it answers with rpc_requeue). Queues of
-        tasks all known to be short drain within the pipeline budget; one still
-        there when the timer fires (``overdue``) has a task that overran."""
+        the tasks queued behind a current one not known to be short. A queue of
+        tasks all known to be short drains within the pipeline budget; one whose
+        current task is still the same when the budget has passed (it overran)
+        is stolen from then (_steal_overdue)."""
         wanted = len(self.idle)
-        short_only = False
+        watch = None
         found = False
         worker: WorkerHandle
         for worker in list(self.workers.values()):
@@ -1271,43 +1272,61 @@ class NodeRuntime:
                 continue
             if worker.blocked:  # _block asked it already
                 continue
-            if not worker.long_queued and not overdue:
-                short_only = True
+            if not worker.long_queued:
+                if watch is None:
+                    watch = []
+                watch.append((worker, next(iter(worker.assigned.values()))))
                 continue
             found = True
-            if wanted <= 0:
-                continue
-            tasks = iter(worker.assigned.values())
-            next(tasks)
-            if not self._fits(next(tasks).resources):
-                # No idle worker could take it (it shares its worker's lease):
-                # stolen, it would only be queued back here.
-                continue
-            wanted -= 1
-            if not worker.long_queued:
-                # Its short task overran: from now on it counts as long (no
-                # deep queue behind it, and what does queue is stolen at once).
-                running: Task = next(iter(worker.assigned.values()))
-                worker.queued_cost -= running.cost
-                running.cost = -1.0
-                worker.long_queued += 1
-            worker.stealing = True
-            self.counters["steals"] += 1
-            self._send(worker, [P.NOTIFY, "steal", []])
-            self._flush_worker(worker)
-            try:
-                os.kill(worker.pid, signal.SIGUSR1)
-            except ProcessLookupError:
-                pass
-        if short_only and self._steal_timer is None:
+            if wanted > 0 and self._steal_from(worker):
+                wanted -= 1
+        if watch is not None and self._steal_timer is None:
+            self._steal_watch = watch
             self._steal_timer = self.loop.call_later(PIPELINE_BUDGET_S, self._steal_overdue)
-        if not found and not short_only:
-            self._steal_hint = 0
+        if not found and watch is None:
+            self._steal_hint = False
 
     def _steal_overdue(self) -> None:
         self._steal_timer = None
-        if self.idle and not self.ready and not self._closing:
-            self._steal_for_idle(True)
+        watch = self._steal_watch
+        self._steal_watch = None
+        if not self.idle or self.ready or self._closing or watch is None:
+            return
+        wanted = len(self.idle)
+        worker: WorkerHandle
+        head: Task
+        for worker, head in watch:
+            if (wanted > 0 and len(worker.assigned) > 1 and not worker.dead
+                    and not worker.stealing and not worker.blocked
+                    and next(iter(worker.assigned.values())) is head):
+                # Its short task overran: from now on it counts as long (no
+                # deep queue behind it, and what does queue is stolen at once).
+                if head.cost >= 0.0:
+                    worker.queued_cost -= head.cost
+                    head.cost = -1.0
+                    worker.long_queued += 1
+                if self._steal_from(worker):
+                    wanted -= 1
+        self._steal_for_idle()  # pipelines still draining: watched anew
+
+    def _steal_from(self, worker: WorkerHandle) -> bool:
+        """Send the steal notice (and SIGUSR1, so that a worker inside a task
+        reads it at once); it answers with rpc_requeue. Not when no idle worker
+        could run what it would give back (it shares its worker's lease):
+        stolen, it would only be queued back there, again and again."""
+        tasks = iter(worker.assigned.values())
+        next(tasks)
+        if not self._fits(next(tasks).resources):
+            return False
+        worker.stealing = True
+        self.counters["steals"] += 1
+        self._send(worker, [P.NOTIFY, "steal", []])
+        self._flush_worker(worker)
+        try:
+            os.kill(worker.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+        return True
 
     def _unassign(self, worker: WorkerHandle, task: Task) -> None:
         """Bookkeeping of a task leaving ``worker.assigned`` (already popped)."""
@@ -1336,8 +1355,8 @@ class NodeRuntime:
         task.worker = worker
         worker.last_task_name = task.name
         queued = bool(worker.assigned)
-        if queued:
-            self._steal_hint = 1
+        if queued and not self._steal_hint:
+            self._steal_hint = True
         task.dispatched_at = 0.0 if queued else time.perf_counter()
         worker.assigned[task.task_id] = task
         task.cost = cost = self._short_cost(task.fn_id)
