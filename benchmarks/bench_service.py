@@ -39,7 +39,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-WORKERS = 2
+WORKERS = 2  # --workers
 SYSTEMS = ("miniray", "ray", "pool", "base")  # base: miniray from --base-path
 
 
@@ -67,7 +67,7 @@ def serve(system: str, port: int, iterations: int, path: str) -> None:
     from aiohttp import web
 
     records = []  # (pid, start, end) of every call answered
-    window = [time.perf_counter(), time.process_time()]
+    window = [time.perf_counter(), time.process_time(), {}]
     stop = None
 
     if system in ("miniray", "base"):
@@ -98,16 +98,22 @@ def serve(system: str, port: int, iterations: int, path: str) -> None:
         return web.Response(text="ok")
 
     async def reset(request):
+        # The workers seen so far (the warm-up reached both) and their CPU.
+        workers = {pid: _cpu_seconds(pid) for pid, _, _ in records}
         records.clear()
-        window[:] = [time.perf_counter(), time.process_time()]
+        window[:] = [time.perf_counter(), time.process_time(), workers]
         return web.Response(text="ok")
 
     async def stats(request):
         stats = _worker_stats(records, window[0], time.perf_counter())
         # CPU the service process (every thread: for miniray its node too) used
         # per call: on a 2-core machine, taken from the workers.
-        stats["service_cpu_ms"] = (1000 * (time.process_time() - window[1])
-                                   / max(1, len(records)))
+        calls = max(1, len(records))
+        stats["service_cpu_ms"] = 1000 * (time.process_time() - window[1]) / calls
+        # And the workers' (all their threads): the call itself plus what
+        # taking and answering it costs there.
+        stats["worker_cpu_ms"] = 1000 * sum(
+            _cpu_seconds(pid) - cpu for pid, cpu in window[2].items()) / calls
         return web.json_response(stats)
 
     async def main():
@@ -132,6 +138,16 @@ def serve(system: str, port: int, iterations: int, path: str) -> None:
             pool.shutdown()
         else:
             api.shutdown()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (every thread), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _worker_stats(records, t0: float, t1: float) -> dict:
@@ -214,7 +230,8 @@ def run_one(system: str, args, iterations: int) -> dict:
     env["PYTHONPATH"] = path + os.pathsep + env.get("PYTHONPATH", "")
     service = subprocess.Popen(
         [sys.executable, __file__, "--serve", system, "--port", str(port),
-         "--iterations", str(iterations), "--miniray-path", path],
+         "--iterations", str(iterations), "--miniray-path", path,
+         "--workers", str(args.workers)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if not args.verbose else None,
         text=True, start_new_session=True, env=env)
     try:
@@ -250,7 +267,7 @@ def parent(args) -> int:
     if "base" in systems and not args.base_path:
         raise SystemExit("the 'base' system is miniray from --base-path: give that path")
     iterations = args.iterations or calibrate(args.task_ms)
-    print(f"# {args.clients} clients, calls of {iterations} loop iterations "
+    print(f"# {args.workers} workers, {args.clients} clients, calls of {iterations} loop iterations "
           f"(~{args.task_ms} ms here), {args.duration} s per system per round, "
           f"{args.rounds} round(s); load {os.getloadavg()[0]:.2f}", flush=True)
     rounds = []
@@ -265,7 +282,8 @@ def parent(args) -> int:
                 f"gap mean {_fmt(res['gap_mean_ms'], '.3f')} ms  "
                 f"p50 {_fmt(res['gap_p50_ms'], '.3f')} ms  "
                 f"call {_fmt(res['task_mean_ms'], '.2f')} ms  "
-                f"service CPU {res['service_cpu_ms']:.2f} ms/req"), flush=True)
+                f"CPU/req service {res['service_cpu_ms']:.2f} ms "
+                f"workers {res['worker_cpu_ms']:.2f} ms"), flush=True)
         rounds.append(results)
 
     def med(system, key):
@@ -282,14 +300,15 @@ def parent(args) -> int:
 
     print()
     print("| system | req/s | workers busy | mean gap (ms) | p50 gap (ms) | call (ms) "
-          "| service CPU (ms/req) |")
-    print("|---|---|---|---|---|---|---|")
+          "| service CPU (ms/req) | worker CPU (ms/req) |")
+    print("|---|---|---|---|---|---|---|---|")
     for system in systems:
         busy = med(system, "busy")
         print(f"| {system} | {_fmt(med(system, 'req_s'), '.1f')} | "
               f"{_fmt(busy and 100 * busy, '.1f')} % | {_fmt(med(system, 'gap_mean_ms'), '.3f')} | "
               f"{_fmt(med(system, 'gap_p50_ms'), '.3f')} | {_fmt(med(system, 'task_mean_ms'), '.2f')} "
-              f"| {_fmt(med(system, 'service_cpu_ms'), '.2f')} |")
+              f"| {_fmt(med(system, 'service_cpu_ms'), '.2f')} "
+              f"| {_fmt(med(system, 'worker_cpu_ms'), '.2f')} |")
     if "miniray" in systems:
         print()
         for other, target in (("pool", " (target >= 1.05x)"), ("ray", " (target >= 1.5x)"),
@@ -303,10 +322,13 @@ def parent(args) -> int:
 
 
 def main(argv=None) -> int:
+    global WORKERS
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--workers", type=int, default=WORKERS,
+                   help="pool size (num_cpus for miniray and Ray); default 2")
     p.add_argument("--task-ms", type=float, default=5.0)
     p.add_argument("--iterations", type=int, default=0,
                    help="loop iterations per call (default: calibrated to --task-ms)")
@@ -322,6 +344,7 @@ def main(argv=None) -> int:
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    WORKERS = args.workers
     if args.serve:
         serve(args.serve, args.port, args.iterations, args.miniray_path)
         return 0
