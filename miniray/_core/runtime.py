@@ -1982,7 +1982,7 @@ class NodeRuntime:
                 task.pinned = ()
                 self.ready.appendleft(task)
         if (task_ids and not worker.assigned and worker.actor is None
-                and not worker.dead):
+                and not worker.dead and not worker.is_driver):
             # It finished its task before it read the steal notice (DONE came
             # first): given back what it held, it is idle.
             self._release_lease(worker)
