@@ -190,7 +190,7 @@ def test_worker_gives_back_queued_tasks_when_signalled_mid_task():
     # arrive while a task runs (outside any socket I/O): the handler reads the
     # socket and answers at once with the tasks not started; a notice that
     # lands during I/O is answered when the I/O is done.
-    from miniray._core.worker import WorkerClient
+    from miniray._core.worker.worker import WorkerClient
 
     node_side, worker_side = socket.socketpair()
     client = WorkerClient(worker_side, os.getpid(), 1 << 20, 1 << 20, 1)
