@@ -42,6 +42,7 @@ cdef class NodeCore:
     cdef public object _user_loop_thread
     cdef public object counters
     cdef public dict fn_cost
+    cdef public bint _steal_hint
     cdef public object _pack
     cdef public EventBus events
     cdef public object setup_error

@@ -114,8 +114,13 @@ class NodeRuntime(DriverServer):
         self.thread: threading.Thread | None = None
         self.owns_loop = False
         self.counters = collections.Counter()
-        self.fn_cost: dict[bytes, float] = {}
-        self._pack = P.new_packer().pack  # runtime thread only: a Packer is not thread-safe  # EWMA seconds from dispatch to done
+        self.fn_cost: dict[bytes, float] = {}  # EWMA of the workers' run times
+        # Set when a task is queued behind another: a later idle worker looks
+        # for work to steal back only while it is (cleared by a scan finding none).
+        self._steal_hint = False
+        self._steal_timer = None
+        self._steal_watch = None  # [(worker, its current task)] the timer checks
+        self._pack = P.new_packer().pack  # runtime thread only: a Packer is not thread-safe
         self.arena_size = self.store.arena_size
         self.watchdog = None
         self.worker_env = None
@@ -274,7 +279,8 @@ class NodeRuntime(DriverServer):
     def _on_message(self, worker: WorkerHandle, message) -> None:
         kind = message[0]
         if kind == P.DONE:
-            self._on_task_done(worker, message[1], message[2])
+            self._on_task_done(worker, message[1], message[2],
+                               message[3] if len(message) > 3 else -1.0)
         elif kind == P.NOTIFY:
             getattr(self, "rpc_" + message[1])(worker, *message[2])
         elif kind == P.REQUEST:

@@ -9,14 +9,20 @@ Invariants:
 - A worker's ``assigned`` tasks hold the worker's resource lease; the lease is
   returned when ``assigned`` empties or the worker blocks in ``get``
   (``_block``), and taken back when it unblocks.
-- Known-short tasks may queue on a busy worker with a lease of the same shape
-  while the estimated queued work stays under ``PIPELINE_BUDGET_S``.
+- While every worker is busy, a task may queue on a busy worker with a lease of
+  the same shape: as the one next task of a worker running one, or, known to be
+  short, in a deeper pipeline while the estimated queued work stays under
+  ``PIPELINE_BUDGET_S``. An idle worker with nothing ready steals back what waits
+  behind a task not known to be short, or behind one that overran
+  (``_steal_for_idle``); costs are the workers' measured run times.
 - Work asking for more than the node has in all is parked (``infeasible``),
   not failed, and rechecked when resources change.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 
@@ -137,6 +143,8 @@ class Scheduler(WorkerPool):
     def _schedule(self) -> None:
         ready = self.ready
         if not ready:
+            if self._steal_hint and self.idle:
+                self._steal_for_idle()
             return
         if self.setup_error is not None:
             while ready:
@@ -164,9 +172,7 @@ class Scheduler(WorkerPool):
                     task.gpu_ids = lease["_gpu_ids"]
                 worker.lease = lease
             else:
-                cost = self._short_cost(task.fn_id)
-                if cost >= 0.0:
-                    worker = self._pipeline_target(resources, cost)
+                worker = self._pipeline_target(resources, self._short_cost(task.fn_id))
             if worker is None:
                 if self._in_removed_group(resources):
                     ready.popleft()
@@ -192,6 +198,8 @@ class Scheduler(WorkerPool):
             self._dispatch(task, worker)
         if blocked:
             ready.extendleft(reversed(blocked))
+        elif not ready and idle and self._steal_hint:
+            self._steal_for_idle()
         if ready and not idle and self._blocked_workers:
             self._maybe_grow_pool()
 
@@ -202,21 +210,108 @@ class Scheduler(WorkerPool):
         return cost if cost is not None and cost < SHORT_TASK_S else -1.0
 
     def _pipeline_target(self, resources: dict, cost):
-        # Only tasks known to be short are queued behind other short tasks, so a
-        # long task never holds back work another worker could start.
+        """The busy worker to queue a task on (every worker is busy), or None.
+        Any task may be the one next task of a worker running one; a task known
+        to be short (``cost`` >= 0) may also join a deeper pipeline of short
+        tasks within the budget. Whatever waits behind a task not known to be
+        short is stolen back if a worker goes idle (_steal_for_idle)."""
         best: WorkerHandle = None
+        best_key = 0.0
         worker: WorkerHandle
         budget = PIPELINE_BUDGET_S - cost
         for worker in self.workers.values():
-            if (worker.long_queued == 0 and worker.queued_cost <= budget
-                    and worker.actor is None and worker.lease is not None
-                    and not worker.retiring
-                    and not worker.blocked and worker.ready
-                    and len(worker.assigned) < PIPELINE_MAX
-                    and _same_shape(worker.lease, resources)):
-                if best is None or worker.queued_cost < best.queued_cost:
-                    best = worker
+            if (worker.actor is not None or worker.lease is None
+                    or worker.retiring or worker.blocked or not worker.ready):
+                continue
+            n = len(worker.assigned)
+            if n == 1:
+                pass  # its next task
+            elif (cost < 0.0 or worker.long_queued or worker.queued_cost > budget
+                    or n >= PIPELINE_MAX):
+                continue
+            if not _same_shape(worker.lease, resources):
+                continue
+            # Short pipelines first, then behind the least queued work.
+            key = worker.queued_cost + 1.0 if worker.long_queued else worker.queued_cost
+            if best is None or key < best_key:
+                best = worker
+                best_key = key
         return best
+
+    def _steal_for_idle(self) -> None:
+        """Workers are idle and nothing waits on the node: ask busy workers for
+        the tasks queued behind a current one not known to be short. A queue of
+        tasks all known to be short drains within the pipeline budget; one whose
+        current task is still the same when the budget has passed (it overran)
+        is stolen from then (_steal_overdue)."""
+        wanted = len(self.idle)
+        watch = None
+        found = False
+        worker: WorkerHandle
+        for worker in list(self.workers.values()):
+            if len(worker.assigned) < 2 or worker.actor is not None or worker.dead:
+                continue
+            if worker.stealing:
+                found = True
+                continue
+            if worker.blocked:  # _block asked it already
+                continue
+            if not worker.long_queued:
+                if watch is None:
+                    watch = []
+                watch.append((worker, next(iter(worker.assigned.values()))))
+                continue
+            found = True
+            if wanted > 0 and self._steal_from(worker):
+                wanted -= 1
+        if watch is not None and self._steal_timer is None:
+            self._steal_watch = watch
+            self._steal_timer = self.loop.call_later(PIPELINE_BUDGET_S, self._steal_overdue)
+        if not found and watch is None:
+            self._steal_hint = False
+
+    def _steal_overdue(self) -> None:
+        self._steal_timer = None
+        watch = self._steal_watch
+        self._steal_watch = None
+        if not self.idle or self.ready or self._closing or watch is None:
+            return
+        wanted = len(self.idle)
+        worker: WorkerHandle
+        head: Task
+        for worker, head in watch:
+            if (wanted > 0 and len(worker.assigned) > 1 and not worker.dead
+                    and not worker.stealing and not worker.blocked
+                    and next(iter(worker.assigned.values())) is head):
+                # Its short task overran: from now on it counts as long (no
+                # deep queue behind it, and what does queue is stolen at once).
+                if head.cost >= 0.0:
+                    worker.queued_cost -= head.cost
+                    head.cost = -1.0
+                    worker.long_queued += 1
+                if self._steal_from(worker):
+                    wanted -= 1
+        self._steal_for_idle()  # pipelines still draining: watched anew
+
+    def _steal_from(self, worker: WorkerHandle) -> bool:
+        """Send the steal notice (and SIGUSR1, so that a worker inside a task
+        reads it at once); it answers with rpc_requeue. Not when no idle worker
+        could run what it would give back (it shares its worker's lease):
+        stolen, it would only be queued back there, again and again."""
+        tasks = iter(worker.assigned.values())
+        next(tasks)
+        if not self._fits(next(tasks).resources):
+            return False
+        worker.stealing = True
+        self.counters["steals"] += 1
+        self._send(worker, [P.NOTIFY, "steal", []])
+        self._flush_worker(worker)
+        try:
+            os.kill(worker.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+        return True
+
 
     def _unassign(self, worker: WorkerHandle, task: Task) -> None:
         """Bookkeeping of a task leaving ``worker.assigned`` (already popped)."""
@@ -236,6 +331,8 @@ class Scheduler(WorkerPool):
         task.worker = worker
         worker.last_task_name = task.name
         queued = bool(worker.assigned)
+        if queued and not self._steal_hint:
+            self._steal_hint = True
         task.dispatched_at = 0.0 if queued else time.perf_counter()
         worker.assigned[task.task_id] = task
         task.cost = cost = self._short_cost(task.fn_id)

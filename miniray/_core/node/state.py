@@ -17,14 +17,20 @@ from ..store.serialization import serialize
 
 
 PENDING = -1
-# Known-short tasks queue on a busy worker (hiding the node round trip) while the
-# estimated work queued there stays under the budget: noop-sized tasks get a
-# deep pipeline, millisecond ones a shallow one, so a queue never holds back
-# more than a few milliseconds of work another worker could take.
+# While work waits and every worker is busy, each worker gets its next task
+# before it finishes the current one (as a process pool's call queue), so it
+# starts it without waiting a round trip to the node. Known-short tasks queue
+# deeper, while the estimated work queued stays under the budget: noop-sized
+# tasks get a deep pipeline, millisecond ones a shallow one. Anything queued
+# behind a task not known to be short is taken back (stolen) when another
+# worker goes idle with nothing waiting on the node, and so is a short
+# pipeline whose current task still runs PIPELINE_BUDGET_S later: a long task
+# never holds back work another worker could start. Costs are the worker's
+# own run times (the round trip through the node is not the task's cost).
 PIPELINE_MAX = 16
 PIPELINE_BUDGET_S = 0.004
 STARTUP_DEATHS_LIMIT = 3
-SHORT_TASK_S = 0.002  # tasks of functions faster than this may be pipelined
+SHORT_TASK_S = 0.002  # tasks of functions faster than this may be pipelined deep
 SURPLUS_IDLE_S = 2.0  # an extra worker idle this long exits
 # The node's address, as Ray names it in the ``node:<ip>`` resource that pins
 # work to a node. Drivers and workers reach a node over loopback only.
@@ -115,9 +121,11 @@ class WorkerHandle:
         self.last_task_name = None
         self.assigned: dict[bytes, Task] = {}
         # Estimated seconds of short work assigned, and how many assigned tasks
-        # are not known to be short (a worker with one takes no pipelined work).
+        # are not known to be short (a worker with one takes at most one task
+        # queued behind its current one).
         self.queued_cost = 0.0
         self.long_queued = 0
+        self.stealing = False  # asked to give back its queued tasks, no answer yet
         self.lease: dict | None = None
         self.blocked = 0
         self.known_functions: set[bytes] = set()
@@ -139,6 +147,7 @@ class DriverConn(WorkerHandle):
     """
 
     is_driver = True
+    stealing = False
 
     def __init__(self, conn_id: int, pid: int, transport):
         self.worker_id = conn_id

@@ -10,5 +10,5 @@ cdef class TaskManager(Scheduler):
     cpdef _finish_task(self, Task task)
     cpdef _fail_task(self, Task task, bytes error, bint schedule=*)
     cpdef _take_assigned(self, WorkerHandle worker, bytes task_id)
-    cpdef _on_task_done(self, WorkerHandle worker, bytes task_id, results)
+    cpdef _on_task_done(self, WorkerHandle worker, bytes task_id, results, run_s=*)
     cpdef _hold_args(self, Task task)

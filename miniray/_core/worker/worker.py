@@ -13,7 +13,13 @@ tasks on it and sync methods in a thread pool, both bounded by
 
 Cancelling a running sync task: the node sends CANCEL and then SIGUSR1; the
 handler drains the socket and raises ``TaskCancelledError`` in the task if it
-is the one cancelled.
+is the one cancelled. The node also keeps the next task queued here while one
+runs (no round trip between the two); when another worker goes idle it sends
+a steal notice and SIGUSR1, and the handler hands back the tasks not started
+(``_give_back_queued``), so a long task never holds back work another worker
+could start. ``in_io`` marks where the handler must not read the socket (the
+main thread is reading it, writing to it or walking the inbox): it only notes
+the signal, and what came with it is read at the next safe point.
 """
 
 from __future__ import annotations
@@ -106,6 +112,7 @@ class WorkerClient(ClientBase):
         self.async_constructor = None  # (cls, args, kwargs, name) of an async __init__
         self.in_io = False
         self.cancel_signalled = False
+        self.flush_wanted = False  # a flush the signal handler could not do
         self.concurrent = False
         self.loop = None
         self.transport = None
@@ -129,31 +136,64 @@ class WorkerClient(ClientBase):
         if self.concurrent:
             self._schedule_flush()
             return
+        was_in_io = self.in_io
         with self.send_lock:
+            self.in_io = True
+            try:
+                parts = []
+                out = self.out
+                while out:
+                    parts.append(out.popleft())
+                if parts:
+                    self.sock.sendall(b"".join(parts))
+            finally:
+                self.in_io = was_in_io
+        if self.flush_wanted:
+            self.flush_wanted = False
+            self.flush()
+        elif self.cancel_signalled and not was_in_io and self.current_task is not None:
+            # SIGUSR1 came while writing: what it announced (a cancel, a steal)
+            # is read now rather than after the task.
+            self._on_sigusr1(signal.SIGUSR1, None)
+
+    def _flush_from_handler(self) -> None:
+        """flush() for the signal handler, which runs on the main thread between
+        two of its steps: the lock may be held (another thread is writing), and
+        then the writer flushes once it is done instead."""
+        if self.concurrent:
+            self._schedule_flush()
+            return
+        if not self.send_lock.acquire(False):
+            self.flush_wanted = True
+            return
+        was_in_io = self.in_io
+        self.in_io = True
+        try:
             parts = []
             out = self.out
             while out:
                 parts.append(out.popleft())
             if parts:
-                self.in_io = True
-                try:
-                    self.sock.sendall(b"".join(parts))
-                finally:
-                    self.in_io = False
+                self.sock.sendall(b"".join(parts))
+        finally:
+            self.in_io = was_in_io
+            self.send_lock.release()
 
     def _recv_blocking(self) -> bool:
         # The socket keeps a 1 s timeout (set once): idle workers wake up to
         # flush late notifications such as unpins.
+        # in_io until what was read is fed too: the handler must not feed
+        # the unpacker (or touch the inbox) in the middle of it.
         self.in_io = True
         try:
             size = self.sock.recv_into(self.recv_buffer)
+            if not size:
+                raise _ExitWorker("node connection closed")
+            self._feed(self.recv_view[:size])
         except (socket.timeout, BlockingIOError):  # SO_RCVTIMEO elapsed (EAGAIN)
             return False
         finally:
             self.in_io = False
-        if not size:
-            raise _ExitWorker("node connection closed")
-        self._feed(self.recv_view[:size])
         return True
 
     def _feed(self, data) -> None:
@@ -175,15 +215,33 @@ class WorkerClient(ClientBase):
             self.function_blobs[message[1]] = message[2]
         elif kind == P.CANCEL:
             self._on_cancel(message[1])
+        elif kind == P.NOTIFY and message[1] == "steal":
+            self._give_back_queued()
         else:
             return False
         return True
+
+    def _give_back_queued(self) -> None:
+        """The node asks for the tasks queued here and not started (another
+        worker is idle). Every task the node sent before the notice is in the
+        inbox now: they go back, and the answer goes even if none is left (the
+        node waits for it before it asks again)."""
+        inbox = self.inbox
+        returned = [m[1] for m in inbox if m[0] == P.TASK]
+        if returned:
+            keep = [m for m in inbox if m[0] != P.TASK]
+            inbox.clear()  # in place: run_sync holds a reference to this deque
+            inbox.extend(keep)
+        self.notify("requeue", returned)
+        self._flush_from_handler()
 
     def _on_cancel(self, task_id: bytes) -> None:
         for message in self.inbox:
             if message[0] in (P.TASK, P.ACTOR_CALL) and message[1] == task_id:
                 self.inbox.remove(message)
                 self._send_cancelled(task_id)
+                # Now, not after the task running here (it may run long).
+                self._flush_from_handler()
                 return
         if self.concurrent:
             task = self.running_async.get(task_id)
@@ -208,6 +266,7 @@ class WorkerClient(ClientBase):
 
     def _read_what_is_there(self) -> None:
         self.cancel_signalled = False
+        self.in_io = True  # a second signal meanwhile only takes note
         self.sock.setblocking(False)
         try:
             while True:
@@ -220,6 +279,7 @@ class WorkerClient(ClientBase):
                 self._feed(self.recv_view[:size])
         finally:
             self.sock.setblocking(True)
+            self.in_io = False
 
     # -- requests to the node ------------------------------------------------
     def notify(self, method: str, *args) -> None:
@@ -242,6 +302,15 @@ class WorkerClient(ClientBase):
     def _return_queued_tasks_if_asked(self) -> None:
         # While blocked, the node may send RETURN_QUEUED (as a NOTIFY-kind
         # message in the inbox): hand back the tasks not started yet.
+        self.in_io = True  # walking the inbox: the signal handler must not feed it
+        try:
+            self._return_queued_tasks()
+        finally:
+            self.in_io = False
+        if self.cancel_signalled:
+            self._read_what_is_there()
+
+    def _return_queued_tasks(self) -> None:
         keep = collections.deque()
         returned = []
         for message in self.inbox:
@@ -635,6 +704,7 @@ class WorkerClient(ClientBase):
             return
         self.current_task = task_id
         self.current_task_name = name
+        started = time.perf_counter()
         try:
             fn = self.load_function(fn_id)
             pos, kw = self.decode_args(args, kwargs)
@@ -659,7 +729,9 @@ class WorkerClient(ClientBase):
             self.send([P.FAILED, task_id, self._error_bytes(name, exc), False])
             return
         self.current_task = None
-        self.send([P.DONE, task_id, results])
+        # With the run time measured here: the node's estimate of what a task of
+        # this function costs (its round trip is not the worker's time).
+        self.send([P.DONE, task_id, results, time.perf_counter() - started])
         # Only now: refs inside the value (ray.put in the task) must be held by
         # the node, through DONE's contained ids, before this worker lets go.
         del value
