@@ -52,6 +52,7 @@ from .client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM, VALUE_SPILLED
 # The module, not its names: compiled, events cimports Task from this module,
 # so whichever of the two loads first sees the other half-initialized.
 from . import events as _events
+from . import direct as _direct
 from .object_store import STORE_FULL_GRACE_S, WARM_KEEP_S, LocalStore, _fmt
 from .serialization import deserialize_inline, serialize
 from .spilling import SpillFiles
@@ -304,6 +305,11 @@ class NodeRuntime:
         # Generator tasks' values as they are yielded: the task's return id ->
         # the ids of the values stored so far (held until the task ends).
         self.streams: dict[bytes, _Stream] = {}
+        # -- direct calls (direct.py): leased workers' channels, the driver's
+        # caller, and finished direct calls not yet in the event bus.
+        self.direct_leases: set = set()
+        self.direct_caller = None
+        self.direct_record: collections.deque = collections.deque()
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -487,6 +493,7 @@ class NodeRuntime:
                 worker.sock.close()
             except OSError:
                 pass
+            worker.direct.close()
         self.workers.clear()
         self._dead_workers.clear()
 
@@ -551,6 +558,8 @@ class NodeRuntime:
 
                     traceback.print_exc()
             self._schedule()
+            if self.ready and self.direct_leases:  # direct.py: routed work waits
+                _direct.on_backlog(self)
         finally:
             self._batching = False
         if self._flush_pending:  # write now rather than one loop iteration later
@@ -560,6 +569,8 @@ class NodeRuntime:
         if self._ops:
             self._drain_ops()
         if not self._closing:
+            if self.direct_leases or self.direct_record or self.direct_caller is not None:
+                _direct.tick(self, self.direct_caller)
             self._reap_surplus_workers()
             if self.store.warm_bytes:  # freed pages not reused soon go back to the OS
                 self.store.trim(WARM_KEEP_S)
@@ -584,6 +595,8 @@ class NodeRuntime:
     # -- workers ---------------------------------------------------------------------
     def _spawn_worker(self, actor: ActorState | None = None) -> WorkerHandle:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # direct.py: the worker's second socket, for the driver's direct calls.
+        direct_parent, direct_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._next_worker_id += 1
         worker_id = self._next_worker_id
         env = self.worker_env
@@ -595,13 +608,16 @@ class NodeRuntime:
                 env = dict(env, OMP_NUM_THREADS=str(cpus))
         proc = subprocess.Popen(
             [sys.executable, "-m", "miniray._core.worker_main", str(child.fileno()),
-             str(self.node_pid), str(self.capacity), str(self.arena_size), str(worker_id)],
-            pass_fds=[child.fileno()], start_new_session=True, env=env,
+             str(self.node_pid), str(self.capacity), str(self.arena_size), str(worker_id),
+             str(direct_child.fileno())],
+            pass_fds=[child.fileno(), direct_child.fileno()], start_new_session=True, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         child.close()
+        direct_child.close()
         worker = WorkerHandle(worker_id, proc, parent)
         worker.actor = actor
+        worker.direct = _direct.Channel(worker, direct_parent)
         self._capture_output(worker)
         self.workers[worker_id] = worker
         self.workers_by_pid[proc.pid] = worker
@@ -2216,6 +2232,9 @@ class NodeRuntime:
             os.kill(worker.pid, signal.SIGKILL) if not worker.dead else None
             return
         actor.state = "ALIVE"
+        # direct.py: a sync actor's worker reads its direct channel (run_sync).
+        actor.direct_ok = not is_async and (actor.options.get("max_concurrency") or 1) <= 1 \
+            and not actor.options.get("concurrency_groups")
         self.events.actor_state(actor)
         self._actor_pump(actor)
 
@@ -2419,6 +2438,10 @@ class NodeRuntime:
 
     # -- introspection -------------------------------------------------------------------
     # -- generator tasks: values handed out as they are yielded -----------------------
+    def rpc_direct_done(self, caller, return_ids, results) -> None:
+        """A direct call's result other than one inline value (direct.py)."""
+        _direct.node_direct_done(self, caller, return_ids, results)
+
     def rpc_stream_item(self, caller, source_id: bytes, index: int, item_id: bytes) -> None:
         entry = self.objects.get(source_id)
         if entry is None or entry.state != PENDING:
