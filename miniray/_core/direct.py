@@ -315,7 +315,13 @@ class DirectCaller:
             finally:
                 if timeout is not None:
                     sock.settimeout(None)
-        except (socket.timeout, BlockingIOError):
+        except BlockingIOError:
+            if timeout is not None:
+                return False
+            # An event loop's reader (await_on_loop) left the descriptor non-blocking.
+            sock.setblocking(True)
+            return True
+        except socket.timeout:
             return False
         except OSError:
             size = 0
@@ -677,7 +683,8 @@ def _node_read(caller: DirectCaller, channel: Channel) -> None:
 def _node_lost(runtime, channel: Channel, call: Call) -> None:
     """A direct call's worker died: hand the call to the node's own handling."""
     from .runtime import Task, _error_bytes
-    from ..exceptions import ActorDiedError, TaskCancelledError, WorkerCrashedError
+    from ..exceptions import (ActorDiedError, OutOfMemoryError, TaskCancelledError,
+                              WorkerCrashedError)
 
     runtime.direct_leases.discard(channel)
     message = call.message
@@ -740,9 +747,28 @@ def _node_lost(runtime, channel: Channel, call: Call) -> None:
         runtime.ready.appendleft(task)
         runtime._schedule()
     else:
+        reason = _death_reason(worker)
+        oom = getattr(worker, "oom_killed", None)  # set by memory_monitor
+        if oom:
+            runtime._fail_task(task, _error_bytes(OutOfMemoryError(
+                f"Task {task.name} was killed to free memory: {oom}.")))
+            return
         runtime._fail_task(task, _error_bytes(WorkerCrashedError(
-            f"The worker running {task.name} died and the task has no retries left; "
-            "raise max_retries to retry it.")))
+            f"The worker running {task.name} died ({reason}) and the task has no "
+            "retries left; raise max_retries to retry it.")))
+
+
+def _death_reason(worker) -> str:
+    """As the node words it (runtime._on_worker_lost), from the exit status."""
+    from .runtime import _describe_exit
+
+    code = worker.proc.poll()
+    if code is None:
+        try:
+            code = worker.proc.wait(0.5)
+        except Exception:
+            code = None
+    return _describe_exit(code)
 
 
 def node_direct_done(runtime, worker, return_ids, results) -> None:
