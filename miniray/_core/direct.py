@@ -49,7 +49,6 @@ Invariants:
 
 from __future__ import annotations
 
-import collections
 import os
 import signal
 import socket
@@ -159,7 +158,6 @@ class DirectCaller:
         self.stats = {"tasks": 0, "actor_calls": 0, "routed": 0, "leases": 0,
                       "node_reads": 0, "lost": 0}
         runtime.direct_leases = set()
-        runtime.direct_record = collections.deque()
 
     # -- eligibility and sending -------------------------------------------------
     def _on_node_thread(self) -> bool:
@@ -254,6 +252,11 @@ class DirectCaller:
         channel.calls += 1
         self.inflight[call.task_id] = (channel, call)
         self.stats[kind] += 1
+        # The node's view (counters, the task table), in order with routed
+        # submissions, whenever it next drains its queue: no wake-up.
+        self.runtime.post_lazy(_record_sent, self.runtime, call.task_id, call.name,
+                               channel.worker.worker_id, call.actor_id, time.time(),
+                               call.record)
         return True
 
     # -- leases --------------------------------------------------------------------
@@ -364,12 +367,9 @@ class DirectCaller:
                         runtime.post(_run_waiters, object_id, entry, waiters)
         channel.inflight = None
         self.inflight.pop(call.task_id, None)
-        if call.record:
-            ended = time.time()
-            runtime.direct_record.append((
-                call.task_id, call.name, channel.worker.worker_id, call.actor_id,
-                ended - (time.monotonic() - call.sent_at), ended,
-                data if state == VALUE_ERROR else None))
+        if state is not None:  # DIRECT_ROUTED: recorded by the node when it sets the value
+            runtime.post_lazy(_record_ended, runtime, call.task_id, time.time(),
+                              data if state == VALUE_ERROR else None, call.record)
 
     def _lost(self, channel: Channel) -> None:
         """EOF: the worker died with the call in flight; the node decides its fate."""
@@ -607,33 +607,41 @@ def _tick(runtime, caller) -> None:
         for channel, call in list(caller.inflight.values()):
             if channel.reader is None and now - call.sent_at > TAKEOVER_S:
                 _node_take_over(caller, channel)
-    if runtime.direct_record:
-        record(runtime)
 
 
-def record(runtime) -> None:
-    """Finished direct calls into the event bus's task table and counters, in
-    one batch (the records a routed call's events leave once it has ended)."""
-    from .events import FAILED, FINISHED, RUNNING
+def _record_sent(runtime, task_id, name, worker_id, actor_id, sent, record) -> None:
+    """A direct call in the node's counters and task table (as RUNNING)."""
+    from .events import RUNNING
 
-    batch = runtime.direct_record
+    counters = runtime.counters
+    counters["tasks_direct"] += 1
+    counters["tasks_submitted" if actor_id is None else "actor_calls_submitted"] += 1
+    counters["tasks_dispatched"] += 1
+    if not record:
+        return
     bus = runtime.events
     tasks = bus.tasks
-    ring = bus.task_ring
-    cap = bus.task_cap
-    count = 0
-    while batch:
-        task_id, name, worker_id, actor_id, submitted, ended, error = batch.popleft()
-        count += 1
-        state = FINISHED if error is None else FAILED
-        tasks[task_id] = (task_id, name, state, actor_id, submitted, submitted, ended,
-                          worker_id, 0, error, (), (task_id,))
-        if len(tasks) > cap:
-            tasks.popitem(last=False)
-            bus.evicted_tasks += 1
-        ring.add(submitted, task_id, RUNNING)
-        ring.add(ended, task_id, state)
-    runtime.counters["tasks_direct"] += count
+    tasks[task_id] = (task_id, name, RUNNING, actor_id, sent, sent, None, worker_id, 0, None,
+                      (), (task_id,))
+    if len(tasks) > bus.task_cap:
+        tasks.popitem(last=False)
+        bus.evicted_tasks += 1
+    bus.task_ring.add(sent, task_id, RUNNING)
+
+
+def _record_ended(runtime, task_id, ended, error, record) -> None:
+    from .events import FAILED, FINISHED
+
+    runtime.counters["tasks_finished" if error is None else "tasks_failed"] += 1
+    if not record:
+        return
+    bus = runtime.events
+    state = FINISHED if error is None else FAILED
+    done = bus.tasks.get(task_id)
+    if type(done) is tuple and done[2] != state:
+        bus.tasks[task_id] = done[:2] + (state,) + done[3:6] + (ended,) + done[7:9] + (
+            error,) + done[10:]
+    bus.task_ring.add(ended, task_id, state)
 
 
 def _node_take_over(caller: DirectCaller, channel: Channel) -> None:
@@ -776,6 +784,7 @@ def node_direct_done(runtime, worker, return_ids, results) -> None:
     contained refs, several values): set on the node, as ``_on_task_done``."""
     from .client import VALUE_SHM
 
+    _record_ended(runtime, return_ids[0], time.time(), None, True)
     for object_id, (data, contained) in zip(return_ids, results):
         if contained:
             if type(contained) is int:  # P.RESULT_ERROR

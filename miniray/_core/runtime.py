@@ -305,11 +305,9 @@ class NodeRuntime:
         # Generator tasks' values as they are yielded: the task's return id ->
         # the ids of the values stored so far (held until the task ends).
         self.streams: dict[bytes, _Stream] = {}
-        # -- direct calls (direct.py): leased workers' channels, the driver's
-        # caller, and finished direct calls not yet in the event bus.
+        # -- direct calls (direct.py): leased workers' channels, the driver's caller.
         self.direct_leases: set = set()
         self.direct_caller = None
-        self.direct_record: collections.deque = collections.deque()
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -521,6 +519,8 @@ class NodeRuntime:
         future = concurrent.futures.Future()
 
         def run():
+            if self._ops:  # what was posted before (direct calls' records, lazily) first
+                self._drain_ops()
             try:
                 future.set_result(fn(*args))
             except BaseException as exc:
@@ -569,7 +569,7 @@ class NodeRuntime:
         if self._ops:
             self._drain_ops()
         if not self._closing:
-            if self.direct_leases or self.direct_record or self.direct_caller is not None:
+            if self.direct_leases or self.direct_caller is not None:
                 _direct.tick(self, self.direct_caller)
             self._reap_surplus_workers()
             if self.store.warm_bytes:  # freed pages not reused soon go back to the OS
