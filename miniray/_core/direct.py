@@ -127,7 +127,8 @@ class Channel:
         with self.send_lock:
             try:
                 self.sock.sendall(data)
-            except OSError:
+            except OSError:  # the worker died (EPIPE): its lease is worth nothing now
+                self.dead = True
                 return False
         return True
 
@@ -155,6 +156,7 @@ class DirectCaller:
         # actor id -> a ref of this driver's last routed call to it (kept alive
         # so its entry gets its value): direct calls wait until it is done.
         self.last_routed: dict = {}
+        self._last_options = None  # the last task options found fit (checked by identity)
         self.stats = {"tasks": 0, "actor_calls": 0, "routed": 0, "leases": 0,
                       "node_reads": 0, "lost": 0}
         runtime.direct_leases = set()
@@ -167,10 +169,13 @@ class DirectCaller:
 
     def submit_task(self, fn_id, args, kwargs, contained, options, return_ids):
         """Send the task on this thread's leased worker; False: route it."""
-        if (contained or kwargs or num_keys_outside(options, _TASK_OPTION_KEYS)
-                or options.get("retry_exceptions") or len(return_ids) != 1
-                or options.get("resources") != _DEFAULT_RESOURCES
-                or not _values_only(args) or self._on_node_thread()):
+        if options is not self._last_options:  # a function's options: one dict per site
+            if (num_keys_outside(options, _TASK_OPTION_KEYS) or options.get("retry_exceptions")
+                    or options.get("resources") != _DEFAULT_RESOURCES):
+                return False
+            self._last_options = options
+        if (contained or kwargs or len(return_ids) != 1 or not _values_only(args)
+                or self._on_node_thread()):
             return False
         channel = self._lease()
         if channel is None:
@@ -264,7 +269,8 @@ class DirectCaller:
         local = self.local
         channel = local.channel
         if channel is not None:
-            if channel.holder is local.token and not channel.dead and not channel.want_back:
+            if (channel.holder is local.token and not channel.dead and not channel.want_back
+                    and not channel.worker.dead):
                 return channel
             local.channel = None
         now = time.monotonic()
@@ -569,15 +575,20 @@ def _node_release(runtime, channel: Channel) -> None:
 
 
 def revoke(runtime, channel: Channel) -> None:
-    """Take a lease back now if no call is in flight; else once it is read."""
+    """Take a lease back now if no call is in flight; else once its reply is
+    read (by the node itself when no thread is reading it)."""
     channel.want_back = True
     if not channel.lock.acquire(False):
         return
     try:
         if channel.inflight is None and channel.reader is None:
             _node_release(runtime, channel)
+            return
     finally:
         channel.lock.release()
+    caller = runtime.direct_caller
+    if caller is not None and channel.inflight is not None and channel.reader is None:
+        _node_take_over(caller, channel)
 
 
 def on_backlog(runtime) -> None:
