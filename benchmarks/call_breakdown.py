@@ -72,6 +72,19 @@ def main() -> None:
         ray.get(call())
     wall = (time.perf_counter_ns() - t0) / args.calls
     after = {k: [_schedstat(p) for p in v] for k, v in paths.items()}
+    # The caller's two halves: .remote() (build and hand over or send) and get()
+    # (wait, read the reply, decode the value).
+    perf = time.perf_counter_ns
+    in_remote = in_get = 0
+    for _ in range(args.calls // 4):
+        t1 = perf()
+        ref = call()
+        t2 = perf()
+        ray.get(ref)
+        in_remote += t2 - t1
+        in_get += perf() - t2
+    in_remote /= args.calls // 4
+    in_get /= args.calls // 4
     stats = getattr(get_client().direct, "stats", None) if get_client().direct else None
     ray.shutdown()
     kind = "actor call" if args.actor else "task"
@@ -87,6 +100,8 @@ def main() -> None:
               f"for a CPU {wait / 1000:6.1f} us/call")
     print(f"  {'no thread running':20s}        {max(wall - total, 0) / 1000:6.1f} us/call "
           "(wake-ups, and CPUs taken by other processes)")
+    print(f"  caller's wall time: {in_remote / 1000:.1f} us in .remote(), "
+          f"{in_get / 1000:.1f} us in get()")
     if stats:
         print(f"  direct stats: {stats}")
 

@@ -76,13 +76,14 @@ def enabled() -> bool:
 
 
 class Call:
-    __slots__ = ("task_id", "return_ids", "entry", "message", "name", "fn_id", "resources",
+    """One direct call in flight: what the node needs if its worker dies."""
+
+    __slots__ = ("task_id", "return_ids", "message", "name", "fn_id", "resources",
                  "retries", "actor_id", "cancelled", "force", "sent_at", "record")
 
-    def __init__(self, task_id, return_ids, entry, message, name):
+    def __init__(self, task_id, return_ids, message, name):
         self.task_id = task_id
         self.return_ids = return_ids
-        self.entry = entry
         self.message = message
         self.name = name
         self.fn_id = None
@@ -183,7 +184,8 @@ class DirectCaller:
         if not channel.lock.acquire(False):
             return False
         try:
-            if channel.inflight is not None or channel.holder is not self.local.token or channel.dead:
+            if (channel.inflight is not None or channel.holder is not self.local.token
+                    or channel.dead):
                 return False
             worker = channel.worker
             object_id = return_ids[0]
@@ -197,7 +199,7 @@ class DirectCaller:
                     return False
                 worker.known_functions.add(fn_id)
                 data = P.pack([P.FUNCTION, fn_id, blob]) + data
-            call = Call(object_id, return_ids, self.objects[object_id], message, name)
+            call = Call(object_id, return_ids, message, name)
             call.fn_id = fn_id
             call.record = options.get("task_events", True)
             call.resources = _DEFAULT_RESOURCES
@@ -235,7 +237,7 @@ class DirectCaller:
             name = options.get("name") or method
             message = [P.ACTOR_CALL, object_id, method, args, kwargs, list(return_ids), name,
                        None]
-            call = Call(object_id, return_ids, self.objects[object_id], message, name)
+            call = Call(object_id, return_ids, message, name)
             call.actor_id = actor_id
             call.record = options.get("task_events", True)
             retries = options.get("max_task_retries")
@@ -278,7 +280,8 @@ class DirectCaller:
             return None
         runtime = self.runtime
         try:
-            channel = runtime.call_threadsafe_wait(_node_lease, runtime, local.token, timeout=1.0)
+            channel = runtime.call_threadsafe_wait(_node_lease, runtime, local.token,
+                                                   timeout=1.0)
         except Exception:
             channel = None
         if channel is None:
@@ -672,6 +675,20 @@ def _node_take_over(caller: DirectCaller, channel: Channel) -> None:
 
 
 def _node_read(caller: DirectCaller, channel: Channel) -> None:
+    """The node's loop reads a reply (a reader callback, like a worker's data):
+    what the value makes ready is scheduled and written at once."""
+    runtime = caller.runtime
+    runtime._batching = True
+    try:
+        _node_read_reply(caller, channel)
+        runtime._schedule()
+    finally:
+        runtime._batching = False
+    if runtime._flush_pending:
+        runtime._flush_all()
+
+
+def _node_read_reply(caller: DirectCaller, channel: Channel) -> None:
     runtime = caller.runtime
     try:
         size = channel.sock.recv_into(channel.buffer, 0, socket.MSG_DONTWAIT)
