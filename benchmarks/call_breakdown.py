@@ -24,10 +24,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 
+_TICK_NS = 1e9 / os.sysconf("SC_CLK_TCK")
+
+
 def _schedstat(path: str):
+    """(ns on a CPU, ns runnable waiting for one, ns in user mode, ns in the kernel)."""
     with open(path) as f:
         run, wait, _ = f.read().split()
-    return int(run), int(wait)
+    with open(path.replace("schedstat", "stat")) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(run), int(wait), int(fields[11]) * _TICK_NS, int(fields[12]) * _TICK_NS
 
 
 def main() -> None:
@@ -93,11 +99,13 @@ def main() -> None:
           f"({1e9 / wall:,.0f}/s)")
     total = 0.0
     for key in paths:
-        run = sum(a[0] - b[0] for a, b in zip(after[key], before[key])) / args.calls
-        wait = sum(a[1] - b[1] for a, b in zip(after[key], before[key])) / args.calls
+        run, wait, user, system = (
+            sum(a[i] - b[i] for a, b in zip(after[key], before[key])) / args.calls
+            for i in range(4))
         total += run
-        print(f"  {key:20s} on CPU {run / 1000:6.1f} us/call, runnable but waiting "
-              f"for a CPU {wait / 1000:6.1f} us/call")
+        kernel = system / (user + system) if user + system else 0.0
+        print(f"  {key:20s} on CPU {run / 1000:6.1f} us/call ({kernel:.0%} in the kernel), "
+              f"runnable but waiting for a CPU {wait / 1000:6.1f} us/call")
     print(f"  {'no thread running':20s}        {max(wall - total, 0) / 1000:6.1f} us/call "
           "(wake-ups, and CPUs taken by other processes)")
     print(f"  caller's wall time: {in_remote / 1000:.1f} us in .remote(), "

@@ -344,3 +344,35 @@ def test_batches_still_use_every_worker(ray):
 
     ray.get(pid.remote())  # this thread holds a lease now
     assert len(set(ray.get([pid.remote() for _ in range(20)]))) == 2
+
+
+async def test_node_on_the_callers_loop_routes_its_calls_and_threads_go_direct():
+    import miniray
+
+    from .conftest import assert_nothing_leaked
+
+    miniray.init(num_cpus=2, include_dashboard=False)  # inside async def: this loop
+    try:
+        @miniray.remote
+        def f(x):
+            return x + 1
+
+        before = stats()
+        # The loop's own thread never waits on a worker: its calls are routed.
+        assert [await f.remote(i) for i in range(20)] == list(range(1, 21))
+        assert delta(before, "tasks") == 0
+
+        def in_a_thread():
+            deadline = time.monotonic() + 20
+            out = []
+            while time.monotonic() < deadline and delta(before, "tasks") < 20:
+                out.append(miniray.get(f.remote(len(out))))
+            return out
+
+        loop = asyncio.get_running_loop()
+        out = await loop.run_in_executor(None, in_a_thread)
+        assert out == list(range(1, len(out) + 1))
+        assert delta(before, "tasks") >= 20
+    finally:
+        miniray.shutdown()
+    assert_nothing_leaked(os.getpid())
