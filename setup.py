@@ -31,8 +31,13 @@ COMPILED_MODULES = ["allocator"]
 # -18 to -28 %).
 CORE_PACKAGE = "miniray._core"
 CORE_DIR = os.path.join("miniray", "_core")
-CORE_MODULES = ["runtime", "worker", "driver", "client", "refs", "remote_function", "actor", "events",
-                "serialization"]
+# Dotted names under miniray._core (subpackages are folders).
+# The node's components form one chain of cdef classes (node/core.py ... node/runtime.py):
+# each base must be compiled for the class above it to be.
+CORE_MODULES = ["node.state", "node.core", "node.objects", "node.worker_pool", "node.scheduler",
+                "node.tasks", "node.placement_groups", "node.actors", "node.streams", "node.drivers",
+                "node.runtime", "node.events", "worker.worker", "driver.driver", "client", "refs",
+                "remote_function", "actor", "store.serialization"]
 
 SPEEDUPS_PACKAGE = "miniray._speedups"
 SPEEDUPS_DIR = os.path.join("miniray", "_speedups")
@@ -163,7 +168,7 @@ def extensions():
     core = [
         Extension(
             f"{CORE_PACKAGE}.{name}",
-            sources=[os.path.join(CORE_DIR, f"{name}.py")],
+            sources=[os.path.join(CORE_DIR, *name.split(".")) + ".py"],
             extra_compile_args=compile_args(),
         )
         for name in CORE_MODULES

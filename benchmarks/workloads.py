@@ -752,7 +752,7 @@ def session_markers(system: str, api) -> List[str]:
 
 
 def _short_name(p) -> str:
-    """'raylet', 'ray::IDLE', 'python -m miniray._core.worker', 'python monitor.py'."""
+    """'raylet', 'ray::IDLE', 'python -m miniray._core.worker.worker_main', 'python monitor.py'."""
     parts = p.cmdline.split() if p.cmdline else []
     if not parts:
         return p.name[:40]

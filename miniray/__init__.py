@@ -11,6 +11,7 @@ from ._core.actor import ActorClass, ActorHandle, exit_actor, method
 from ._core.generators import DynamicObjectRefGenerator, ObjectRefGenerator
 from ._core.refs import ObjectRef
 from ._core.remote_function import RemoteFunction
+from . import _layers  # noqa: F401  (installs the core's hooks into the layers above)
 from .api import (
     available_resources,
     cancel,

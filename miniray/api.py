@@ -35,13 +35,9 @@ __all__ = [
 
 
 def _detect_gpus() -> int:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    try:
-        return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
-    except OSError:  # pragma: no cover
-        return 0
+    from ._core.node.state import detect_gpus
+
+    return detect_gpus()
 
 
 class RayContext(dict):
@@ -191,9 +187,9 @@ def init(
         if object_store_memory is not None and object_store_memory < (1 << 20):
             raise ValueError(f"object_store_memory must be at least 1 MiB, "
                              f"got {object_store_memory}")
-        from ._core import spilling, store_config
-        from ._core.driver import DriverClient
-        from ._core.runtime import NodeRuntime
+        from ._core.store import spilling, store_config
+        from ._core.driver.driver import DriverClient
+        from ._core.node.runtime import NodeRuntime
 
         system_config = kwargs.get("_system_config") or {}
         if not isinstance(system_config, dict):
@@ -206,7 +202,7 @@ def init(
         started = time.perf_counter()
         if kwargs.get("_memory") is not None:
             resources = {**(resources or {}), "memory": kwargs["_memory"]}
-        from ._core import memory_monitor as _memory_monitor
+        from ._core.node import memory_monitor as _memory_monitor
 
         monitor_settings = _memory_monitor.settings(system_config)  # bad values: before start
         runtime = NodeRuntime(num_cpus, num_gpus, resources, object_store_memory, _namespace,
@@ -263,7 +259,7 @@ def _maybe_start_dashboard(runtime, include_dashboard, host, port):
             raise ImportError("include_dashboard=True needs aiohttp: "
                               "pip install 'miniray[dashboard]'")
         return None
-    from ._core.dashboard_boot import launch
+    from .dashboard.boot import launch
 
     try:
         return launch(runtime, host, port, runtime.dashboard_token).url
@@ -289,8 +285,8 @@ def _connect_head(address, token, namespace, **node_options) -> RayContext:
             f"init(address={address!r}) connects to a running head, so {given} cannot be "
             "set here: they belong to the head (`miniray start --head --num-cpus ...`). "
             "Drop them, or leave out address= for an embedded node.")
-    from ._core import session
-    from ._core.remote_driver import RemoteDriverClient, RemoteNode
+    from ._core.driver import session
+    from ._core.driver.remote_driver import RemoteDriverClient, RemoteNode
 
     started = time.perf_counter()
     sock, info = session.connect(address, token)

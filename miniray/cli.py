@@ -28,7 +28,7 @@ def _fmt_bytes(n) -> str:
 
 
 def cmd_start(args) -> int:
-    from ._core import head, session
+    from ._core.driver import head, session
 
     if not args.head:
         print("miniray start needs --head: miniray runs one node per machine; drivers join "
@@ -53,7 +53,7 @@ def cmd_start(args) -> int:
     env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "miniray._core.head", *forwarded],
+            [sys.executable, "-m", "miniray._core.driver.head", *forwarded],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, env=env)
     deadline = time.monotonic() + args.timeout
@@ -93,7 +93,8 @@ def _tail(path, lines=20) -> str:
 
 
 def cmd_stop(args) -> int:
-    from ._core import session, shm
+    from ._core.driver import session
+    from ._core.store import shm
 
     info = session.read_head()
     if info is None:
@@ -134,7 +135,7 @@ def cmd_stop(args) -> int:
 def _wait_gone(pid: int, timeout: float) -> bool:
     """Wait until ``pid`` has exited (a zombie counts as exited: only its parent
     can reap it); False if it is still running after ``timeout`` seconds."""
-    from ._core import session
+    from ._core.driver import session
 
     deadline = time.monotonic() + timeout
     while True:
@@ -161,7 +162,7 @@ def _shm_names():
 
 
 def _remove_stale_files(force: bool = False) -> None:
-    from ._core import session
+    from ._core.driver import session
 
     if not force and session.read_head() is not None:
         return
@@ -175,7 +176,7 @@ def _remove_stale_files(force: bool = False) -> None:
 
 
 def cmd_status(args) -> int:
-    from ._core import session
+    from ._core.driver import session
 
     try:
         info = session.request_once(args.address, "summary")
@@ -222,7 +223,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
-    from ._core import session
+    from ._core.driver import session
 
     info = session.read_head()
     if info is None:
@@ -244,7 +245,7 @@ def cmd_dashboard(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ._core import head
+    from ._core.driver import head
 
     parser = argparse.ArgumentParser(
         prog="miniray", description="Run and inspect a miniray head node.")

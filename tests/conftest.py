@@ -9,7 +9,7 @@ import time
 import pytest
 
 import miniray
-from miniray._core import shm
+from miniray._core.store import shm
 
 
 def iter_processes():
@@ -31,7 +31,7 @@ def _children_of(pid: int) -> list[int]:
     """Worker processes of the node whose pid is ``pid`` (their argv names it)."""
     marker = f" {pid} ".encode()
     return [p for p, cmd, _ in iter_processes()
-            if b"miniray._core.worker" in cmd and marker in cmd]
+            if b"miniray._core.worker.worker_main" in cmd and marker in cmd]
 
 
 def assert_nothing_leaked(node_pid: int) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 import miniray
 from miniray._core import protocol as P
-from miniray._core import session
+from miniray._core.driver import session
 
 from .test_head import head  # noqa: F401 - the fixture
 

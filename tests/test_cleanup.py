@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import miniray
-from miniray._core import shm
+from miniray._core.store import shm
 
 from .conftest import _children_of
 
@@ -95,7 +95,7 @@ def test_killed_worker_keeps_its_objects_and_leaks_nothing(ray):
 
 def test_speedups_selection_follows_the_environment():
     code = ("import miniray, miniray._speedups as s, miniray._core as c; "
-            "print(s.COMPILED, c._is_compiled(), miniray._core.runtime.__file__[-3:])")
+            "print(s.COMPILED, c._is_compiled(), miniray._core.node.runtime.__file__[-3:])")
     pure = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=dict(os.environ, MINIRAY_PUREPYTHON="1"), check=True)
     assert pure.stdout.split() == ["False", "False", ".py"]
@@ -137,3 +137,26 @@ def test_sources_newer_than_their_extension_are_reported(tmp_path):
     os.utime(speedups / "allocator.py", (now, now))
     assert _stale_sources(str(core), str(speedups), suffix) == [
         str(core / "runtime.pxd"), str(speedups / "allocator.py")]
+
+
+def test_stale_sources_in_subfolders_are_reported(tmp_path):
+    # The compiled core modules sit in subpackages (_core/node/, _core/worker/, ...).
+    import importlib.machinery
+
+    from miniray._core import _stale_sources
+
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    core, speedups = tmp_path / "core", tmp_path / "speedups"
+    (core / "node").mkdir(parents=True)
+    speedups.mkdir()
+    for path in (core / "node" / "scheduler.py", core / "node" / "scheduler.pxd"):
+        path.write_text("")
+    (core / "node" / ("scheduler" + suffix)).write_bytes(b"")
+    now = time.time()
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            os.utime(path, (now - 100, now - 100))
+    assert _stale_sources(str(core), str(speedups), suffix) == []
+    os.utime(core / "node" / "scheduler.pxd", (now, now))
+    assert _stale_sources(str(core), str(speedups), suffix) == [
+        str(core / "node" / "scheduler.pxd")]

@@ -8,9 +8,9 @@ import time
 import pytest
 
 import miniray
-from miniray._core import introspect
-from miniray._core.events import EventBus
-from miniray._core.runtime import Task
+from miniray._core.node import introspect
+from miniray._core.node.events import EventBus
+from miniray._core.node.state import Task
 
 
 def _on_loop(fn):

@@ -354,7 +354,7 @@ def test_cancel_signal_during_socket_io_is_not_lost():
     import msgpack
 
     from miniray._core import protocol as P
-    from miniray._core.worker import WorkerClient
+    from miniray._core.worker.worker import WorkerClient
 
     node_side, worker_side = socket.socketpair()
     client = WorkerClient(worker_side, os.getpid(), 1 << 20, 1 << 20, 1)

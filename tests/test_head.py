@@ -15,7 +15,7 @@ import time
 import pytest
 
 import miniray
-from miniray._core import shm
+from miniray._core.store import shm
 
 from .conftest import _children_of
 

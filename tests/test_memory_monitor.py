@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from miniray import exceptions
-from miniray._core.memory_monitor import memory_usage, settings
+from miniray._core.node.memory_monitor import memory_usage, settings
 
 _GIB = 1 << 30
 

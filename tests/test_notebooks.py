@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from miniray._core import shm
+from miniray._core.store import shm
 
 from .conftest import iter_processes
 

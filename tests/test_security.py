@@ -20,7 +20,7 @@ import pytest
 
 import miniray
 from miniray._core import protocol as P
-from miniray._core import session
+from miniray._core.driver import session
 
 from .test_head import _cli, head  # noqa: F401 - the fixture
 

@@ -23,7 +23,7 @@ import pytest
 
 import miniray
 from miniray import exceptions
-from miniray._core import shm
+from miniray._core.store import shm
 
 from .conftest import _children_of
 
@@ -256,7 +256,7 @@ def test_spill_directory_is_configurable_and_cleaned_up(ray_factory, tmp_path):
     assert files, "objects should have spilled into the configured directory"
     stats = runtime.rpc_stats(None)
     assert stats["spilled_bytes"] >= 8 * MiB
-    from miniray._core import introspect
+    from miniray._core.node import introspect
     from miniray.dashboard import prometheus
 
     store = introspect.summary(runtime)["object_store"]

@@ -527,7 +527,7 @@ def _rss_kib(address: int) -> int:
 def test_populate_faults_in_a_range_in_one_call():
     import ctypes
 
-    from miniray._core import shm
+    from miniray._core.store import shm
 
     name = shm.segment_name(os.getpid())
     fd = shm.create(name, 8 << 20)

@@ -223,7 +223,7 @@ def test_infeasible_requests_stay_pending_warn_once_and_can_be_cancelled(ray_fac
     records = {r["task_id"]: r for r in state.list_tasks(limit=1000)}
     assert all(records[ref.hex()]["infeasible"] for ref in pending)
     from miniray import api
-    from miniray._core import introspect
+    from miniray._core.node import introspect
 
     demands = introspect.summary(api._runtime)["infeasible"]
     assert {"resources": {"CPU": 5.0}, "tasks": 3, "actors": 0} in demands

@@ -1,4 +1,12 @@
-"""The runtime's private core: node runtime, workers, object store, protocol.
+"""The runtime's private core, one folder per process or part (docs/architecture.md):
+
+- ``node/``: the node runtime (``NodeRuntime`` and its components), its event bus;
+- ``worker/``: the worker process; ``driver/``: the driver's side, sessions, the head;
+- ``store/``: shared memory, the object store, serialization, spilling;
+- here, shared by all of them: protocol, refs, client base, remote functions and
+  actor handles, hooks (how the layers above register themselves).
+
+Nothing here imports the public API or the libraries above (tests/test_architecture.py).
 
 The hot modules here (listed in setup.py's ``CORE_MODULES``) are compiled by
 Cython from these very sources; each extension sits beside its ``.py`` twin.
@@ -19,13 +27,14 @@ def _pure_python_requested() -> bool:
 
 
 class _PreferSource:
-    """Meta-path finder: ``miniray._core.<name>`` from ``<name>.py``."""
+    """Meta-path finder: ``miniray._core.<pkg>.<name>`` from ``<pkg>/<name>.py``."""
 
     @staticmethod
     def find_spec(name, path=None, target=None):
-        if not name.startswith(__name__ + ".") or name.count(".") != 2:
+        if not name.startswith(__name__ + "."):
             return None
-        source = os.path.join(_HERE, name.rpartition(".")[2] + ".py")
+        # A subpackage (a folder) is not matched: the normal finder loads it.
+        source = os.path.join(_HERE, *name[len(__name__) + 1:].split(".")) + ".py"
         if not os.path.exists(source):
             return None
         return importlib.util.spec_from_file_location(name, source)
@@ -36,7 +45,7 @@ if _pure_python_requested() and not any(f is _PreferSource for f in sys.meta_pat
 
 
 def _is_compiled() -> bool:
-    from . import runtime
+    from .node import runtime
 
     return not runtime.__file__.endswith(".py")
 
@@ -45,9 +54,12 @@ _STALE_CHECKED_ENV = "MINIRAY_STALE_CHECKED"
 
 
 def _stale_sources(core_dir: str, speedups_dir: str, suffix: str) -> list:
-    """Sources (``.py``/``.pxd``) newer than the extension built from them."""
-    pairs = [(core_dir, name[: -len(suffix)], name) for name in os.listdir(core_dir)
-             if name.endswith(suffix)]
+    """Sources (``.py``/``.pxd``) newer than the extension built from them.
+
+    Every folder under ``core_dir`` counts: the compiled modules sit in subpackages.
+    """
+    pairs = [(folder, name[: -len(suffix)], name) for folder, _dirs, names in os.walk(core_dir)
+             for name in names if name.endswith(suffix)]
     pairs += [(speedups_dir, name[1: -len(suffix) - 2], name) for name in os.listdir(speedups_dir)
               if name.startswith("_") and name.endswith("_c" + suffix)]
     stale = []

@@ -20,7 +20,7 @@ from .remote_function import (
     validate_resources,
 )
 from .runtime_env import task_env
-from .serialization import _collect_ref, serialize_function
+from .store.serialization import _collect_ref, serialize_function
 
 ACTOR_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "memory", "name", "namespace", "lifetime",
@@ -352,7 +352,7 @@ class ActorMethod:
 def exit_actor():
     """End the current actor from inside one of its methods (no restart)."""
     from . import context
-    from .worker import _ExitActor
+    from .worker.worker import _ExitActor
 
     if context.current_actor_id is None:
         raise TypeError("exit_actor() can only be called inside an actor method")

@@ -16,14 +16,14 @@ from . import protocol
 from .refs import IdGenerator, ObjectRef
 import pickle
 
-from .serialization import (
+from .store.serialization import (
     INLINE_THRESHOLD,
     PICKLE5,
     PLAIN_TYPES,
     deserialize_inline,
     serialize,
 )
-from .object_store import read_file
+from .store.object_store import read_file
 
 # Value states as they travel in ``get`` replies: [state, data].
 VALUE_INLINE = 0

@@ -18,9 +18,9 @@ def set_placement(placement) -> None:
     if placement is None:
         current_placement_group = capture_group = None
         return
-    from ..util.placement_group import PlacementGroup
+    from . import hooks
 
-    group = PlacementGroup(placement[0], placement[1])
+    group = hooks.placement_group(placement[0], placement[1])
     current_placement_group = group
     capture_group = group if placement[2] else None
 

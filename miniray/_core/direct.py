@@ -59,7 +59,7 @@ from . import protocol as P
 from .client import VALUE_ERROR, VALUE_INLINE
 
 NODE = "node"
-PENDING = -1  # runtime.PENDING (not imported: the runtime imports this module)
+PENDING = -1  # node.state.PENDING (not imported: the node imports this module)
 LEASE_IDLE_S = 0.1  # a lease unused this long goes back to the node
 TAKEOVER_S = 0.01  # a reply nobody reads this long is read by the node
 LEASE_RETRY_S = 0.02  # after a refused lease, route for this long before asking again
@@ -444,7 +444,7 @@ class DirectCaller:
         if entry is None:
             future.set_exception(_lost_error(ref))
             return
-        from .driver import _RefWaiter
+        from .driver.driver import _RefWaiter
 
         waiter = _RefWaiter(client, ref, entry, future, client._waker(loop))
         if entry.state == PENDING and client._wait_on(entry, waiter):
@@ -625,7 +625,7 @@ def _tick(runtime, caller) -> None:
 
 def _record_sent(runtime, task_id, name, worker_id, actor_id, sent, record) -> None:
     """A direct call in the node's counters and task table (as RUNNING)."""
-    from .events import RUNNING
+    from .node.events import RUNNING
 
     counters = runtime.counters
     counters["tasks_direct"] += 1
@@ -644,7 +644,7 @@ def _record_sent(runtime, task_id, name, worker_id, actor_id, sent, record) -> N
 
 
 def _record_ended(runtime, task_id, ended, error, record) -> None:
-    from .events import FAILED, FINISHED
+    from .node.events import FAILED, FINISHED
 
     runtime.counters["tasks_finished" if error is None else "tasks_failed"] += 1
     if not record:
@@ -718,7 +718,7 @@ def _node_read_reply(caller: DirectCaller, channel: Channel) -> None:
 
 def _node_lost(runtime, channel: Channel, call: Call) -> None:
     """A direct call's worker died: hand the call to the node's own handling."""
-    from .runtime import Task, _error_bytes
+    from .node.state import Task, _error_bytes
     from ..exceptions import (ActorDiedError, OutOfMemoryError, TaskCancelledError,
                               WorkerCrashedError)
 
@@ -795,8 +795,8 @@ def _node_lost(runtime, channel: Channel, call: Call) -> None:
 
 
 def _death_reason(worker) -> str:
-    """As the node words it (runtime._on_worker_lost), from the exit status."""
-    from .runtime import _describe_exit
+    """As the node words it (worker_pool._on_worker_lost), from the exit status."""
+    from .node.state import _describe_exit
 
     code = worker.proc.poll()
     if code is None:

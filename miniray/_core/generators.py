@@ -47,7 +47,7 @@ class ObjectRefGenerator:
         if self._error is not None:
             error, self._error = self._error, None
             from ..exceptions import RayTaskError
-            from .serialization import deserialize_inline
+            from .store.serialization import deserialize_inline
 
             exc = deserialize_inline(error)
             raise exc.as_instanceof_cause() if isinstance(exc, RayTaskError) else exc
@@ -58,12 +58,13 @@ class ObjectRefGenerator:
 
     def __next__(self):
         if self._refs is None:
-            from ..api import _client, _get_blocking
+            from . import hooks
+            from .refs import _require_client
 
-            item = _client().generic("stream_next", self._source._id, self._pos)
+            item = _require_client().generic("stream_next", self._source._id, self._pos)
             if item is not None:
                 return self._streamed(item)
-            self._adopt(_get_blocking(self._source))
+            self._adopt(hooks.get_blocking(self._source))
         ref = self._step()
         if ref is None:
             raise StopIteration
@@ -74,9 +75,9 @@ class ObjectRefGenerator:
 
     async def __anext__(self):
         if self._refs is None:
-            from ..api import _client
+            from .refs import _require_client
 
-            item = await _client().generic_async("stream_next", self._source._id, self._pos)
+            item = await _require_client().generic_async("stream_next", self._source._id, self._pos)
             if item is not None:
                 return self._streamed(item)
             self._adopt(await self._source)

@@ -22,6 +22,22 @@ of the terminal; it returns True for a line it took.
 
 router = None
 shutdown_callbacks: list = []
+
+# -- Calls up into the layers above the core --------------------------------------
+# Installed by miniray/_layers.py when the package loads (``import miniray``
+# runs before any of the core, in the driver and in every worker). The core
+# calls these instead of importing the API or the libraries, so its imports
+# point one way (tests/test_architecture.py).
+auto_init = None  # () -> None: start a local node for a call made before init()
+get_blocking = None  # (refs, timeout=None) -> value(s): ``get`` that blocks wherever called
+start_dashboard = None  # (runtime, include_dashboard, host, port) -> url or None
+requested_group = None  # (options, what) -> (PlacementGroup or None, bundle index, capture)
+placement_resources = None  # (resources, group, index) -> resources renamed into the group
+placement_group = None  # (pg_id, bundle_specs) -> a PlacementGroup handle
+dag_nodes = None  # () -> the miniray.dag.nodes module (the DAG layer loads on first bind())
+take_progress_line = None  # (line) -> bool: a tqdm_ray bar line, taken by the bar manager
+worker_logging = None  # () -> None: a worker applies init(logging_config=...)
+breakpoint_hook = None  # (frame) -> None: breakpoint() in a task opens a remote pdb
 # Set in a Ray worker (miniray.cluster._in_ray): get/put/wait/kill/get_actor
 # answered by that Ray cluster instead of a miniray node.
 ray_worker = None
@@ -47,7 +63,5 @@ PROGRESS_MAGIC = b"__ray_tqdm_magic_token__"
 def progress_line(line: bytes) -> bool:
     if not line.startswith(b"{") or PROGRESS_MAGIC not in line:
         return False
-    import importlib
-
     # The renderer sits above the core; it loads with the first bar.
-    return importlib.import_module("miniray.experimental.tqdm_ray")._take_line(line)
+    return take_progress_line(line)

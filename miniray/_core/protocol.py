@@ -17,6 +17,15 @@ from __future__ import annotations
 
 import msgpack
 
+
+
+def group_resource(key: str, pg_hex: str, index: int = -1) -> str:
+    """The node resource that is ``key`` inside a placement group: in bundle
+    ``index``, or in any of its bundles (``-1``). Ray's names, e.g.
+    ``CPU_group_0_<id>``; the driver asks for them and the node holds them."""
+    return f"{key}_group_{pg_hex}" if index == -1 else f"{key}_group_{index}_{pg_hex}"
+
+
 # node -> worker
 FUNCTION = 1  # [FUNCTION, fn_id, pickled]
 TASK = 2  # [TASK, task_id, fn_id, args, kwargs, return_ids, name, gpu_ids, placement, env]

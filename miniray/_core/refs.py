@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .serialization import _collect_ref
+from .store.serialization import _collect_ref
 
 _client = None  # the CoreClient of this process (driver or worker), set by context
 
@@ -194,9 +194,9 @@ def _rebuild_ref(object_id: bytes) -> ObjectRef:
 
 def _require_client():
     if _client is None:
-        from .. import api
+        from . import hooks
 
-        api._auto_init()
+        hooks.auto_init()
     return _client
 
 

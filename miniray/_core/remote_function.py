@@ -11,7 +11,7 @@ from . import hooks as _hooks
 from .generators import GENERATOR_MODES, ObjectRefGenerator, wants_generator
 from .refs import _require_client, get_client
 from .runtime_env import task_env
-from .serialization import serialize, serialize_function
+from .store.serialization import serialize, serialize_function
 
 TASK_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
@@ -54,9 +54,7 @@ def validate_resources(options: dict, what: str, default_cpus: float,
                              f"got {memory!r}")
         resources["memory"] = float(memory)
     if placement[0] is not None:
-        from ..util.scheduling_strategies import placement_resources
-
-        resources = placement_resources(resources, placement[0], placement[1])
+        resources = _hooks.placement_resources(resources, placement[0], placement[1])
     return resources
 
 
@@ -84,9 +82,7 @@ def requested_placement(options: dict, what: str) -> tuple:
         if _context.capture_group is not None:
             return _context.capture_group, -1, True
         return None, -1, False
-    from ..util.scheduling_strategies import requested_group
-
-    return requested_group(options, what)
+    return _hooks.requested_group(options, what)
 
 
 def placement_option(placement: tuple):
@@ -175,9 +171,7 @@ def task_events_option(options: dict, what: str):
 
 def _dag_nodes():
     # The DAG layer sits above the core; it loads on the first bind().
-    import importlib
-
-    return importlib.import_module("miniray.dag.nodes")
+    return _hooks.dag_nodes()
 
 
 def retry_exceptions_option(retry):

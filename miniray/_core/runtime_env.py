@@ -95,7 +95,7 @@ def run_setup_hook():
         import traceback
 
         from ..exceptions import RuntimeEnvSetupError
-        from .serialization import serialize
+        from .store.serialization import serialize
 
         traceback.print_exc()
         error = RuntimeEnvSetupError(

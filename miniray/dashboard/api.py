@@ -1,7 +1,7 @@
 """The dashboard's built-in JSON endpoints, with their OpenAPI descriptions.
 
 Each handler runs on the node's loop and reads the scheduler through
-:mod:`miniray._core.introspect` and the event bus; the one that reads files
+:mod:`miniray._core.node.introspect` and the event bus; the one that reads files
 (a log tail) does so in the default executor.
 """
 
@@ -13,8 +13,8 @@ import time
 
 from aiohttp import web
 
-from .._core import introspect
-from .._core.events import TASK_STATES
+from .._core.node import introspect
+from .._core.node.events import TASK_STATES
 from .routes import Route
 
 MAX_PAGE = 1000

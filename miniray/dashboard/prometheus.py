@@ -13,7 +13,7 @@ import logging
 import math
 import re
 
-from .._core import introspect
+from .._core.node import introspect
 from . import routes
 
 log = logging.getLogger("miniray.dashboard")

@@ -45,7 +45,7 @@ class Dashboard:
     """The live dashboard of one node.
 
     Args:
-        runtime: the node (:class:`miniray._core.runtime.NodeRuntime`).
+        runtime: the node (:class:`miniray._core.node.runtime.NodeRuntime`).
         sock: a bound, listening TCP socket; the dashboard owns it from now on
             and closes it in :meth:`stop`.
         token: the secret that authorizes requests (``Authorization: Bearer``,

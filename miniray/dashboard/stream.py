@@ -32,8 +32,8 @@ import time
 
 from aiohttp import WSMsgType, web
 
-from .._core import introspect
-from .._core.events import KINDS
+from .._core.node import introspect
+from .._core.node.events import KINDS
 
 log = logging.getLogger("miniray.dashboard")
 

@@ -60,7 +60,7 @@ def get_node_ip_address(address=None) -> str:
 
     It names the node's ``node:<ip>`` resource, as in Ray:
     ``resources={f"node:{get_node_ip_address()}": 0.01}`` pins work to it."""
-    from .._core.runtime import NODE_IP
+    from .._core.node.state import NODE_IP
 
     return NODE_IP
 

@@ -25,10 +25,7 @@ __all__ = ["PlacementGroup", "get_current_placement_group", "get_placement_group
            "placement_group", "placement_group_table", "remove_placement_group"]
 
 
-def group_resource(key: str, pg_hex: str, index: int = -1) -> str:
-    """The node resource that is ``key`` inside a group: in bundle ``index``, or in
-    any of its bundles (``-1``). Ray's names, e.g. ``CPU_group_0_<id>``."""
-    return f"{key}_group_{pg_hex}" if index == -1 else f"{key}_group_{index}_{pg_hex}"
+from .._core.protocol import group_resource  # noqa: F401  (the node's names for group resources)
 
 
 class PlacementGroup:

@@ -11,7 +11,7 @@ import pytest
 
 import miniray
 import miniray.cluster as mc
-from miniray._core import shm
+from miniray._core.store import shm
 
 from .conftest import FAST
 

@@ -5,12 +5,11 @@
 # node thread's CPU in batched actor calls (perf, call graphs): method binding,
 # generic attribute writes on the Task, three deque.append lookups per event.
 # Typed, the node calls them as C methods and they write the Task's fields as
-# struct members. runtime.pxd cimports EventBus and this cimports Task, so
-# runtime.py imports this module as a module (see there), not names from it.
+# struct members. core.pxd cimports EventBus; this cimports Task from state.pxd.
 
 cimport cython
 
-from miniray._core.runtime cimport Task
+from miniray._core.node.state cimport Task
 
 
 cdef class _Ring:

@@ -18,7 +18,7 @@ import sys
 def _is_our_worker(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"miniray._core.worker" in f.read()
+            return b"miniray._core.worker.worker_main" in f.read()
     except OSError:
         return False
 
@@ -49,7 +49,7 @@ def main() -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    from miniray._core import shm
+    from miniray._core.store import shm
 
     shm.sweep_node(node_pid, store_dir or None)
     import shutil

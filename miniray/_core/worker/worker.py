@@ -33,7 +33,7 @@ import time
 import traceback
 from types import AsyncGeneratorType, GeneratorType
 
-from ..exceptions import (
+from ...exceptions import (
     ActorDiedError,
     GetTimeoutError,
     ObjectStoreFullError,
@@ -41,13 +41,13 @@ from ..exceptions import (
     RayTaskError,
     TaskCancelledError,
 )
-from . import context
-from . import protocol as P
-from .client import VALUE_SHM, ClientBase
-from .generators import ObjectRefGenerator
-from .object_store import STORE_FULL_GRACE_S, LocalStore
-from .refs import ObjectRef, set_client
-from .serialization import INLINE_THRESHOLD, PICKLE5, PLAIN_TYPES, deserialize_inline, serialize
+from .. import context
+from .. import protocol as P
+from ..client import VALUE_SHM, ClientBase
+from ..generators import ObjectRefGenerator
+from ..store.object_store import STORE_FULL_GRACE_S, LocalStore
+from ..refs import ObjectRef, set_client
+from ..store.serialization import INLINE_THRESHOLD, PICKLE5, PLAIN_TYPES, deserialize_inline, serialize
 
 _FLUSH_FAST_TASK_S = 0.001
 # Under coverage measurement (the test suite), data is saved at most this often:
@@ -888,7 +888,7 @@ class WorkerClient(ClientBase):
                 self.flush()
 
     def run_concurrent(self, max_concurrency: int, is_async: bool) -> None:
-        from .loop import new_event_loop
+        from ..loop import new_event_loop
 
         self.concurrent = True
         loop = self.loop = new_event_loop()
@@ -1155,7 +1155,7 @@ def main(argv=None) -> None:
     code = 0
     try:
         try:
-            from .runtime_env import run_setup_hook
+            from ..runtime_env import run_setup_hook
 
             setup_error = run_setup_hook()
             if setup_error is not None:  # the node fails the work; this worker ends

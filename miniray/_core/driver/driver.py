@@ -7,13 +7,13 @@ import collections
 import threading
 import time
 
-from ..exceptions import GetTimeoutError, ObjectLostError
-from . import direct as _direct
-from .client import VALUE_INLINE, VALUE_SHM, ClientBase
-from .refs import ObjectRef
-from .runtime import DRIVER, PENDING, VALUE_SPILLED, ObjectEntry, VALUE_ERROR
-from .serialization import deserialize_inline
-from .object_store import read_file
+from ...exceptions import GetTimeoutError, ObjectLostError
+from .. import direct as _direct
+from ..client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM, VALUE_SPILLED, ClientBase
+from ..refs import ObjectRef
+from ..node.state import DRIVER, PENDING, ObjectEntry
+from ..store.serialization import deserialize_inline
+from ..store.object_store import read_file
 
 
 class DriverClient(ClientBase):
@@ -131,7 +131,7 @@ class DriverClient(ClientBase):
 
     def fulfill(self, ref: ObjectRef, value=None, error: BaseException | None = None) -> None:
         """Set the value (or the exception ``get`` raises) of a future ref."""
-        from .serialization import serialize
+        from ..store.serialization import serialize
 
         runtime = self.runtime
         if error is not None:

@@ -113,7 +113,7 @@ def task_dict(task, full: bool = False) -> dict:
 def describe_error(error: bytes) -> tuple[str, str]:
     """(one line, full text) of a serialized task error."""
     try:
-        from .serialization import deserialize_inline
+        from ..store.serialization import deserialize_inline
 
         exc = deserialize_inline(error)
     except Exception as decode_error:  # the class may not import in the node

@@ -26,7 +26,7 @@ from collections import ChainMap
 
 import cloudpickle
 
-from ..exceptions import RayError
+from ...exceptions import RayError
 
 PICKLE5 = 5
 INLINE_THRESHOLD = 100 * 1024  # bytes; like Ray's max_direct_call_object_size

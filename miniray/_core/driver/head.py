@@ -21,7 +21,7 @@ from . import session
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="python -m miniray._core.head")
+    parser = parser or argparse.ArgumentParser(prog="python -m miniray._core.driver.head")
     parser.add_argument("--num-cpus", type=float, default=None,
                         help="CPUs to schedule on (default: all)")
     parser.add_argument("--num-gpus", type=float, default=None,
@@ -64,21 +64,22 @@ def main(argv=None) -> int:
         print(f"A miniray head is already running (pid {existing['pid']}); stop it with "
               "`miniray stop` first.", file=sys.stderr)
         return 1
-    from ..api import _detect_gpus
-    from . import store_config
-    from .loop import new_event_loop
-    from .runtime import NodeRuntime
+    from .. import hooks
+    from ..node.state import detect_gpus
+    from ..store import store_config
+    from ..loop import new_event_loop
+    from ..node.runtime import NodeRuntime
 
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
-    num_gpus = args.num_gpus if args.num_gpus is not None else _detect_gpus()
+    num_gpus = args.num_gpus if args.num_gpus is not None else detect_gpus()
     capacity, store_dir = store_config.choose(args.object_store_memory or None)
     runtime = NodeRuntime(num_cpus, num_gpus, parse_resources(args.resources),
                           capacity, "default", store_dir=store_dir)
     runtime.log_to_driver = False  # no terminal: worker output goes to the log files
     runtime.start(loop)
-    from . import memory_monitor
+    from ..node import memory_monitor
 
     runtime.memory_monitor = memory_monitor.start(runtime, None)  # Ray's defaults, or RAY_* vars
     token = secrets.token_urlsafe(32)
@@ -95,9 +96,7 @@ def main(argv=None) -> int:
                                   port=args.port))
         dashboard_url = None
         if args.include_dashboard != "false":
-            from ..api import _maybe_start_dashboard
-
-            dashboard_url = _maybe_start_dashboard(
+            dashboard_url = hooks.start_dashboard(
                 runtime, True if args.include_dashboard == "true" else None,
                 args.dashboard_host, args.dashboard_port)
         info = {

@@ -22,7 +22,7 @@ import stat
 import struct
 import tempfile
 
-from . import protocol as P
+from .. import protocol as P
 
 HANDSHAKE_TIMEOUT_S = 10.0
 DEFAULT_PORT = 6380
@@ -141,7 +141,7 @@ def is_head_process(pid: int) -> bool:
             argv = f.read().split(b"\0")
     except OSError:
         return False
-    if b"miniray._core.head" in argv:
+    if b"miniray._core.driver.head" in argv:
         return True
     # `miniray start --head --block` runs the head in the CLI process itself.
     return (b"start" in argv and b"--head" in argv and b"--block" in argv
@@ -340,7 +340,7 @@ def request_once(address: str, method: str, *args, token: str | None = None):
             for message in unpacker:
                 if message[0] == P.REPLY and message[1] == 1:
                     if not message[2]:
-                        from .serialization import deserialize_inline
+                        from ..store.serialization import deserialize_inline
 
                         raise deserialize_inline(message[3])
                     return message[3]

@@ -25,8 +25,8 @@ import threading
 import time
 import weakref
 
-from .._speedups import SlotAllocator
-from ..exceptions import ObjectLostError, ObjectStoreFullError
+from ..._speedups import SlotAllocator
+from ...exceptions import ObjectLostError, ObjectStoreFullError
 from . import shm
 from .serialization import SerializedValue, deserialize_view
 

@@ -49,12 +49,12 @@ def bind(host: str, port: int, fallback: bool) -> socket.socket:
 def _preload() -> None:
     import aiohttp.web  # noqa: F401
 
-    from ..dashboard import app, stream  # noqa: F401
+    from . import app, stream  # noqa: F401
 
 
 def launch(runtime, host: str | None, port: int | None, token: str, quiet: bool = False):
     """Bind, create the Dashboard and start it on the node's loop; returns it."""
-    from ..dashboard.server import Dashboard
+    from .server import Dashboard
 
     host = host or DEFAULT_HOST
     sock = bind(host, DEFAULT_PORT if port is None else int(port), fallback=port is None)

@@ -2,7 +2,7 @@
 
 Everything here runs on the node's loop (it reads scheduler state without
 locks) and is called at most a few times a second, so it favours clarity over
-speed; the per-event hot path lives in :mod:`miniray._core.events`.
+speed; the per-event hot path lives in :mod:`miniray._core.node.events`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import os
 import sys
 import tempfile
 
-from ..exceptions import ObjectLostError
+from ...exceptions import ObjectLostError
 
 
 def spill_directory_from(system_config: dict | None, explicit: str | None = None) -> str | None:

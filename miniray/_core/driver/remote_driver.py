@@ -12,14 +12,14 @@ import asyncio
 import threading
 import types
 
-from . import protocol as P
-from .worker import WorkerClient
+from .. import protocol as P
+from ..worker.worker import WorkerClient
 
 
 class RemoteDriverClient(WorkerClient):
     def __init__(self, sock, info: dict, address: str):
         if info.get("store_dir"):  # segments go where the head's node keeps them
-            from . import shm
+            from ..store import shm
 
             shm.set_dir(info["store_dir"])
         super().__init__(sock, info["node_pid"], info["capacity"], info["arena_size"], 0)
@@ -33,7 +33,7 @@ class RemoteDriverClient(WorkerClient):
         self._thread = None
 
     def start(self) -> None:
-        from .loop import new_event_loop
+        from ..loop import new_event_loop
 
         self.loop = new_event_loop()
         ready = threading.Event()
@@ -82,7 +82,7 @@ class RemoteDriverClient(WorkerClient):
 
     def _on_lost(self) -> None:
         self.closed.set()
-        from ..exceptions import RaySystemError
+        from ...exceptions import RaySystemError
 
         error = RaySystemError(
             f"Lost the connection to the miniray head at {self.address!r} (did it stop?). "
@@ -98,7 +98,7 @@ class RemoteDriverClient(WorkerClient):
 
     def _request_from_thread(self, method, args):
         if self.closed.is_set():
-            from ..exceptions import RaySystemError
+            from ...exceptions import RaySystemError
 
             raise RaySystemError(f"The connection to the miniray head at {self.address!r} "
                                  "is closed.")

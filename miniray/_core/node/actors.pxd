@@ -1,0 +1,10 @@
+# C declarations for actors.py, compiled in Cython's pure Python mode (see core.pxd).
+
+cimport cython
+
+from miniray._core.node.placement_groups cimport PlacementGroups
+from miniray._core.node.state cimport ObjectEntry, Task, WorkerHandle
+
+
+cdef class ActorManager(PlacementGroups):
+    cpdef _actor_pump(self, actor)

@@ -1,0 +1,20 @@
+# C declarations for scheduler.py, compiled in Cython's pure Python mode (see core.pxd).
+
+cimport cython
+
+from miniray._core.node.worker_pool cimport WorkerPool
+from miniray._core.node.state cimport ObjectEntry, Task, WorkerHandle
+
+
+cdef class Scheduler(WorkerPool):
+    cpdef _schedule(self)
+    cpdef _short_cost(self, fn_id)
+    cpdef _pipeline_target(self, dict resources, double cost)
+    cpdef _unassign(self, WorkerHandle worker, Task task)
+    cpdef _dispatch(self, Task task, WorkerHandle worker)
+    cpdef _resolve_args(self, Task task)
+    cpdef _release_lease(self, WorkerHandle worker)
+    cpdef _fits(self, dict resources)
+    cpdef _acquire(self, dict resources)
+    cpdef _release(self, dict resources)
+    cpdef _gpus_of(self, dict resources)

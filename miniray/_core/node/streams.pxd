@@ -1,0 +1,10 @@
+# C declarations for streams.py, compiled in Cython's pure Python mode (see core.pxd).
+
+cimport cython
+
+from miniray._core.node.actors cimport ActorManager
+from miniray._core.node.state cimport ObjectEntry, Task, WorkerHandle
+
+
+cdef class Streams(ActorManager):
+    pass

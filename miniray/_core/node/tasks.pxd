@@ -1,0 +1,14 @@
+# C declarations for tasks.py, compiled in Cython's pure Python mode (see core.pxd).
+
+cimport cython
+
+from miniray._core.node.scheduler cimport Scheduler
+from miniray._core.node.state cimport ObjectEntry, Task, WorkerHandle
+
+
+cdef class TaskManager(Scheduler):
+    cpdef _finish_task(self, Task task)
+    cpdef _fail_task(self, Task task, bytes error, bint schedule=*)
+    cpdef _take_assigned(self, WorkerHandle worker, bytes task_id)
+    cpdef _on_task_done(self, WorkerHandle worker, bytes task_id, results)
+    cpdef _hold_args(self, Task task)

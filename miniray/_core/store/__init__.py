@@ -1,0 +1,1 @@
+"""The object store: shared-memory segments and arenas, serialization, spilling, store sizing."""

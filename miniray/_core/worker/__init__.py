@@ -1,0 +1,1 @@
+"""The worker process: its client of the node (WorkerClient) and its entry point."""
