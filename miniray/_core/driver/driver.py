@@ -8,7 +8,7 @@ import threading
 import time
 
 from ...exceptions import GetTimeoutError, ObjectLostError
-from .. import direct as _direct
+from . import direct as _direct
 from ..client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM, VALUE_SPILLED, ClientBase
 from ..refs import ObjectRef
 from ..node.state import DRIVER, PENDING, ObjectEntry
@@ -282,6 +282,12 @@ class DriverClient(ClientBase):
         if entry.state != PENDING or not self._wait_on(entry, waiter):
             waiter.resolve()
         return future
+
+    def resolve_when_ready(self, ref, entry, future, loop) -> None:
+        """Set ``future`` (of ``loop``) to the ref's value once its entry is ready."""
+        waiter = _RefWaiter(self, ref, entry, future, self._waker(loop))
+        if entry.state != PENDING or not self._wait_on(entry, waiter):
+            waiter.resolve()
 
     def _wait_on(self, entry, waiter) -> bool:
         """Register ``waiter`` if the entry is still pending; False if it is ready

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 
-from .. import direct as _direct
+from . import direct as _direct
 from .state import WorkerHandle
 
 

@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 
-from .. import direct as _direct
+from . import direct as _direct
 from .. import protocol as P
 from ..store import shm
 from . import events as _events

@@ -16,7 +16,7 @@ import signal
 import time
 
 from ...exceptions import TaskCancelledError
-from .. import direct as _direct
+from . import direct as _direct
 from .. import protocol as P
 from ..client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM
 from . import events as _events

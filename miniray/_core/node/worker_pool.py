@@ -24,7 +24,7 @@ import sys
 import time
 
 from ...exceptions import OutOfMemoryError, TaskCancelledError, WorkerCrashedError
-from .. import direct as _direct
+from . import direct as _direct
 from .. import hooks as _hooks
 from .. import protocol as P
 from .state import (
