@@ -160,6 +160,7 @@ def test_worker_killed_mid_direct_call_is_retried_or_reported(ray, tmp_path):
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
+    lease_a_worker(ray)  # the dead worker's lease went with it
     with pytest.raises(exceptions.WorkerCrashedError, match="SIGKILL|signal 9|killed"):
         ray.get(die.remote())
     assert delta(before, "lost") == 2

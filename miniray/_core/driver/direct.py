@@ -103,13 +103,21 @@ class Call:
         self.record = True  # into the event bus (enable_task_events)
 
 
-class _Local(threading.local):
-    """Per calling thread: its lease (``token`` names the thread as holder)."""
+class _Slot:
+    """One calling thread's lease: the node fills it in (``_grant_lease``); the
+    slot itself names the thread as the channel's holder."""
+
+    __slots__ = ("channel", "refused_until", "requested")
 
     def __init__(self):
         self.channel = None
         self.refused_until = 0.0
-        self.token = object()
+        self.requested = False
+
+
+class _Local(threading.local):
+    def __init__(self):
+        self.token = _Slot()
 
 
 class DirectCaller:
@@ -237,28 +245,23 @@ class DirectCaller:
 
     # -- leases --------------------------------------------------------------------
     def _lease(self):
-        local = self.local
-        channel = local.channel
+        """This thread's leased channel, or None (then the call is routed).
+
+        Without one it asks the node for one and routes this call: the thread
+        never waits for the node's loop (under load a round trip to it costs
+        more than a call)."""
+        slot = self.local.token
+        channel = slot.channel
         if channel is not None:
-            if (channel.holder is local.token and not channel.dead and not channel.want_back
+            if (channel.holder is slot and not channel.dead and not channel.want_back
                     and not channel.worker.dead):
                 return channel
-            local.channel = None
-        now = time.monotonic()
-        if now < local.refused_until:
+            slot.channel = None
+        if slot.requested or time.monotonic() < slot.refused_until:
             return None
-        runtime = self.runtime
-        try:
-            channel = runtime.call_threadsafe_wait(_node_lease, runtime, local.token,
-                                                   timeout=1.0)
-        except Exception:
-            channel = None
-        if channel is None:
-            local.refused_until = now + LEASE_RETRY_S
-            return None
-        self.stats["leases"] += 1
-        local.channel = channel
-        return channel
+        slot.requested = True
+        self.runtime.post(_grant_lease, self.runtime, slot, self.stats)
+        return None
 
     # -- reading replies -----------------------------------------------------------
     def collect(self, refs, timeout) -> bool:
@@ -362,7 +365,7 @@ class DirectCaller:
     def _after_call(self, channel: Channel) -> None:
         if channel.want_back and channel.holder is self.local.token and channel.inflight is None:
             channel.holder = None
-            self.local.channel = None
+            self.local.token.channel = None
             self.runtime.post(_node_release, self.runtime, channel)
 
     # -- await on the caller's own loop ---------------------------------------------
@@ -464,6 +467,17 @@ class DirectCaller:
         channel.send(P.pack([P.CANCEL, call.task_id]))
         _signal(pid, signal.SIGUSR1)
         return True
+
+
+def _grant_lease(runtime, slot: _Slot, stats: dict) -> None:
+    """On the node's loop: lease a worker to the thread of ``slot``, if one is free."""
+    channel = _node_lease(runtime, slot)
+    if channel is None:
+        slot.refused_until = time.monotonic() + LEASE_RETRY_S
+    else:
+        stats["leases"] += 1
+        slot.channel = channel
+    slot.requested = False
 
 
 def num_keys_outside(options: dict, allowed) -> bool:
