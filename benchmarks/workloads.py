@@ -914,3 +914,101 @@ def compiled_chain_async(ctx: Ctx):
 
     trial.compiled, trial.actors, trial.loop = compiled, actors, loop
     return trial
+
+
+# ---------------------------------------------------------------------------
+# Session 10, direct calls (issue 22 §1): the machine's floor for one call, and
+# one await at a time. A separate block; other sessions' rows come after it.
+# ---------------------------------------------------------------------------
+
+_FLOOR_ECHO = r"""
+import socket, sys, msgpack
+sock = socket.socket(fileno=int(sys.argv[1]))
+unpacker = msgpack.Unpacker(raw=False)
+buf = bytearray(65536)
+while True:
+    n = sock.recv_into(buf)
+    if not n:
+        break
+    unpacker.feed(memoryview(buf)[:n])
+    for message in unpacker:
+        sock.sendall(msgpack.packb([20, message[1], [[message[3][0][1], None]]],
+                                   use_bin_type=True))
+"""
+
+
+@workload("floor_pingpong", "round trips/s", higher_is_better=True, group="direct",
+          systems=("miniray",),
+          description="the machine's floor for one call: two Python processes ping-pong "
+                      "a task-sized msgpack message over a unix socketpair (the transport "
+                      "miniray's node and workers use); sync_tasks / this = how close a "
+                      "call is to it")
+def floor_pingpong(ctx: Ctx):
+    import atexit
+    import pickle
+    import socket
+    import subprocess
+
+    import msgpack
+
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    proc = subprocess.Popen([sys.executable, "-c", _FLOOR_ECHO, str(child.fileno())],
+                            pass_fds=[child.fileno()])
+    child.close()
+    unpacker = msgpack.Unpacker(raw=False)
+    buf = bytearray(65536)
+    view = memoryview(buf)
+    task_id = os.urandom(16)
+    value = pickle.dumps(None)
+    message = msgpack.packb([2, task_id, os.urandom(16), [[0, value]], None, [task_id],
+                             "noop", None, None, None], use_bin_type=True)
+
+    def one():
+        parent.sendall(message)
+        while True:
+            n = parent.recv_into(buf)
+            unpacker.feed(view[:n])
+            for reply in unpacker:
+                return reply
+
+    def op():
+        for _ in range(10):
+            one()
+
+    def trial():
+        if proc.poll() is not None:
+            raise RuntimeError("the echo process exited")
+        return rate(op, 10, ctx.min_time)
+
+    atexit.register(lambda: (parent.close(), proc.wait(5)))
+    return trial
+
+
+@workload("single_await", "calls/s", higher_is_better=True, target=Ratio(20), group="direct",
+          description="await f.remote() one at a time in a running loop (asyncio.run)")
+def single_await(ctx: Ctx):
+    noop = ctx.remote.noop
+    perf = time.perf_counter
+
+    async def warm():
+        for _ in range(20):
+            await noop.remote()
+
+    asyncio.run(warm())
+
+    def trial():
+        # One loop for the whole trial: the loop's start-up is no part of a call.
+        async def main():
+            n = 0
+            t0 = perf()
+            while True:
+                for _ in range(10):
+                    await noop.remote()
+                n += 10
+                elapsed = perf() - t0
+                if elapsed >= ctx.min_time:
+                    return n / elapsed
+
+        return asyncio.run(main())
+
+    return trial

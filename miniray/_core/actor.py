@@ -338,6 +338,8 @@ class ActorMethod:
                 node_options[key] = options[key]
         if task_events_option(options, what) is False:
             node_options["task_events"] = False
+        if generator:  # never a direct call (direct.py)
+            node_options["generator"] = True
         if options.get("retry_exceptions"):
             node_options["retry_exceptions"] = retry_exceptions_option(
                 options["retry_exceptions"])

@@ -43,6 +43,9 @@ REQUEST = 22  # [REQUEST, request_id, method, args]
 NOTIFY = 23  # [NOTIFY, method, args]
 READY = 24  # [READY, pid]
 ACTOR_READY = 25  # [ACTOR_READY, actor_id, error_bytes_or_None, is_async]
+# worker -> driver, on the direct socket (direct.py): the result of a direct
+# call went to the node (NOTIFY direct_done); DONE and FAILED come as above.
+DIRECT_ROUTED = 26  # [DIRECT_ROUTED, task_id]
 
 ARG_VALUE = 0
 ARG_REF = 1

@@ -256,6 +256,8 @@ class RemoteFunction:
         }
         if max_calls:
             task_options["max_calls"] = max_calls
+        if self._is_generator:  # never a direct call (direct.py)
+            task_options["generator"] = True
         if task_events_option(options, what) is False:
             task_options["task_events"] = False  # not recorded in the event bus / state API
         env = task_env(options.get("runtime_env"), what)

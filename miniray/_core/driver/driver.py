@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+import time
 
 from ...exceptions import GetTimeoutError, ObjectLostError
+from . import direct as _direct
 from ..client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM, VALUE_SPILLED, ClientBase
 from ..refs import ObjectRef
 from ..node.state import DRIVER, PENDING, ObjectEntry
@@ -23,6 +25,9 @@ class DriverClient(ClientBase):
         self._state_lock = runtime._state_lock
         self._wakers = {}  # id(loop) -> _LoopWaker, for loops other than the node's
         self._last_waker = None  # the one most used: one loop awaiting many refs
+        # Direct calls (direct.py): None when turned off (MINIRAY_DIRECT=0).
+        self.direct = _direct.DirectCaller(self) if _direct.enabled() else None
+        runtime.direct_caller = self.direct
 
     # -- hooks ----------------------------------------------------------------
     def _notify_add_ref(self, object_id: bytes) -> None:
@@ -70,6 +75,12 @@ class DriverClient(ClientBase):
 
     def submit_task(self, fn_id, args, kwargs, contained, options, num_returns):
         return_ids = self._new_returns(num_returns)
+        direct = self.direct
+        if direct is not None:  # direct.py
+            if direct.submit_task(fn_id, args, kwargs, contained, options, return_ids):
+                return _counted_refs(return_ids)
+            if direct.inflight and args:
+                direct.hand_over_args(args, kwargs)
         runtime = self.runtime
         runtime.post(runtime.rpc_submit, DRIVER, fn_id, args, kwargs, contained, options,
                      return_ids)
@@ -77,10 +88,20 @@ class DriverClient(ClientBase):
 
     def submit_actor_task(self, actor_id, method, args, kwargs, contained, options, num_returns):
         return_ids = self._new_returns(num_returns)
+        direct = self.direct
+        if direct is not None:  # direct.py
+            if direct.submit_actor_task(actor_id, method, args, kwargs, contained, options,
+                                        return_ids):
+                return _counted_refs(return_ids)
+            if direct.inflight and args:
+                direct.hand_over_args(args, kwargs)
         runtime = self.runtime
         runtime.post(runtime.rpc_actor_call, DRIVER, actor_id, return_ids[0], method, args,
                      kwargs, contained, return_ids, options)
-        return _counted_refs(return_ids)
+        refs = _counted_refs(return_ids)
+        if direct is not None:  # later direct calls wait until this one is done
+            direct.routed_actor_call(actor_id, refs[0])
+        return refs
 
     def _new_returns(self, num_returns) -> tuple:
         """Ids (with pending entries) for a submission's return values.
@@ -176,6 +197,15 @@ class DriverClient(ClientBase):
             return count[0]
 
     def get(self, refs, timeout):
+        direct = self.direct
+        if direct is not None and direct.inflight:  # direct.py: read the replies here
+            started = time.monotonic()
+            if not direct.collect(refs, timeout):
+                raise GetTimeoutError(
+                    f"get() timed out after {timeout} s: a direct call of the "
+                    f"{len(refs)} objects has not replied yet.")
+            if timeout is not None:
+                timeout = max(timeout - (time.monotonic() - started), 0.0)
         entries = self._entries(refs)
         pending = [e for e in entries if e.state == PENDING]
         if pending:
@@ -200,6 +230,8 @@ class DriverClient(ClientBase):
         return self._get_async(refs, timeout, single)
 
     async def _get_async(self, refs, timeout, single):
+        if self.direct is not None:
+            self.direct.hand_over_refs(refs)
         entries = self._entries(refs)
         loop = asyncio.get_running_loop()
         pending = [e for e in entries if e.state == PENDING]
@@ -233,6 +265,12 @@ class DriverClient(ClientBase):
         one future and one small waiter per ref, nothing more.
         """
         loop = asyncio.get_running_loop()
+        direct = self.direct
+        if direct is not None and direct.inflight:  # direct.py: this loop reads the reply
+            future = None if loop is self.runtime.loop else direct.await_on_loop(ref, loop)
+            if future is not None:
+                return future
+            direct.hand_over([ref._id])
         entry = self.objects.get(ref._id)
         if entry is None:
             entry = self._entries([ref])[0]  # raises ObjectLostError
@@ -244,6 +282,12 @@ class DriverClient(ClientBase):
         if entry.state != PENDING or not self._wait_on(entry, waiter):
             waiter.resolve()
         return future
+
+    def resolve_when_ready(self, ref, entry, future, loop) -> None:
+        """Set ``future`` (of ``loop``) to the ref's value once its entry is ready."""
+        waiter = _RefWaiter(self, ref, entry, future, self._waker(loop))
+        if entry.state != PENDING or not self._wait_on(entry, waiter):
+            waiter.resolve()
 
     def _wait_on(self, entry, waiter) -> bool:
         """Register ``waiter`` if the entry is still pending; False if it is ready
@@ -280,6 +324,8 @@ class DriverClient(ClientBase):
         import concurrent.futures
 
         future = concurrent.futures.Future()
+        if self.direct is not None:
+            self.direct.hand_over_refs([ref])
         entry = self._entries([ref])[0]
 
         def resolve(*_):
@@ -293,17 +339,23 @@ class DriverClient(ClientBase):
         return future
 
     def wait(self, refs, num_returns, timeout, fetch_local):
+        if self.direct is not None:
+            self.direct.hand_over_refs(refs)
         ids = [r._id for r in refs]
         ready = self.generic("wait", ids, num_returns, timeout)
         return _split(refs, ready)
 
     async def wait_async(self, refs, num_returns, timeout, fetch_local):
+        if self.direct is not None:
+            self.direct.hand_over_refs(refs)
         ids = [r._id for r in refs]
         ready = await self.generic_async("wait", ids, num_returns, timeout)
         return _split(refs, ready)
 
     # -- generic rpc ----------------------------------------------------------------
     def generic(self, method, *args):
+        if method == "cancel" and self.direct is not None and self.direct.cancel(*args[:2]):
+            return None  # a direct call in flight (direct.py)
         runtime = self.runtime
         fn = getattr(runtime, "rpc_" + method)
         if not runtime.owns_loop and threading.get_ident() == runtime._user_loop_thread:

@@ -149,6 +149,9 @@ class ActorManager(PlacementGroups):
             os.kill(worker.pid, signal.SIGKILL) if not worker.dead else None
             return
         actor.state = "ALIVE"
+        # direct.py: a sync actor's worker reads its direct channel (run_sync).
+        actor.direct_ok = not is_async and (actor.options.get("max_concurrency") or 1) <= 1 \
+            and not actor.options.get("concurrency_groups")
         self.events.actor_state(actor)
         self._actor_pump(actor)
 

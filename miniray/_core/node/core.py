@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 
+from . import direct as _direct
 from .state import WorkerHandle
 
 
@@ -45,6 +46,8 @@ class NodeCore:
         future = concurrent.futures.Future()
 
         def run():
+            if self._ops:  # what was posted before (direct calls' records, lazily) first
+                self._drain_ops()
             try:
                 future.set_result(fn(*args))
             except BaseException as exc:
@@ -82,6 +85,8 @@ class NodeCore:
 
                     traceback.print_exc()
             self._schedule()
+            if self.ready and self.direct_leases:  # direct.py: routed work waits
+                _direct.on_backlog(self)
         finally:
             self._batching = False
         if self._flush_pending:  # write now rather than one loop iteration later

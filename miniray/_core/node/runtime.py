@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 
+from . import direct as _direct
 from .. import protocol as P
 from ..store import shm
 from . import events as _events
@@ -157,6 +158,9 @@ class NodeRuntime(DriverServer):
         # Generator tasks' values as they are yielded: the task's return id ->
         # the ids of the values stored so far (held until the task ends).
         self.streams: dict[bytes, _Stream] = {}
+        # -- direct calls (direct.py): leased workers' channels, the driver's caller.
+        self.direct_leases: set = set()
+        self.direct_caller = None
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -271,6 +275,8 @@ class NodeRuntime(DriverServer):
         if self._ops:
             self._drain_ops()
         if not self._closing:
+            if self.direct_leases or self.direct_caller is not None:
+                _direct.tick(self, self.direct_caller)
             self._reap_surplus_workers()
             if self.store.warm_bytes:  # freed pages not reused soon go back to the OS
                 self.store.trim(WARM_KEEP_S)

@@ -15,6 +15,7 @@ import os
 import signal
 
 from ...exceptions import TaskCancelledError
+from . import direct as _direct
 from .. import protocol as P
 from ..client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM
 from . import events as _events
@@ -163,6 +164,10 @@ class TaskManager(Scheduler):
             if not worker.blocked:
                 self._make_idle(worker)
         return task
+
+    def rpc_direct_done(self, caller, return_ids, results) -> None:
+        """A direct call's result other than one inline value (direct.py)."""
+        _direct.node_direct_done(self, caller, return_ids, results)
 
     def _on_task_done(self, worker: WorkerHandle, task_id: bytes, results,
                       run_s=-1.0) -> None:

@@ -24,6 +24,7 @@ import sys
 import time
 
 from ...exceptions import OutOfMemoryError, TaskCancelledError, WorkerCrashedError
+from . import direct as _direct
 from .. import hooks as _hooks
 from .. import protocol as P
 from .state import (
@@ -113,6 +114,7 @@ class WorkerPool(ObjectDirectory):
                 worker.sock.close()
             except OSError:
                 pass
+            worker.direct.close()
         self.workers.clear()
         self._dead_workers.clear()
 
@@ -135,6 +137,8 @@ class WorkerPool(ObjectDirectory):
     # -- workers ---------------------------------------------------------------------
     def _spawn_worker(self, actor: ActorState | None = None) -> WorkerHandle:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # direct.py: the worker's second socket, for the driver's direct calls.
+        direct_parent, direct_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._next_worker_id += 1
         worker_id = self._next_worker_id
         env = self.worker_env
@@ -146,13 +150,16 @@ class WorkerPool(ObjectDirectory):
                 env = dict(env, OMP_NUM_THREADS=str(cpus))
         proc = subprocess.Popen(
             [sys.executable, "-m", "miniray._core.worker.worker_main", str(child.fileno()),
-             str(self.node_pid), str(self.capacity), str(self.arena_size), str(worker_id)],
-            pass_fds=[child.fileno()], start_new_session=True, env=env,
+             str(self.node_pid), str(self.capacity), str(self.arena_size), str(worker_id),
+             str(direct_child.fileno())],
+            pass_fds=[child.fileno(), direct_child.fileno()], start_new_session=True, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         child.close()
+        direct_child.close()
         worker = WorkerHandle(worker_id, proc, parent)
         worker.actor = actor
+        worker.direct = _direct.Channel(worker, direct_parent)
         self._capture_output(worker)
         self.workers[worker_id] = worker
         self.workers_by_pid[proc.pid] = worker

@@ -125,12 +125,51 @@ class WorkerClient(ClientBase):
         self.method_groups = {}  # method name -> its declared concurrency group
         self.loop_thread_id = None
         self.gpu_ids_set = False
+        # Direct calls (direct.py): the driver writes tasks on a second socket
+        # and reads their replies there; task id -> return ids while running.
+        self.direct_sock = None
+        self.direct_unpacker = None
+        self.direct_ids: dict = {}
+        self.poller = None
+
+    def set_direct(self, sock: socket.socket) -> None:
+        import select
+
+        self.direct_sock = sock
+        self.direct_unpacker = P.new_unpacker()
+        self.poller = select.poll()
+        self.poller.register(self.sock.fileno(), select.POLLIN)
+        self.poller.register(sock.fileno(), select.POLLIN)
 
     # -- transport ------------------------------------------------------------
     def send(self, message) -> None:
+        if self.direct_ids and (message[0] == P.DONE or message[0] == P.FAILED):
+            return_ids = self.direct_ids.pop(message[1], None)
+            if return_ids is not None:
+                self._reply_direct(message, return_ids)
+                return
         self.out.append(P.pack(message))
         if self.concurrent:
             self._schedule_flush()
+
+    def _reply_direct(self, message, return_ids) -> None:
+        """The outcome of a direct call: one inline value (or an error) on the
+        direct socket; any other result through the node, which must hold its
+        contained refs and account its shared memory."""
+        if message[0] == P.DONE:
+            results = message[2]
+            if len(results) != 1 or results[0][1] or type(results[0][0]) is not bytes:
+                self.out.append(P.pack([P.NOTIFY, "direct_done", [return_ids, results]]))
+                message = [P.DIRECT_ROUTED, message[1]]
+        # What the task told the node (refs, metrics, ...) goes out before its result.
+        self.flush()
+        self.in_io = True
+        try:
+            self.direct_sock.sendall(P.pack(message))
+        except OSError:  # the driver is gone; the node will say so
+            pass
+        finally:
+            self.in_io = False
 
     def flush(self) -> None:
         if self.concurrent:
@@ -180,6 +219,8 @@ class WorkerClient(ClientBase):
             self.send_lock.release()
 
     def _recv_blocking(self) -> bool:
+        if self.direct_sock is not None:
+            return self._recv_either()
         # The socket keeps a 1 s timeout (set once): idle workers wake up to
         # flush late notifications such as unpins.
         # in_io until what was read is fed too: the handler must not feed
@@ -195,6 +236,57 @@ class WorkerClient(ClientBase):
         finally:
             self.in_io = False
         return True
+
+    def _recv_either(self) -> bool:
+        """Wait for the node's socket or the direct one (1 s at most, as above).
+
+        The direct socket is read first: a direct call written before the node
+        wrote a later call of the same caller then also runs first."""
+        # in_io until what was read is fed too (see _recv_blocking).
+        self.in_io = True
+        try:
+            ready = self.poller.poll(_RECV_TIMEOUT_S * 1000)
+            if not ready:
+                return False
+            self._read_direct()
+            node_fd = self.sock.fileno()
+            for fd, _ in ready:
+                if fd == node_fd:
+                    try:
+                        size = self.sock.recv_into(self.recv_buffer, 0, socket.MSG_DONTWAIT)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    if not size:
+                        raise _ExitWorker("node connection closed")
+                    self._feed(self.recv_view[:size])
+        finally:
+            self.in_io = False
+        return True
+
+    def _read_direct(self) -> None:
+        sock = self.direct_sock
+        while True:
+            try:
+                size = sock.recv_into(self.recv_buffer, 0, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                size = 0
+            if not size:  # the driver closed it (shutdown): the node says the rest
+                self.poller.unregister(sock.fileno())
+                self.direct_sock = None
+                return
+            unpacker = self.direct_unpacker
+            unpacker.feed(self.recv_view[:size])
+            for message in unpacker:
+                kind = message[0]
+                if kind == P.TASK or kind == P.ACTOR_CALL:
+                    self.direct_ids[message[1]] = message[5]
+                    self.inbox.append(message)
+                elif not self._on_control(kind, message):
+                    self.inbox.append(message)  # pragma: no cover - nothing else comes
+            if size < len(self.recv_buffer):
+                return
 
     def _feed(self, data) -> None:
         """Unpack what arrived (the unpacker copies it: the buffer is reused)."""
@@ -227,9 +319,10 @@ class WorkerClient(ClientBase):
         inbox now: they go back, and the answer goes even if none is left (the
         node waits for it before it asks again)."""
         inbox = self.inbox
-        returned = [m[1] for m in inbox if m[0] == P.TASK]
+        direct_ids = self.direct_ids  # a direct call's task is not the node's to move
+        returned = [m[1] for m in inbox if m[0] == P.TASK and m[1] not in direct_ids]
         if returned:
-            keep = [m for m in inbox if m[0] != P.TASK]
+            keep = [m for m in inbox if m[0] != P.TASK or m[1] in direct_ids]
             inbox.clear()  # in place: run_sync holds a reference to this deque
             inbox.extend(keep)
         self.notify("requeue", returned)
@@ -267,6 +360,8 @@ class WorkerClient(ClientBase):
     def _read_what_is_there(self) -> None:
         self.cancel_signalled = False
         self.in_io = True  # a second signal meanwhile only takes note
+        if self.direct_sock is not None:
+            self._read_direct()
         self.sock.setblocking(False)
         try:
             while True:
@@ -314,14 +409,15 @@ class WorkerClient(ClientBase):
         keep = collections.deque()
         returned = []
         for message in self.inbox:
-            if message[0] == P.TASK:
+            if message[0] == P.TASK and message[1] not in self.direct_ids:
                 returned.append(message[1])
             elif message[0] == P.NOTIFY and message[1] == "return_queued":
                 if returned:
                     self.notify("requeue", returned)
                     self.flush()
                 returned = []
-                keep = collections.deque(m for m in keep if m[0] != P.TASK)
+                keep = collections.deque(m for m in keep if m[0] != P.TASK
+                                         or m[1] in self.direct_ids)
                 continue
             keep.append(message)
         # In place: run_sync holds a reference to this deque.
@@ -1112,6 +1208,7 @@ def _trim_traceback(text: str) -> str:
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     fd, node_pid, capacity, arena_size, worker_id = (int(x) for x in argv[:5])
+    direct_fd = int(argv[5]) if len(argv) > 5 else -1
     if os.environ.get("COVERAGE_PROCESS_START"):
         try:
             import coverage
@@ -1124,6 +1221,8 @@ def main(argv=None) -> None:
     sock = socket.socket(fileno=fd)
     _set_recv_timeout(sock)
     client = WorkerClient(sock, node_pid, capacity, arena_size, worker_id)
+    if direct_fd >= 0:
+        client.set_direct(socket.socket(fileno=direct_fd))
     set_client(client)
     context.set_worker_context(client)
     signal.signal(signal.SIGUSR1, client._on_sigusr1)
