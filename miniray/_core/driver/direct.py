@@ -323,8 +323,11 @@ class DirectCaller:
             return  # pragma: no cover - a reply of a call already handed over
         kind = message[0]
         runtime = self.runtime
+        run_s = -1.0
         if kind == P.DONE:
             state, data = VALUE_INLINE, message[2][0][0]
+            if len(message) > 3:
+                run_s = message[3]
         elif kind == P.FAILED:
             state, data = VALUE_ERROR, message[2]
         else:  # DIRECT_ROUTED: the node sets the value (direct_done)
@@ -350,7 +353,8 @@ class DirectCaller:
         self.inflight.pop(call.task_id, None)
         if state is not None:  # DIRECT_ROUTED: recorded by the node when it sets the value
             runtime.post_lazy(_record_ended, runtime, call.task_id, time.time(),
-                              data if state == VALUE_ERROR else None, call.record)
+                              data if state == VALUE_ERROR else None, call.record,
+                              call.fn_id, run_s)
 
     def _lost(self, channel: Channel) -> None:
         """EOF: the worker died with the call in flight; the node decides its fate."""

@@ -188,8 +188,10 @@ def _record_sent(runtime, task_id, name, worker_id, actor_id, sent, record) -> N
     bus.task_ring.add(sent, task_id, RUNNING)
 
 
-def _record_ended(runtime, task_id, ended, error, record) -> None:
+def _record_ended(runtime, task_id, ended, error, record, fn_id=None, run_s=-1.0) -> None:
     runtime.counters["tasks_finished" if error is None else "tasks_failed"] += 1
+    if fn_id is not None and run_s >= 0.0:  # an actor call has no fn_id
+        runtime._note_cost(fn_id, run_s)
     if not record:
         return
     bus = runtime.events

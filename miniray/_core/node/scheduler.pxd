@@ -9,6 +9,7 @@ from miniray._core.node.state cimport ObjectEntry, Task, WorkerHandle
 cdef class Scheduler(WorkerPool):
     cpdef _schedule(self)
     cpdef _short_cost(self, fn_id)
+    cpdef _note_cost(self, fn_id, double run_s)
     cpdef _pipeline_target(self, dict resources, double cost)
     cpdef _unassign(self, WorkerHandle worker, Task task)
     cpdef _dispatch(self, Task task, WorkerHandle worker)

@@ -180,12 +180,7 @@ class TaskManager(Scheduler):
         if worker.assigned:
             events.task_started(next(iter(worker.assigned.values())))
         if run_s >= 0.0 and task.fn_id is not None:
-            # The worker's own run time: dispatch-to-done on the node would add
-            # the round trip and the wait behind queued tasks (a 5 ms task read
-            # 6-9 ms), and so would make queued work look longer than it is.
-            previous = self.fn_cost.get(task.fn_id)
-            self.fn_cost[task.fn_id] = (run_s if previous is None
-                                        else 0.8 * previous + 0.2 * run_s)
+            self._note_cost(task.fn_id, run_s)
         self._finish_task(task)
         for object_id, (data, contained) in zip(task.return_ids, results):
             if contained:
