@@ -34,11 +34,11 @@ from .placement_groups import PlacementGroups
 
 
 class ActorManager(PlacementGroups):
-
     def _init_actors(self, namespace) -> None:
         self.namespace = namespace
         self.actors: dict[bytes, ActorState] = {}
         self.named_actors: dict[tuple, bytes] = {}
+
     def _actor_setup_failed(self, actor: ActorState, error: bytes) -> None:
         actor.death_error = error
         actor.death_cause = self.setup_cause

@@ -27,7 +27,6 @@ from .state import WorkerHandle
 
 
 class NodeCore:
-
     def _init_core(self, event_caps) -> None:
         self.node_pid = os.getpid()
         self._ops: collections.deque = collections.deque()
@@ -38,6 +37,7 @@ class NodeCore:
         self._pack = P.new_packer().pack  # runtime thread only: a Packer is not thread-safe
         self.events = _events.EventBus(event_caps)
         self.counters = collections.Counter()
+
     # -- cross-thread plumbing -----------------------------------------------------
     def post(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the runtime loop, batching wake-ups."""

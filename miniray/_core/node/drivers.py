@@ -20,7 +20,6 @@ from .streams import Streams
 
 
 class DriverServer(Streams):
-
     def _init_drivers(self) -> None:
         self.drivers: dict[int, DriverConn] = {}
         self.ended_drivers: collections.deque = collections.deque(maxlen=1000)  # list_jobs
@@ -33,6 +32,7 @@ class DriverServer(Streams):
         self._driver_servers = []
         for conn in list(self.drivers.values()):
             conn.transport.abort()
+
     # -- drivers connected to a head node ----------------------------------------------
     async def serve_drivers(self, token: str, unix_path: str | None = None,
                             host: str | None = None, port: int | None = None) -> list:

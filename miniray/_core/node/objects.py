@@ -35,7 +35,6 @@ from .core import NodeCore
 
 
 class ObjectDirectory(NodeCore):
-
     def _init_objects(self, object_store_memory, arena_size, spill_dir, spill_parent,
                       store_dir) -> None:
         self.capacity = int(object_store_memory)
@@ -54,6 +53,7 @@ class ObjectDirectory(NodeCore):
         self.store_used = 0
         self._state_lock = threading.Lock()
         self.arena_size = self.store.arena_size
+
     def _release_pins(self, holder) -> None:
         """Drop the pins of a worker or driver that is gone."""
         for object_id, n in holder.pins.items():

@@ -43,7 +43,6 @@ from .worker_pool import WorkerPool
 
 
 class Scheduler(WorkerPool):
-
     def _init_scheduler(self, num_cpus, num_gpus, resources, object_store_memory) -> None:
         self.total = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
         self.total.update({k: float(v) for k, v in (resources or {}).items()})
@@ -68,6 +67,7 @@ class Scheduler(WorkerPool):
         # (as in Ray, where more resources may appear), with one warning per shape.
         self.infeasible: list = []
         self._infeasible_warned: set = set()
+
     # -- scheduling ----------------------------------------------------------------
     def _fits(self, resources: dict):
         available = self.available

@@ -44,7 +44,6 @@ from .objects import ObjectDirectory
 
 
 class WorkerPool(ObjectDirectory):
-
     def _init_worker_pool(self, num_cpus) -> None:
         self.workers: dict[int, WorkerHandle] = {}
         self.workers_by_pid: dict[int, WorkerHandle] = {}
@@ -63,6 +62,7 @@ class WorkerPool(ObjectDirectory):
         # module in the working directory) would otherwise be respawned forever
         # while get() waits forever.
         self._startup_deaths: list[str] = []
+
     def _start_watchdog(self) -> None:
         self.watchdog = subprocess.Popen(
             [sys.executable, "-m", "miniray._core.node.watchdog", str(self.node_pid), self.spill_dir,
