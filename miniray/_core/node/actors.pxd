@@ -7,4 +7,9 @@ from miniray._core.node.state cimport ObjectEntry, Task, WorkerHandle
 
 
 cdef class ActorManager(PlacementGroups):
+    # The actor manager's state (see actors.py).
+    cdef public object actors
+    cdef public object named_actors
+    cdef public object namespace
+
     cpdef _actor_pump(self, actor)

@@ -1,6 +1,7 @@
 """The actor manager: creation, the per-actor call queue, restarts, kill, names.
 
-Owns ``actors`` (id -> ActorState) and ``named_actors``.
+Owns ``actors`` (id -> ActorState), ``named_actors`` and the node's
+``namespace``.
 
 Invariants:
 - An actor runs on its own worker; its calls run in submission order
@@ -33,6 +34,11 @@ from .placement_groups import PlacementGroups
 
 
 class ActorManager(PlacementGroups):
+    def _init_actors(self, namespace) -> None:
+        self.namespace = namespace
+        self.actors: dict[bytes, ActorState] = {}
+        self.named_actors: dict[tuple, bytes] = {}
+
     def _actor_setup_failed(self, actor: ActorState, error: bytes) -> None:
         actor.death_error = error
         actor.death_cause = self.setup_cause

@@ -1,8 +1,10 @@
 """The base of the node: cross-thread plumbing and the wire to processes.
 
-Owns ``_ops`` (operations posted from other threads), ``_wake_pending`` and
-the per-worker output buffers' flushing (``_flush_pending``,
-``_flush_scheduled``, ``_batching``).
+Owns ``_ops`` (operations posted from other threads), ``_wake_pending``, the
+per-worker output buffers' flushing (``_flush_pending``, ``_flush_scheduled``,
+``_batching``, ``_pack``) and what every component uses: ``node_pid``,
+``events`` (the event bus) and ``counters``. The loop it posts to is the
+runtime's (``loop``, ``thread``).
 
 Invariants:
 - Only the runtime loop runs component code; another thread calls ``post``
@@ -15,13 +17,28 @@ Invariants:
 
 from __future__ import annotations
 
+import collections
+import os
 import threading
 
+from .. import protocol as P
 from . import direct as _direct
+from . import events as _events
 from .state import WorkerHandle
 
 
 class NodeCore:
+    def _init_core(self, event_caps) -> None:
+        self.node_pid = os.getpid()
+        self._ops: collections.deque = collections.deque()
+        self._wake_pending = False
+        self._flush_pending: set = set()
+        self._flush_scheduled = False
+        self._batching = False  # in _drain_ops or a worker's data_received: they flush at the end
+        self._pack = P.new_packer().pack  # runtime thread only: a Packer is not thread-safe
+        self.events = _events.EventBus(event_caps)
+        self.counters = collections.Counter()
+
     # -- cross-thread plumbing -----------------------------------------------------
     def post(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the runtime loop, batching wake-ups."""
@@ -100,6 +117,10 @@ class NodeCore:
         if not self._flush_scheduled and not self._batching:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush_all)
+
+    def _set_batching(self, batching: bool) -> None:
+        """Inside a batch (a worker's data_received) sends wait for its end's flush."""
+        self._batching = batching
 
     def _flush_all(self) -> None:
         self._flush_scheduled = False

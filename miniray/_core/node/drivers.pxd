@@ -7,4 +7,8 @@ from miniray._core.node.state cimport ObjectEntry, Task, WorkerHandle
 
 
 cdef class DriverServer(Streams):
-    pass
+    # The driver server's state (see drivers.py).
+    cdef public object drivers
+    cdef public object ended_drivers
+    cdef public object _driver_servers
+    cdef public object _unauthenticated

@@ -1,6 +1,7 @@
 """Drivers connected to a head node (``miniray start``; ``init(address=...)``).
 
-Owns ``drivers``, ``ended_drivers`` and ``_driver_servers``. A connected driver
+Owns ``drivers``, ``ended_drivers``, ``_driver_servers`` and
+``_unauthenticated``. A connected driver
 is a DriverConn: it makes the same requests as a worker and what it holds is
 released when it disconnects, like a dead worker's.
 """
@@ -8,6 +9,7 @@ released when it disconnects, like a dead worker's.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import sys
 import time
@@ -18,6 +20,19 @@ from .streams import Streams
 
 
 class DriverServer(Streams):
+    def _init_drivers(self) -> None:
+        self.drivers: dict[int, DriverConn] = {}
+        self.ended_drivers: collections.deque = collections.deque(maxlen=1000)  # list_jobs
+        self._driver_servers: list = []
+
+    def _disconnect_drivers(self) -> None:
+        """Shutting down: stop listening and drop every connected driver."""
+        for server in self._driver_servers:
+            server.close()
+        self._driver_servers = []
+        for conn in list(self.drivers.values()):
+            conn.transport.abort()
+
     # -- drivers connected to a head node ----------------------------------------------
     async def serve_drivers(self, token: str, unix_path: str | None = None,
                             host: str | None = None, port: int | None = None) -> list:
@@ -113,8 +128,7 @@ class DriverServer(Streams):
                     self._refuse("the hello must carry the driver's pid")
                     return False
                 self._settle()
-                runtime._next_worker_id += 1
-                conn = DriverConn(runtime._next_worker_id, message[2], self.transport)
+                conn = DriverConn(runtime._take_worker_id(), message[2], self.transport)
                 self.conn = conn
                 runtime.drivers[conn.worker_id] = conn
                 runtime.workers_by_pid[conn.pid] = conn

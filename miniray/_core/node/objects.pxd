@@ -7,6 +7,19 @@ from miniray._core.node.state cimport ObjectEntry, Task, WorkerHandle
 
 
 cdef class ObjectDirectory(NodeCore):
+    # The object directory's state (see objects.py).
+    cdef public dict objects
+    cdef public object _pinned_garbage
+    cdef public object _state_lock
+    cdef public object _used_lock
+    cdef public object store
+    cdef public object store_used
+    cdef public object capacity
+    cdef public object arena_size
+    cdef public object store_dir
+    cdef public object spill_dir
+    cdef public object spill
+
     cpdef _set_value(self, bytes object_id, state, data, contained=*, size=*)
     cpdef _add_used(self, delta)
     cpdef _release_contained(self, contained)

@@ -1,8 +1,9 @@
 """The object directory: every object's entry, refcount, pins and storage.
 
-Owns ``objects`` (id -> ObjectEntry), ``_pinned_garbage``, the store budget
-(``store``, ``store_used``, ``capacity``, ``_used_lock``), reservations
-(``WorkerHandle.reserved``) and spilling (``spill``, ``spill_dir``). Serves
+Owns ``objects`` (id -> ObjectEntry), ``_pinned_garbage``, ``_state_lock``,
+the store budget (``store``, ``store_dir``, ``arena_size``, ``store_used``,
+``capacity``, ``_used_lock``), reservations (``WorkerHandle.reserved``) and
+spilling (``spill``, ``spill_dir``). Serves
 ``put``, ``get``, ``wait``, ``reserve`` and the ref-count RPCs.
 
 Invariants:
@@ -18,6 +19,8 @@ Invariants:
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 import time
 
@@ -25,12 +28,32 @@ from ...exceptions import ObjectStoreFullError, OutOfDiskError
 from .. import protocol as P
 from ..store import shm
 from ..client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM, VALUE_SPILLED
-from ..store.object_store import STORE_FULL_GRACE_S, _fmt
+from ..store.object_store import STORE_FULL_GRACE_S, LocalStore, _fmt
+from ..store.spilling import SpillFiles
 from .state import DRIVER, ObjectEntry, PENDING, _error_bytes, _lost
 from .core import NodeCore
 
 
 class ObjectDirectory(NodeCore):
+    def _init_objects(self, object_store_memory, arena_size, spill_dir, spill_parent,
+                      store_dir) -> None:
+        self.capacity = int(object_store_memory)
+        shm.set_dir(store_dir or os.environ.get(shm.STORE_DIR_ENV) or "/dev/shm")
+        self.store_dir = shm.SHM_DIR
+        # The driver keeps up to a quarter of the store of freed pages warm for
+        # the next put (they count in the budget and are given back first).
+        self.store = LocalStore(self.node_pid, self.capacity,
+                                arena_size or min(self.capacity, 512 * 1024 * 1024),
+                                warm_limit=min(self.capacity // 4, 512 * 1024 * 1024))
+        self.spill_dir = spill_dir or tempfile.mkdtemp(prefix=f"miniray_spill_{self.node_pid}_")
+        self.spill = SpillFiles(self.node_pid, spill_parent, self.spill_dir)
+        self.objects: dict[bytes, ObjectEntry] = {}
+        self._pinned_garbage: dict[bytes, ObjectEntry] = {}
+        self._used_lock = threading.Lock()
+        self.store_used = 0
+        self._state_lock = threading.Lock()
+        self.arena_size = self.store.arena_size
+
     def _release_pins(self, holder) -> None:
         """Drop the pins of a worker or driver that is gone."""
         for object_id, n in holder.pins.items():

@@ -7,4 +7,6 @@ from miniray._core.node.state cimport ObjectEntry, Task, WorkerHandle
 
 
 cdef class PlacementGroups(TaskManager):
-    pass
+    # The placement groups' state (see placement_groups.py).
+    cdef public object placement_groups
+    cdef public object _pgs_removed

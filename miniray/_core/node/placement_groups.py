@@ -22,6 +22,11 @@ from .tasks import TaskManager
 
 
 class PlacementGroups(TaskManager):
+    def _init_placement_groups(self) -> None:
+        # Placement groups (miniray.util.placement_group) by id.
+        self.placement_groups: dict[bytes, PlacementGroupState] = {}
+        self._pgs_removed = 0
+
     # -- placement groups ------------------------------------------------------------
     def rpc_create_placement_group(self, caller, pg_id: bytes, bundles: list, strategy: str,
                                    name: str) -> None:

@@ -21,40 +21,32 @@ object entries' ``state``/``data``/``waiters`` (so ``get`` of a ready object
 never waits on the loop) and the creation of entries for objects the driver
 itself creates.
 
-All the node's state is created in ``NodeRuntime.__init__`` (each component's
-docstring names the attributes it owns) and, where the hot paths read it,
-declared for the compiled build on the base class in core.pxd.
+Each component declares the state it owns in its own .pxd and creates it in
+its ``_init_<component>`` method; ``NodeRuntime.__init__`` calls them in
+chain order. The runtime's own: the loop (``loop``, ``thread``,
+``owns_loop``, ``_user_loop_thread``), what ``init()`` sets before ``start``
+(``runtime_env_vars``, ``setup_hook``, ``log_to_driver`` on the pool), the
+workers' environment (``worker_env``), the sampler, user metrics, memory
+monitor and dashboard. No component assigns another's state
+(tests/test_architecture.py checks it); the node has no instance
+``__dict__``, so an undeclared attribute cannot be set.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 from . import direct as _direct
 from .. import protocol as P
 from ..store import shm
-from . import events as _events
-from ..store.object_store import WARM_KEEP_S, LocalStore
+from ..store.object_store import WARM_KEEP_S
 from ..store.serialization import serialize
-from ..store.spilling import SpillFiles
-from .state import (
-    ActorState,
-    DriverConn,
-    NODE_IP,
-    ObjectEntry,
-    PlacementGroupState,
-    Task,
-    WorkerHandle,
-    _PACKAGE_ROOT,
-    _Stream,
-)
+from .state import WorkerHandle, _PACKAGE_ROOT
 from ...exceptions import RayTaskError
 from .drivers import DriverServer
 
@@ -63,101 +55,35 @@ class NodeRuntime(DriverServer):
     def __init__(self, num_cpus, num_gpus, resources, object_store_memory, namespace,
                  arena_size=None, spill_dir=None, event_caps=None, spill_parent=None,
                  store_dir=None):
-        self.node_pid = os.getpid()
-        self.namespace = namespace
-        self.total = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
-        self.total.update({k: float(v) for k, v in (resources or {}).items()})
-        # Ray's per-node resources: resources={"node:<ip>": 0.01} pins work here.
-        self.total.setdefault(f"node:{NODE_IP}", 1.0)
-        self.total.setdefault("node:__internal_head__", 1.0)
-        if "memory" not in self.total:
-            # As in Ray: the bytes of heap tasks and actors may reserve with
-            # memory=..., a scheduling quantity like CPU (not enforced).
-            self.total["memory"] = float(max(shm.physical_memory() - int(object_store_memory),
-                                             0))
-        self.available = dict(self.total)
-        self.free_gpu_ids = list(range(int(num_gpus)))
-        self.capacity = int(object_store_memory)
-        shm.set_dir(store_dir or os.environ.get(shm.STORE_DIR_ENV) or "/dev/shm")
-        self.store_dir = shm.SHM_DIR
-        # The driver keeps up to a quarter of the store of freed pages warm for
-        # the next put (they count in the budget and are given back first).
-        self.store = LocalStore(self.node_pid, self.capacity,
-                                arena_size or min(self.capacity, 512 * 1024 * 1024),
-                                warm_limit=min(self.capacity // 4, 512 * 1024 * 1024))
-        self.spill_dir = spill_dir or tempfile.mkdtemp(prefix=f"miniray_spill_{self.node_pid}_")
-        self.spill = SpillFiles(self.node_pid, spill_parent, self.spill_dir)
-        self.objects: dict[bytes, ObjectEntry] = {}
-        self.functions: dict[bytes, bytes] = {}
-        self.tasks: dict[bytes, Task] = {}
-        self.ready: collections.deque[Task] = collections.deque()
-        self.workers: dict[int, WorkerHandle] = {}
-        self.workers_by_pid: dict[int, WorkerHandle] = {}
-        self.idle: list[WorkerHandle] = []
-        self._blocked_workers = 0  # workers lending their CPU back from a nested get
-        self.actors: dict[bytes, ActorState] = {}
-        self.named_actors: dict[tuple, bytes] = {}
-        self._pinned_garbage: dict[bytes, ObjectEntry] = {}
-        self._dead_workers: list[WorkerHandle] = []
-        self._used_lock = threading.Lock()
-        self._user_loop_thread = None
-        self.store_used = 0
-        self._state_lock = threading.Lock()
-        self._ops: collections.deque = collections.deque()
-        self._wake_pending = False
-        self._next_worker_id = 0
-        self._flush_pending: set = set()
-        self._flush_scheduled = False
-        self._batching = False  # in _drain_ops or a worker's data_received: they flush at the end
-        self._worker_target = int(num_cpus)
-        self._closing = False
+        # Each component creates the state it owns (declared in its .pxd), in
+        # chain order: a component's state may be built from the ones below it.
+        self._init_core(event_caps)
+        self._init_objects(object_store_memory, arena_size, spill_dir, spill_parent, store_dir)
+        self._init_worker_pool(num_cpus)
+        self._init_scheduler(num_cpus, num_gpus, resources, object_store_memory)
+        self._init_tasks()
+        self._init_placement_groups()
+        self._init_actors(namespace)
+        self._init_streams()
+        self._init_drivers()
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self.owns_loop = False
-        self.counters = collections.Counter()
-        self.fn_cost: dict[bytes, float] = {}  # EWMA of the workers' run times
-        # Set when a task is queued behind another: a later idle worker looks
-        # for work to steal back only while it is (cleared by a scan finding none).
-        self._steal_hint = False
-        self._steal_timer = None
-        self._steal_watch = None  # [(worker, its current task)] the timer checks
-        self._pack = P.new_packer().pack  # runtime thread only: a Packer is not thread-safe
-        self.arena_size = self.store.arena_size
-        self.watchdog = None
-        self.worker_env = None
-        self.events = _events.EventBus(event_caps)
-        self.drivers: dict[int, DriverConn] = {}
-        self.ended_drivers: collections.deque = collections.deque(maxlen=1000)  # list_jobs
-        self._driver_servers: list = []
-        self.dashboard = None
-        self.dashboard_boot = None  # the task starting it, while it runs
-        self.dashboard_token = None
-        self.log_dir = os.path.join(self.spill_dir, "logs")
-        self.log_to_driver = True
+        self._user_loop_thread = None
         self.started_at = time.time()
+        self.worker_env = None
         # init(runtime_env=...): set before start()
         self.runtime_env_vars: dict = {}
         self.setup_hook: bytes | None = None
-        self.setup_error: bytes | None = None  # a worker's setup hook failed: no work runs
-        self.setup_cause = "its worker's runtime_env setup hook raised"
-        # Workers that died before READY since the last one that got there: a
-        # worker that cannot start (a broken import, a file shadowing a stdlib
-        # module in the working directory) would otherwise be respawned forever
-        # while get() waits forever.
-        self._startup_deaths: list[str] = []
-        # Placement groups (miniray.util.placement_group) and actors waiting for
-        # resources, placed as running work releases some.
-        self.placement_groups: dict[bytes, PlacementGroupState] = {}
-        self._pg_pending: list[PlacementGroupState] = []
-        self._waiting_actors: list[ActorState] = []
-        self._pgs_removed = 0
-        # Tasks and actors asking for more than the node has in all: pending
-        # (as in Ray, where more resources may appear), with one warning per shape.
-        self.infeasible: list = []
-        self._infeasible_warned: set = set()
-        # Generator tasks' values as they are yielded: the task's return id ->
-        # the ids of the values stored so far (held until the task ends).
-        self.streams: dict[bytes, _Stream] = {}
+        self.sampler = None  # the MetricsSampler, from start()
+        self.user_metrics = None  # miniray.util.metrics, from the first record
+        self.memory_monitor = None  # set by init() / the head when it runs one
+        self.dashboard = None
+        self.dashboard_boot = None  # the task starting it, while it runs
+        self.dashboard_token = None
         # -- direct calls (direct.py): leased workers' channels, the driver's caller.
         self.direct_leases: set = set()
         self.direct_caller = None
@@ -248,6 +174,15 @@ class NodeRuntime(DriverServer):
             except subprocess.TimeoutExpired:  # pragma: no cover
                 self.watchdog.kill()
                 self.watchdog.wait()
+
+    def _close_dashboard_now(self) -> None:
+        """Close the dashboard without the loop (the caller's: it may never run again)."""
+        boot, self.dashboard_boot = self.dashboard_boot, None
+        if boot is not None:
+            boot.cancel()
+        if self.dashboard is not None:
+            dashboard, self.dashboard = self.dashboard, None
+            dashboard.close_now()
 
     async def stop_dashboard(self) -> None:
         boot, self.dashboard_boot = self.dashboard_boot, None

@@ -7,6 +7,21 @@ from miniray._core.node.state cimport ObjectEntry, Task, WorkerHandle
 
 
 cdef class Scheduler(WorkerPool):
+    # The scheduler's state (see scheduler.py).
+    cdef public object ready
+    cdef public object total
+    cdef public object available
+    cdef public object free_gpu_ids
+    cdef public dict fn_cost
+    cdef public object _blocked_workers
+    cdef public object infeasible
+    cdef public object _infeasible_warned
+    cdef public object _pg_pending
+    cdef public object _waiting_actors
+    cdef public bint _steal_hint
+    cdef public object _steal_timer
+    cdef public object _steal_watch
+
     cpdef _schedule(self)
     cpdef _short_cost(self, fn_id)
     cpdef _note_cost(self, fn_id, double run_s)

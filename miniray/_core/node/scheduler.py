@@ -1,9 +1,9 @@
 """The scheduler: ready queue, resource leases, pipelining, placement of work.
 
 Owns ``ready``, ``available``/``total``, ``free_gpu_ids``, the lease of each
-worker (``WorkerHandle.lease``), ``fn_cost`` (the pipelining estimates),
-``infeasible`` and the work waiting for resources (``_pg_pending``,
-``_waiting_actors``).
+worker (``WorkerHandle.lease``), ``_blocked_workers``, ``fn_cost`` (the
+pipelining estimates), ``infeasible`` (and ``_infeasible_warned``) and the
+work waiting for resources (``_pg_pending``, ``_waiting_actors``).
 
 Invariants:
 - A worker's ``assigned`` tasks hold the worker's resource lease; the lease is
@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import sys
@@ -29,11 +30,14 @@ import time
 from ...exceptions import TaskCancelledError, TaskPlacementGroupRemoved
 from .. import protocol as P
 from ..client import VALUE_SHM, VALUE_SPILLED
+from ..store import shm
 from .state import (
+    ActorState,
     NODE_IP,
     ObjectEntry,
     PIPELINE_BUDGET_S,
     PIPELINE_MAX,
+    PlacementGroupState,
     SHORT_TASK_S,
     Task,
     WorkerHandle,
@@ -45,6 +49,36 @@ from .worker_pool import WorkerPool
 
 
 class Scheduler(WorkerPool):
+    def _init_scheduler(self, num_cpus, num_gpus, resources, object_store_memory) -> None:
+        self.total = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
+        self.total.update({k: float(v) for k, v in (resources or {}).items()})
+        # Ray's per-node resources: resources={"node:<ip>": 0.01} pins work here.
+        self.total.setdefault(f"node:{NODE_IP}", 1.0)
+        self.total.setdefault("node:__internal_head__", 1.0)
+        if "memory" not in self.total:
+            # As in Ray: the bytes of heap tasks and actors may reserve with
+            # memory=..., a scheduling quantity like CPU (not enforced).
+            self.total["memory"] = float(max(shm.physical_memory() - int(object_store_memory),
+                                             0))
+        self.available = dict(self.total)
+        self.free_gpu_ids = list(range(int(num_gpus)))
+        self.ready: collections.deque[Task] = collections.deque()
+        self._blocked_workers = 0  # workers lending their CPU back from a nested get
+        self.fn_cost: dict[bytes, float] = {}  # EWMA of the workers' run times
+        # Set when a task is queued behind another: a later idle worker looks
+        # for work to steal back only while it is (cleared by a scan finding none).
+        self._steal_hint = False
+        self._steal_timer = None
+        self._steal_watch = None  # [(worker, its current task)] the timer checks
+        # Placement groups and actors waiting for resources, placed as running
+        # work releases some.
+        self._pg_pending: list[PlacementGroupState] = []
+        self._waiting_actors: list[ActorState] = []
+        # Tasks and actors asking for more than the node has in all: pending
+        # (as in Ray, where more resources may appear), with one warning per shape.
+        self.infeasible: list = []
+        self._infeasible_warned: set = set()
+
     # -- scheduling ----------------------------------------------------------------
     def _fits(self, resources: dict):
         available = self.available
@@ -399,6 +433,12 @@ class Scheduler(WorkerPool):
             if len(worker.assigned) > 1:
                 self._send(worker, [P.NOTIFY, "return_queued", []])
         worker.blocked += 1
+
+    def _forget_blocked(self, worker: WorkerHandle) -> None:
+        """A dead worker no longer lends its CPU back (the worker pool's death path)."""
+        if worker.blocked:
+            worker.blocked = 0
+            self._blocked_workers -= 1
 
     def _unblock(self, worker: WorkerHandle) -> None:
         if worker.actor is not None or worker.dead or worker.is_driver:

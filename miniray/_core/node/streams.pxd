@@ -7,4 +7,5 @@ from miniray._core.node.state cimport ObjectEntry, Task, WorkerHandle
 
 
 cdef class Streams(ActorManager):
-    pass
+    # The streams' state (see streams.py).
+    cdef public object streams

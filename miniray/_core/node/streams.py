@@ -11,6 +11,11 @@ from .actors import ActorManager
 
 
 class Streams(ActorManager):
+    def _init_streams(self) -> None:
+        # Generator tasks' values as they are yielded: the task's return id ->
+        # the ids of the values stored so far (held until the task ends).
+        self.streams: dict[bytes, _Stream] = {}
+
     # -- introspection -------------------------------------------------------------------
     # -- generator tasks: values handed out as they are yielded -----------------------
     def rpc_stream_item(self, caller, source_id: bytes, index: int, item_id: bytes) -> None:

@@ -7,6 +7,10 @@ from miniray._core.node.state cimport ObjectEntry, Task, WorkerHandle
 
 
 cdef class TaskManager(Scheduler):
+    # The task manager's state (see tasks.py).
+    cdef public dict tasks
+    cdef public dict functions
+
     cpdef _finish_task(self, Task task)
     cpdef _fail_task(self, Task task, bytes error, bint schedule=*)
     cpdef _take_assigned(self, WorkerHandle worker, bytes task_id)

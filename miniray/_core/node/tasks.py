@@ -35,6 +35,10 @@ from .scheduler import Scheduler
 
 
 class TaskManager(Scheduler):
+    def _init_tasks(self) -> None:
+        self.tasks: dict[bytes, Task] = {}
+        self.functions: dict[bytes, bytes] = {}
+
     # -- rpc methods (driver ops and worker requests/notifications) ----------------
     def rpc_register_function(self, caller, fn_id: bytes, blob: bytes) -> None:
         self.functions[fn_id] = blob

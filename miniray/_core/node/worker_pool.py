@@ -1,8 +1,11 @@
 """The worker pool: spawning worker processes, their output, their death.
 
-Owns ``workers``, ``workers_by_pid``, ``idle``, ``_dead_workers``,
-``_startup_deaths``, the watchdog (``watchdog``) and the worker environment
-(``worker_env``).
+Owns ``workers``, ``workers_by_pid``, ``idle``, ``_dead_workers``, the ids
+(``_next_worker_id``, shared with connected drivers: ``_take_worker_id``),
+``_worker_target``, ``_startup_deaths`` and the setup failure
+(``setup_error``, ``setup_cause``), the watchdog (``watchdog``), the workers'
+logs (``log_dir``, ``log_to_driver``) and ``_closing``. The environment
+workers start with is the runtime's (``worker_env``, built in ``start``).
 
 Invariants:
 - A worker is in ``idle`` only when ready, alive, not an actor's and with
@@ -42,6 +45,25 @@ from .objects import ObjectDirectory
 
 
 class WorkerPool(ObjectDirectory):
+    def _init_worker_pool(self, num_cpus) -> None:
+        self.workers: dict[int, WorkerHandle] = {}
+        self.workers_by_pid: dict[int, WorkerHandle] = {}
+        self.idle: list[WorkerHandle] = []
+        self._dead_workers: list[WorkerHandle] = []
+        self._next_worker_id = 0
+        self._worker_target = int(num_cpus)
+        self._closing = False
+        self.watchdog = None
+        self.log_dir = os.path.join(self.spill_dir, "logs")
+        self.log_to_driver = True
+        self.setup_error: bytes | None = None  # a worker's setup hook failed: no work runs
+        self.setup_cause = "its worker's runtime_env setup hook raised"
+        # Workers that died before READY since the last one that got there: a
+        # worker that cannot start (a broken import, a file shadowing a stdlib
+        # module in the working directory) would otherwise be respawned forever
+        # while get() waits forever.
+        self._startup_deaths: list[str] = []
+
     def _start_watchdog(self) -> None:
         self.watchdog = subprocess.Popen(
             [sys.executable, "-m", "miniray._core.node.watchdog", str(self.node_pid), self.spill_dir,
@@ -62,11 +84,7 @@ class WorkerPool(ObjectDirectory):
         sampler = getattr(self, "sampler", None)
         if sampler is not None:
             sampler.stop()
-        for server in self._driver_servers:
-            server.close()
-        self._driver_servers = []
-        for conn in list(self.drivers.values()):
-            conn.transport.abort()
+        self._disconnect_drivers()
         for worker in list(self.workers.values()):
             if worker.dead:
                 continue
@@ -77,12 +95,7 @@ class WorkerPool(ObjectDirectory):
                 worker.proc.kill()
 
     def _stop_workers_blocking(self) -> None:
-        boot, self.dashboard_boot = self.dashboard_boot, None
-        if boot is not None:
-            boot.cancel()
-        if self.dashboard is not None:  # the caller's loop: it may never run again
-            dashboard, self.dashboard = self.dashboard, None
-            dashboard.close_now()
+        self._close_dashboard_now()
         self._ask_workers_to_exit()
         deadline = time.monotonic() + 2.0
         for worker in list(self.workers.values()):
@@ -135,6 +148,11 @@ class WorkerPool(ObjectDirectory):
                 surplus -= 1
 
     # -- workers ---------------------------------------------------------------------
+    def _take_worker_id(self) -> int:
+        """A new id for a worker or a connected driver (they share the numbering)."""
+        self._next_worker_id += 1
+        return self._next_worker_id
+
     def _spawn_worker(self, actor: ActorState | None = None) -> WorkerHandle:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # direct.py: the worker's second socket, for the driver's direct calls.
@@ -177,7 +195,7 @@ class WorkerPool(ObjectDirectory):
 
             def data_received(self, data):
                 self.unpacker.feed(data)
-                runtime._batching = True
+                runtime._set_batching(True)
                 try:
                     for message in self.unpacker:
                         try:
@@ -188,7 +206,7 @@ class WorkerPool(ObjectDirectory):
                             traceback.print_exc()
                     runtime._schedule()
                 finally:
-                    runtime._batching = False
+                    runtime._set_batching(False)
                 if runtime._flush_pending:
                     runtime._flush_all()
 
@@ -296,9 +314,7 @@ class WorkerPool(ObjectDirectory):
         self._release_pins(worker)
         self._drop_reservation(worker)
         self._release_lease(worker)
-        if worker.blocked:
-            worker.blocked = 0
-            self._blocked_workers -= 1
+        self._forget_blocked(worker)
         tasks = list(worker.assigned.values())
         worker.assigned.clear()
         if worker.actor is not None:
