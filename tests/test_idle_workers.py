@@ -271,3 +271,42 @@ def test_steals_racing_the_end_of_a_task_leave_every_worker_idle(ray):
     assert len(runtime.idle) == 2
     assert runtime.available["CPU"] == 2
     assert ray.api._node_stats()["counters"].get("steals", 0) >= 1
+
+
+def _second_worker_starts_late() -> None:
+    # worker_process_setup_hook: the first worker to get here starts at once,
+    # the others a second later (so work is scheduled while one is starting).
+    path = os.environ["MINIRAY_TEST_FIRST_WORKER"]
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        time.sleep(1.0)
+
+
+def test_work_waits_for_a_starting_worker_rather_than_behind_a_busy_one(ray_factory,
+                                                                        tmp_path):
+    # A free CPU whose worker is still starting: the second task waits for it
+    # on the node. Queued as the busy worker's next task it would wait for the
+    # whole first task, while the starting worker took the third from the node
+    # (Tune's first trials ran out of order that way).
+    os.environ["MINIRAY_TEST_FIRST_WORKER"] = str(tmp_path / "first")
+    try:
+        ray = ray_factory(runtime_env={"worker_process_setup_hook": _second_worker_starts_late})
+
+        @ray.remote
+        def stamp(seconds):
+            started = time.time()
+            _spin(seconds)
+            return os.getpid(), started, time.time()
+
+        first = stamp.remote(3.0)
+        time.sleep(0.2)  # the first worker is up and runs it; the other is starting
+        second = stamp.remote(0.0)
+        third = stamp.remote(3.0)  # waiting on the node: the starting worker's first pick
+        pid2, started2, _ = ray.get(second, timeout=60)
+        ray.get(third, timeout=60)
+        pid1, _, ended1 = ray.get(first, timeout=60)
+    finally:
+        del os.environ["MINIRAY_TEST_FIRST_WORKER"]
+    assert pid2 != pid1
+    assert started2 < ended1

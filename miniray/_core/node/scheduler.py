@@ -257,7 +257,14 @@ class Scheduler(WorkerPool):
         Any task may be the one next task of a worker running one; a task known
         to be short (``cost`` >= 0) may also join a deeper pipeline of short
         tasks within the budget. Whatever waits behind a task not known to be
-        short is stolen back if a worker goes idle (_steal_for_idle)."""
+        short is stolen back if a worker goes idle (_steal_for_idle).
+
+        Not while the node has room for the task (a worker of the pool is
+        starting): it takes the task when ready, whereas the busy worker's next
+        task would wait for the whole current one while the starting worker
+        took later work from the queue (so a task would run after later ones)."""
+        if cost < 0.0 and self._fits(resources):
+            return None
         best: WorkerHandle = None
         best_key = 0.0
         worker: WorkerHandle
