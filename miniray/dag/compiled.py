@@ -50,6 +50,7 @@ from typing import Generic, TypeVar
 
 from .._core.store import shm
 from .._core.store.serialization import PLAIN_TYPES, deserialize_inline, serialize
+from .._core.worker.worker import _trim_traceback as _trim_core_frames
 from ..exceptions import (
     ActorDiedError,
     RayCgraphCapacityExceeded,
@@ -205,17 +206,7 @@ def _error_bytes(name: str, exc: BaseException) -> bytes:
 
 def _trim_traceback(text: str) -> str:
     """Drop the loop's own frames from a method's traceback."""
-    own = f"{os.sep}miniray{os.sep}dag{os.sep}"
-    out, skip = [], False
-    for line in text.splitlines(keepends=True):
-        if line.startswith('  File "') and own in line:
-            skip = True
-            continue
-        if skip and line.startswith("    "):
-            continue
-        skip = False
-        out.append(line)
-    return "".join(out)
+    return _trim_core_frames(text, own=f"{os.sep}miniray{os.sep}dag{os.sep}")
 
 
 # -- inside each actor ------------------------------------------------------------------

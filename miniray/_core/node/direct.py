@@ -27,7 +27,6 @@ import threading
 import time
 
 from .. import protocol as P
-from ..client import VALUE_ERROR, VALUE_INLINE, VALUE_SHM
 from ...exceptions import ActorDiedError, OutOfMemoryError, TaskCancelledError, WorkerCrashedError
 from .events import FAILED, FINISHED, RUNNING
 from .state import Task, _describe_exit, _error_bytes
@@ -351,14 +350,4 @@ def node_direct_done(runtime, worker, return_ids, results) -> None:
     """A direct call's result that is not one inline value (shared memory,
     contained refs, several values): set on the node, as ``_on_task_done``."""
     _record_ended(runtime, return_ids[0], time.time(), None, True)
-    for object_id, (data, contained) in zip(return_ids, results):
-        if contained:
-            if type(contained) is int:  # P.RESULT_ERROR
-                runtime._set_value(object_id, VALUE_ERROR, data)
-                continue
-            for c in contained:
-                runtime._incref(c)
-        if isinstance(data, list):
-            runtime._set_value(object_id, VALUE_SHM, data, contained, data[2])
-        else:
-            runtime._set_value(object_id, VALUE_INLINE, data, contained)
+    runtime._set_results(return_ids, results)

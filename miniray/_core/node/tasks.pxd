@@ -15,4 +15,5 @@ cdef class TaskManager(Scheduler):
     cpdef _fail_task(self, Task task, bytes error, bint schedule=*)
     cpdef _take_assigned(self, WorkerHandle worker, bytes task_id)
     cpdef _on_task_done(self, WorkerHandle worker, bytes task_id, results, run_s=*)
+    cpdef _set_results(self, return_ids, results)
     cpdef _hold_args(self, Task task)

@@ -186,7 +186,12 @@ class TaskManager(Scheduler):
         if run_s >= 0.0 and task.fn_id is not None:
             self._note_cost(task.fn_id, run_s)
         self._finish_task(task)
-        for object_id, (data, contained) in zip(task.return_ids, results):
+        self._set_results(task.return_ids, results)
+
+    def _set_results(self, return_ids, results) -> None:
+        """A finished task's values as its worker encoded them (inline bytes or
+        a shared-memory location, with the refs each contains)."""
+        for object_id, (data, contained) in zip(return_ids, results):
             if contained:
                 if type(contained) is int:  # P.RESULT_ERROR: a position the generator
                     self._set_value(object_id, VALUE_ERROR, data)  # did not reach

@@ -177,16 +177,7 @@ class WorkerClient(ClientBase):
             return
         was_in_io = self.in_io
         with self.send_lock:
-            self.in_io = True
-            try:
-                parts = []
-                out = self.out
-                while out:
-                    parts.append(out.popleft())
-                if parts:
-                    self.sock.sendall(b"".join(parts))
-            finally:
-                self.in_io = was_in_io
+            self._send_out(was_in_io)
         if self.flush_wanted:
             self.flush_wanted = False
             self.flush()
@@ -205,7 +196,14 @@ class WorkerClient(ClientBase):
         if not self.send_lock.acquire(False):
             self.flush_wanted = True
             return
-        was_in_io = self.in_io
+        try:
+            self._send_out(self.in_io)
+        finally:
+            self.send_lock.release()
+
+    def _send_out(self, was_in_io: bool) -> None:
+        """Write everything queued in one ``sendall`` (send_lock held), in_io
+        meanwhile so a signal handler only takes note."""
         self.in_io = True
         try:
             parts = []
@@ -216,7 +214,6 @@ class WorkerClient(ClientBase):
                 self.sock.sendall(b"".join(parts))
         finally:
             self.in_io = was_in_io
-            self.send_lock.release()
 
     def _recv_blocking(self) -> bool:
         if self.direct_sock is not None:
@@ -1189,13 +1186,16 @@ def _set_exception(waiter, exc):
         waiter.set_exception(exc)
 
 
-def _trim_traceback(text: str) -> str:
-    """Drop miniray's own frames from the top of a remote traceback."""
+_CORE_FILES = f"{os.sep}miniray{os.sep}_core{os.sep}"
+
+
+def _trim_traceback(text: str, own: str = _CORE_FILES) -> str:
+    """Drop miniray's own frames (files whose path has ``own``) from a remote traceback."""
     lines = text.splitlines(keepends=True)
     out = []
     skip = False
     for line in lines:
-        if line.startswith('  File "') and f"{os.sep}miniray{os.sep}_core{os.sep}" in line:
+        if line.startswith('  File "') and own in line:
             skip = True
             continue
         if skip and line.startswith("    "):
