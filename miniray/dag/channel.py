@@ -245,7 +245,7 @@ class Channel:
         if doorbell:
             # O_RDWR: a FIFO opened for both never blocks the open nor sees EOF.
             self._bell = os.open(doorbell_path(name),
-                                 os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+                                 os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
             self._poll = select.poll()
             self._poll.register(self._bell, select.POLLIN)
         self._syscall = _syscall
@@ -456,7 +456,8 @@ class Channel:
         """Poke the driver's event loop (a DAG compiled with ``enable_asyncio``)."""
         if self._notify_fd < 0:
             try:
-                self._notify_fd = os.open(self._notify_path, os.O_WRONLY | os.O_NONBLOCK)
+                self._notify_fd = os.open(self._notify_path, os.O_WRONLY | os.O_NONBLOCK
+                                          | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:  # the driver is gone or tore the DAG down
                 return
         try:

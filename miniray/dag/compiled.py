@@ -738,7 +738,8 @@ class CompiledDAG:
             self._fifo_path = os.path.join(shm.SHM_DIR,
                                            _ch.segment_name(self._node_pid, token, "f"))
             os.mkfifo(self._fifo_path, 0o600)
-            self._fifo_fd = os.open(self._fifo_path, os.O_RDONLY | os.O_NONBLOCK)
+            self._fifo_fd = os.open(self._fifo_path, os.O_RDONLY | os.O_NONBLOCK
+                                    | os.O_NOFOLLOW | os.O_CLOEXEC)
         actors = list(self._handles)
         if len(actors) > (_ch.HEADER // 64):
             raise ValueError(f"A compiled DAG can span at most {_ch.HEADER // 64} actors")
