@@ -581,3 +581,27 @@ def test_compile_on_the_nodes_own_loop_says_how():
 
     asyncio.run(main())
     assert_nothing_leaked(os.getpid())
+
+
+def test_a_loop_past_its_last_execution_counts_as_stopping():
+    # The actor side of teardown-then-compile: a loop that has left run() has
+    # released its channels but its thread may still be alive a moment; a new
+    # compile on that actor must wait for it rather than call the actor busy
+    # (seen on Python 3.13: "already part of a compiled DAG" right after teardown).
+    import ctypes
+
+    from miniray.dag import channel as _ch
+    from miniray.dag import compiled as C
+
+    loop = C._ActorLoop.__new__(C._ActorLoop)
+    loop.channels = []
+    loop.ending = False
+    loop.control = None
+    loop.control_word = ctypes.c_uint32(0)
+
+    def closed():
+        raise _ch.ChannelClosed()
+
+    loop.run_once = closed
+    loop.run()
+    assert loop.stopping()

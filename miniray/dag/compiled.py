@@ -224,6 +224,7 @@ class _ActorLoop:
         nslots, slot_size = spec["nslots"], spec["slot_size"]
         self.node_pid = spec["node_pid"]
         self.channels: list = []
+        self.ending = False  # run() is past its last execution (its channels may be gone)
         try:
             self.inputs = {}
             for key, name in spec["inputs"]:
@@ -257,7 +258,9 @@ class _ActorLoop:
         return channel
 
     def stopping(self) -> bool:
-        return any(channel.closed for channel in self.channels)
+        # ``ending`` too: once the loop has released its channels there are none
+        # left to ask, but its thread may still be alive for a moment.
+        return self.ending or any(channel.closed for channel in self.channels)
 
     def run(self) -> None:
         try:
@@ -271,6 +274,7 @@ class _ActorLoop:
 
             traceback.print_exc()
         finally:
+            self.ending = True
             # Closing passes the stop down the graph: the next loop, then the
             # driver, stop waiting on us (after a teardown they are closed already).
             for channel in self.channels:
